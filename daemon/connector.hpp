@@ -1,0 +1,64 @@
+// An outgoing connection in the making: resolve, connect, handshake, all
+// within one timeout, then the reply to the client's connect.
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/connection.hpp"
+#include "daemon/tls_config.hpp"
+#include "protocol/framing.hpp"
+
+namespace tlsport::daemon {
+
+class Daemon;
+
+/// What a connect command asked for.
+struct ConnectRequest {
+  std::uint32_t client = 0;            ///< who asked
+  nlohmann::json ref;                  ///< its ref
+  std::string host;                    ///< name or address
+  unsigned short port = 0;             ///< TCP port
+  protocol::Framing framing;           ///< mode of the socket
+  std::size_t packet_size = 64u << 20;  ///< packet cap
+  std::chrono::milliseconds timeout{30000};  ///< for the whole connect
+  SslCtxPtr ctx;                       ///< shared client context (null = TCP)
+  TlsOptions tls;                      ///< for SNI and host-name checking
+};
+
+/// One connect in progress.
+class Connector : public std::enable_shared_from_this<Connector> {
+ public:
+  Connector(Daemon& daemon, ConnectRequest request);
+  Connector(const Connector&) = delete;
+  Connector& operator=(const Connector&) = delete;
+
+  /// Starts resolving.
+  void start();
+  /// Gives up (the client left): no reply.
+  void abandon();
+  std::uint32_t client() const { return request_.client; }
+
+ private:
+  void on_resolved(const std::error_code& ec, asio::ip::tcp::resolver::results_type results);
+  void on_connected(const std::error_code& ec);
+  void on_handshake(const std::optional<ErrorInfo>& error);
+  void fail(const ErrorInfo& error);
+  void finish();
+
+  Daemon& daemon_;                         ///< registry and clients
+  ConnectRequest request_;                 ///< what to do
+  asio::ip::tcp::resolver resolver_;       ///< asynchronous name lookup
+  asio::ip::tcp::socket socket_;           ///< the socket being connected
+  asio::steady_timer timer_;               ///< the whole-connect timeout
+  std::shared_ptr<Connection> connection_;  ///< once TCP is up
+  bool done_ = false;                      ///< replied or abandoned
+};
+
+}  // namespace tlsport::daemon

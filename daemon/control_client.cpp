@@ -1,0 +1,231 @@
+#include "daemon/control_client.hpp"
+
+#include <unistd.h>
+
+#include <asio/post.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "daemon/daemon.hpp"
+#include "daemon/log.hpp"
+
+namespace tlsport::daemon {
+
+using nlohmann::json;
+using protocol::ControlEncoding;
+
+ControlClient::ControlClient(Daemon& daemon, std::uint32_t number, int in_fd, int out_fd,
+                             bool is_port, std::optional<ControlEncoding> encoding,
+                             unsigned header_bytes)
+    : daemon_(daemon),
+      number_(number),
+      is_port_(is_port),
+      in_(daemon.io(), in_fd),
+      out_fd_(daemon.io(), in_fd == out_fd ? ::dup(out_fd) : out_fd),
+      encoder_(encoding.value_or(ControlEncoding::binary), header_bytes,
+               daemon.options().terms),
+      header_bytes_(header_bytes),
+      high_water_(daemon.options().client_buffer) {
+  if (encoding) decoder_.emplace(*encoding, header_bytes, daemon.options().max_message);
+  std::error_code ignored;
+  in_.non_blocking(true, ignored);
+  out_fd_.non_blocking(true, ignored);
+}
+
+void ControlClient::start() { wait_readable(); }
+
+void ControlClient::wait_readable() {
+  if (closed_ || input_ended_ || input_paused_ || closing_) return;
+  in_.async_wait(asio::posix::stream_descriptor::wait_read,
+                 [self = shared_from_this()](const std::error_code& ec) {
+                   if (self->closed_ || self->input_ended_) return;
+                   if (ec) {
+                     if (ec != asio::error::operation_aborted) self->on_input_end("wait failed");
+                     return;
+                   }
+                   self->on_readable();
+                 });
+}
+
+void ControlClient::on_readable() {
+  auto& buffer = daemon_.read_buffer();
+  ssize_t n = ::read(in_.native_handle(), buffer.data(), buffer.size());
+  if (n > 0) {
+    process(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+    wait_readable();
+  } else if (n == 0) {
+    on_input_end("end of input");
+  } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    wait_readable();
+  } else {
+    on_input_end(std::strerror(errno));
+  }
+}
+
+void ControlClient::process(std::string_view bytes) {
+  if (closed_ || closing_) return;
+  if (!decoder_) {
+    if (bytes.empty()) return;
+    // Unix-socket clients choose their encoding with their first byte.
+    char first = bytes.front();
+    bool lines = first == '{' || first == ' ' || first == '\t' || first == '\r' || first == '\n';
+    ControlEncoding encoding = lines ? ControlEncoding::lines : ControlEncoding::binary;
+    unsigned header = lines ? 0 : 4;
+    decoder_.emplace(encoding, header ? header : 4, daemon_.options().max_message);
+    encoder_ = protocol::ControlEncoder(encoding, header ? header : 4, daemon_.options().terms);
+    header_bytes_ = header;
+  }
+  auto self = shared_from_this();  // a command may close this client
+  std::error_code ec = decoder_->feed(
+      bytes,
+      [&](protocol::InboundMessage& message) {
+        if (closed_ || closing_) return false;
+        if (message.kind == protocol::InboundMessage::Kind::data) {
+          daemon_.handle_deliver(*this, message.socket_id, message.data, nullptr);
+        } else {
+          if (auto format = decoder_->first_term_format();
+              format && format != encoder_.term_format() && !term_format_fixed_) {
+            encoder_.set_term_format(*format);
+          }
+          term_format_fixed_ = term_format_fixed_ || decoder_->first_term_format().has_value();
+          daemon_.handle_command(*this, message.command);
+        }
+        return !(input_paused_ || closed_ || closing_);
+      },
+      [&](protocol::ControlError error, const std::string& detail) {
+        if (auto format = decoder_->first_term_format(); format && !term_format_fixed_) {
+          encoder_.set_term_format(*format);
+          term_format_fixed_ = true;
+        }
+        std::string message = make_error_code(error).message();
+        if (!detail.empty()) message += ": " + detail;
+        send({{"ok", false}, {"error", {{"kind", "bad_request"}, {"message", message}}}});
+      });
+  if (ec) {
+    log(LogLevel::warning, "client %u: %s; disconnecting it", number_, ec.message().c_str());
+    send({{"ok", false}, {"error", {{"kind", "emsgsize"}, {"message", ec.message()}}}});
+    close_after_flush();
+  }
+}
+
+void ControlClient::resume_input() {
+  if (!input_paused_) return;
+  input_paused_ = false;
+  asio::post(in_.get_executor(), [self = shared_from_this()] {
+    if (self->input_paused_ || self->closed_) return;
+    self->process(std::string_view());
+    self->wait_readable();
+  });
+}
+
+void ControlClient::send(const json& message) {
+  if (closed_) return;
+  if (!encoder_.append_message(out_, message)) {
+    // Only possible with --packet 1/2: say so in a message that fits.
+    json error = {{"ok", false},
+                  {"error", {{"kind", "emsgsize"}, {"message", "reply too large for frame"}}}};
+    if (message.contains("ref")) error["ref"] = message["ref"];
+    encoder_.append_message(out_, error);
+  }
+  schedule_flush();
+}
+
+bool ControlClient::send_data(std::uint32_t socket_id, std::string_view data, bool splittable) {
+  if (closed_) return true;
+  std::size_t max = encoder_.max_data_per_frame();
+  if (data.size() > max && !splittable) return false;
+  do {
+    std::string_view piece = data.substr(0, std::min(max, data.size()));
+    encoder_.append_data(out_, socket_id, piece);
+    data.remove_prefix(piece.size());
+  } while (!data.empty());
+  schedule_flush();
+  return true;
+}
+
+void ControlClient::schedule_flush() {
+  if (flush_scheduled_ || write_waiting_ || closed_) return;
+  flush_scheduled_ = true;
+  // Posted, so that everything produced in this turn of the loop leaves in
+  // one write.
+  asio::post(in_.get_executor(), [self = shared_from_this()] {
+    self->flush_scheduled_ = false;
+    self->flush();
+  });
+}
+
+void ControlClient::flush() {
+  while (!closed_ && out_start_ < out_.size()) {
+    ssize_t n = ::write(out_fd_.native_handle(), out_.data() + out_start_, out_.size() - out_start_);
+    if (n > 0) {
+      out_start_ += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Reclaim what was written so a slow reader does not make out_ grow.
+      if (out_start_ >= (64u << 10) && out_start_ * 2 >= out_.size()) {
+        out_.erase(0, out_start_);
+        out_start_ = 0;
+      }
+      after_drain();
+      write_waiting_ = true;
+      out_fd_.async_wait(asio::posix::stream_descriptor::wait_write,
+                         [self = shared_from_this()](const std::error_code& ec) {
+                           self->write_waiting_ = false;
+                           if (ec || self->closed_) return;
+                           self->flush();
+                         });
+      return;
+    }
+    // EPIPE or another error: nobody is reading any more.
+    log(LogLevel::info, "client %u: output closed (%s)", number_,
+        n < 0 ? std::strerror(errno) : "short write");
+    out_.clear();
+    out_start_ = 0;
+    on_input_end("output closed");
+    return;
+  }
+  out_.clear();
+  out_start_ = 0;
+  if (out_.capacity() > (4u << 20)) out_.shrink_to_fit();
+  after_drain();
+  if (closing_) close_now();
+}
+
+void ControlClient::after_drain() {
+  if (waiting_sockets_.empty() || pending_output() > high_water_ / 4) return;
+  std::vector<std::uint32_t> ids;
+  ids.swap(waiting_sockets_);
+  daemon_.resume_sockets(ids);
+}
+
+void ControlClient::on_input_end(const char* why) {
+  if (input_ended_) return;
+  input_ended_ = true;
+  log(LogLevel::info, "client %u: %s", number_, why);
+  if (is_port_) {
+    daemon_.on_port_closed();
+    return;
+  }
+  close_after_flush();
+}
+
+void ControlClient::close_after_flush() {
+  if (closed_) return;
+  closing_ = true;
+  if (pending_output() == 0 || write_waiting_ == false) flush();
+  if (!closed_ && pending_output() == 0) close_now();
+}
+
+void ControlClient::close_now() {
+  if (closed_) return;
+  auto self = shared_from_this();
+  closed_ = true;
+  std::error_code ignored;
+  in_.close(ignored);
+  out_fd_.close(ignored);
+  daemon_.on_client_closed(number_);
+}
+
+}  // namespace tlsport::daemon

@@ -1,0 +1,92 @@
+// One control channel: a controlling program talking to the daemon over
+// stdio, fds 3/4 or a Unix-socket connection.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "protocol/control_codec.hpp"
+
+namespace tlsport::daemon {
+
+class Daemon;
+
+/// A controlling client. Reads commands, writes replies and events through
+/// one bounded output buffer that is flushed in batches.
+class ControlClient : public std::enable_shared_from_this<ControlClient> {
+ public:
+  /// in_fd/out_fd are owned from now on (they may be the same descriptor).
+  /// `encoding` nullopt: detect lines/binary from the first byte (Unix socket).
+  ControlClient(Daemon& daemon, std::uint32_t number, int in_fd, int out_fd, bool is_port,
+                std::optional<protocol::ControlEncoding> encoding, unsigned header_bytes);
+  ControlClient(const ControlClient&) = delete;
+  ControlClient& operator=(const ControlClient&) = delete;
+
+  /// Starts reading commands.
+  void start();
+  /// Queues a reply or event.
+  void send(const nlohmann::json& message);
+  /// Queues fromsocket events for `data`; raw data too big for one frame is
+  /// split when `splittable`. False when it cannot be sent (too big).
+  bool send_data(std::uint32_t socket_id, std::string_view data, bool splittable);
+  /// True while the output buffer is above its high-water mark.
+  bool congested() const { return pending_output() >= high_water_; }
+  /// Remembers a socket that stopped reading because this client is congested.
+  void add_waiting_socket(std::uint32_t id) { waiting_sockets_.push_back(id); }
+  /// Stops decoding commands until resume_input() (a socket's send buffer is full).
+  void pause_input() { input_paused_ = true; }
+  /// Goes on decoding commands.
+  void resume_input();
+  /// Writes what is queued, then closes the channel.
+  void close_after_flush();
+  /// Writes what it can of the queued output now, without waiting.
+  void flush_pending() { flush(); }
+  /// Closes the channel now.
+  void close_now();
+
+  std::uint32_t number() const { return number_; }
+  const std::string& name() const { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
+  bool is_port() const { return is_port_; }
+  bool closed() const { return closed_; }
+  std::size_t pending_output() const { return out_.size() - out_start_; }
+
+ private:
+  void wait_readable();
+  void on_readable();
+  void process(std::string_view bytes);
+  void schedule_flush();
+  void flush();
+  void on_input_end(const char* why);
+  void after_drain();
+
+  Daemon& daemon_;                           ///< registry and command handling
+  std::uint32_t number_;                     ///< this client's number
+  std::string name_;                         ///< name given in hello, if any
+  bool is_port_;                             ///< stdio/fds channel: its end ends the daemon
+  asio::posix::stream_descriptor in_;        ///< commands come from here
+  asio::posix::stream_descriptor out_fd_;    ///< replies and events go here
+  std::optional<protocol::ControlDecoder> decoder_;  ///< set once the encoding is known
+  protocol::ControlEncoder encoder_;         ///< replies and events
+  unsigned header_bytes_;                    ///< binary frame header size
+  std::string out_;                          ///< queued output
+  std::size_t out_start_ = 0;                ///< first unwritten byte of out_
+  std::size_t high_water_;                   ///< congestion threshold for out_
+  std::vector<std::uint32_t> waiting_sockets_;  ///< sockets paused until out_ drains
+  bool flush_scheduled_ = false;             ///< a flush is posted
+  bool write_waiting_ = false;               ///< waiting for the output to be writable
+  bool input_paused_ = false;                ///< not decoding commands (socket backpressure)
+  bool input_ended_ = false;                 ///< no more commands will come
+  bool closing_ = false;                     ///< close once the output is flushed
+  bool closed_ = false;                      ///< descriptors closed
+  bool term_format_fixed_ = false;           ///< the term format was taken from the client
+};
+
+}  // namespace tlsport::daemon

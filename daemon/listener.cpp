@@ -1,0 +1,148 @@
+#include "daemon/listener.hpp"
+
+#include "daemon/control_client.hpp"
+#include "daemon/daemon.hpp"
+#include "daemon/log.hpp"
+
+namespace tlsport::daemon {
+
+using nlohmann::json;
+
+Listener::Listener(Daemon& daemon, asio::ip::tcp::acceptor acceptor, ListenSettings settings)
+    : daemon_(daemon),
+      acceptor_(std::move(acceptor)),
+      settings_(std::move(settings)),
+      retry_timer_(daemon.io()) {}
+
+unsigned short Listener::port() const {
+  std::error_code ec;
+  return acceptor_.local_endpoint(ec).port();
+}
+
+json Listener::endpoint() const {
+  std::error_code ec;
+  auto ep = acceptor_.local_endpoint(ec);
+  if (ec) return nullptr;
+  return {{"host", ep.address().to_string()}, {"port", ep.port()}};
+}
+
+void Listener::add_accept(std::uint32_t client, json ref) {
+  pending_.push_back({client, std::move(ref)});
+  serve_ready();
+  accept_next();
+}
+
+bool Listener::cancel(std::uint32_t client, const json& ref) {
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->client == client && it->ref == ref) {
+      json reply = {{"ref", it->ref}, {"ok", false},
+                    {"error", {{"kind", "cancelled"}, {"message", "accept cancelled"}}}};
+      pending_.erase(it);
+      if (ControlClient* c = daemon_.client(client)) c->send(reply);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Listener::drop_accepts(std::uint32_t client, const char* kind, const char* message) {
+  std::deque<PendingAccept> keep;
+  for (auto& p : pending_) {
+    if (p.client != client) {
+      keep.push_back(std::move(p));
+      continue;
+    }
+    if (ControlClient* c = daemon_.client(client)) {
+      json reply = {{"ok", false}, {"error", {{"kind", kind}, {"message", message}}}};
+      if (!p.ref.is_null()) reply["ref"] = p.ref;
+      c->send(reply);
+    }
+  }
+  pending_.swap(keep);
+}
+
+void Listener::close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ignored;
+  acceptor_.close(ignored);
+  retry_timer_.cancel();
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& p : pending) {
+    if (ControlClient* c = daemon_.client(p.client)) {
+      json reply = {{"ok", false},
+                    {"error", {{"kind", "closed"}, {"message", "listener closed"}}}};
+      if (!p.ref.is_null()) reply["ref"] = p.ref;
+      c->send(reply);
+    }
+  }
+  for (auto& conn : ready_) conn->abort();
+  ready_.clear();
+}
+
+void Listener::accept_next() {
+  if (closed_ || accepting_ || pending_.empty()) return;
+  if (handshaking_ >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
+  if (!daemon_.has_room_for_socket()) return;
+  accepting_ = true;
+  acceptor_.async_accept([self = shared_from_this()](const std::error_code& ec,
+                                                     asio::ip::tcp::socket socket) {
+    self->accepting_ = false;
+    self->on_accepted(ec, std::move(socket));
+  });
+}
+
+void Listener::on_accepted(const std::error_code& ec, asio::ip::tcp::socket socket) {
+  if (closed_) return;
+  if (ec) {
+    if (ec == asio::error::operation_aborted) return;
+    // EMFILE and the like: back off instead of spinning.
+    log(LogLevel::warning, "listener %u: accept failed: %s", id_, ec.message().c_str());
+    retry_timer_.expires_after(std::chrono::milliseconds(100));
+    retry_timer_.async_wait([self = shared_from_this()](const std::error_code& e) {
+      if (!e) self->accept_next();
+    });
+    return;
+  }
+  auto conn = std::make_shared<Connection>(daemon_, std::move(socket), settings_.ctx,
+                                           TlsRole::server, settings_.framing,
+                                           settings_.packet_size);
+  if (!settings_.log_file.empty()) conn->set_log_file(settings_.log_file);
+  ++handshaking_;
+  daemon_.track_handshake(conn);
+  conn->start_handshake(settings_.handshake_timeout,
+                        [self = shared_from_this(), conn](const std::optional<ErrorInfo>& error) {
+                          --self->handshaking_;
+                          self->daemon_.untrack_handshake(conn);
+                          if (error) {
+                            log(LogLevel::info, "listener %u: handshake failed: %s: %s",
+                                self->id_, error->kind.c_str(), error->message.c_str());
+                          } else if (self->closed_) {
+                            conn->abort();
+                          } else {
+                            self->ready_.push_back(conn);
+                            self->serve_ready();
+                          }
+                          self->accept_next();
+                        });
+  accept_next();
+}
+
+void Listener::serve_ready() {
+  while (!pending_.empty() && !ready_.empty()) {
+    PendingAccept accept = std::move(pending_.front());
+    pending_.pop_front();
+    ControlClient* client = daemon_.client(accept.client);
+    if (client == nullptr) continue;
+    auto conn = std::move(ready_.front());
+    ready_.pop_front();
+    std::uint32_t id = daemon_.register_connection(conn, accept.client);
+    json reply = {{"ok", true}, {"id", id}, {"peer", conn->endpoint(true)}};
+    if (!accept.ref.is_null()) reply["ref"] = accept.ref;
+    client->send(reply);
+    conn->open(id, accept.client);
+  }
+}
+
+}  // namespace tlsport::daemon

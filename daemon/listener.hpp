@@ -1,0 +1,80 @@
+// A listening socket: accepts connections, runs their handshakes, and hands
+// each finished one to the oldest outstanding accept.
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/connection.hpp"
+#include "daemon/tls_config.hpp"
+#include "protocol/framing.hpp"
+
+namespace tlsport::daemon {
+
+class Daemon;
+
+/// Settings shared by every connection a listener accepts.
+struct ListenSettings {
+  SslCtxPtr ctx;                             ///< one TLS context per listener (null = TCP)
+  protocol::Framing framing;                 ///< mode of accepted sockets
+  std::size_t packet_size = 64u << 20;       ///< packet cap of accepted sockets
+  std::chrono::milliseconds handshake_timeout{30000};  ///< per accepted connection
+  std::size_t backlog = 128;                 ///< bound on finished connections waiting
+  std::string log_file;                      ///< the seed's -log file
+};
+
+/// A listener owned by one client; accepts may come from its owner only.
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  Listener(Daemon& daemon, asio::ip::tcp::acceptor acceptor, ListenSettings settings);
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  /// Queues an accept for `client`; answered with `ref` later.
+  void add_accept(std::uint32_t client, nlohmann::json ref);
+  /// Cancels the accept with this ref; false when there is none.
+  bool cancel(std::uint32_t client, const nlohmann::json& ref);
+  /// Answers `client`'s outstanding accepts with `kind` and forgets them.
+  void drop_accepts(std::uint32_t client, const char* kind, const char* message);
+  /// Closes the listening socket; outstanding accepts fail with `closed`.
+  void close();
+
+  std::uint32_t id() const { return id_; }
+  void set_id(std::uint32_t id) { id_ = id; }
+  std::uint32_t owner() const { return owner_; }
+  void set_owner(std::uint32_t owner) { owner_ = owner; }
+  unsigned short port() const;
+  nlohmann::json endpoint() const;
+
+ private:
+  /// An accept waiting for a connection.
+  struct PendingAccept {
+    std::uint32_t client;  ///< who asked
+    nlohmann::json ref;    ///< its ref
+  };
+  void accept_next();
+  void on_accepted(const std::error_code& ec, asio::ip::tcp::socket socket);
+  void serve_ready();
+
+  static constexpr std::size_t kMaxHandshaking = 1024;  ///< concurrent handshakes per listener
+
+  Daemon& daemon_;                                  ///< registry and clients
+  asio::ip::tcp::acceptor acceptor_;                ///< the listening socket
+  ListenSettings settings_;                         ///< for accepted connections
+  asio::steady_timer retry_timer_;                  ///< back-off after accept errors
+  std::uint32_t id_ = 0;                            ///< socket id
+  std::uint32_t owner_ = 0;                         ///< owning client
+  std::deque<PendingAccept> pending_;               ///< accepts waiting, oldest first
+  std::deque<std::shared_ptr<Connection>> ready_;   ///< handshaken, waiting for an accept
+  std::size_t handshaking_ = 0;                     ///< handshakes in progress
+  bool accepting_ = false;                          ///< an async_accept is outstanding
+  bool closed_ = false;                             ///< close() was called
+};
+
+}  // namespace tlsport::daemon

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds from scratch, and runs every test suite:
+# C++ unit tests, daemon integration tests, and each client library's tests.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+scripts/install-deps.sh || exit 1
+rm -rf build
+scripts/build.sh || exit 1
+export TLSPORTD="$root/build/daemon/tlsportd"
+# Debian's python3 has python3-pytest; another python3 first on PATH may not.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+failed=()
+run_suite() {
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
+}
+
+run_suite "unit (ctest)" ctest --test-dir build --output-on-failure -j2
+run_suite "daemon integration (pytest)" "$PY" -m pytest -q tests/integration
+if [ -d client-libs/python/tests ]; then
+  run_suite "python client (pytest)" env PYTHONPATH="$root/client-libs/python" \
+    "$PY" -m pytest -q client-libs/python/tests
+fi
+if [ -f client-libs/erlang/rebar.config ]; then
+  run_suite "erlang client (rebar3 eunit)" bash -c 'cd client-libs/erlang && rebar3 eunit'
+fi
+if [ -x client-libs/shell/tests/run_tests.sh ]; then
+  run_suite "shell client" client-libs/shell/tests/run_tests.sh
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED suites: ${failed[*]}"
+  exit 1
+fi
+echo "all suites passed"

@@ -1,0 +1,201 @@
+"""Command line, control channels and the daemon's life."""
+
+import os
+import socket
+import subprocess
+import time
+
+from conftest import Daemon, FrameReader, control, daemon_path, decode_body, unix_client, wait_for_path
+
+
+def test_help_and_version():
+    out = subprocess.run([daemon_path(), "--help"], capture_output=True, text=True, timeout=5)
+    assert out.returncode == 0 and "--unix" in out.stdout and "--packet" in out.stdout
+    out = subprocess.run([daemon_path(), "--version"], capture_output=True, text=True, timeout=5)
+    assert out.returncode == 0 and out.stdout.startswith("tlsportd ")
+
+
+def test_bad_flags_are_refused_clearly():
+    for args, needle in ((["--bogus"], "unknown option --bogus"),
+                         (["--packet", "3"], "packet must be 1, 2 or 4"),
+                         (["--packet"], "needs a value"),
+                         (["--control", "xml"], "binary or lines")):
+        out = subprocess.run([daemon_path(), *args], capture_output=True, text=True, timeout=5)
+        assert out.returncode != 0, args
+        assert needle in out.stderr, (args, out.stderr)
+
+
+def test_hello_binary_json(client):
+    r = client.ok({"op": "hello", "name": "w1"})
+    assert r["protocol"] == 1 and r["name"] == "w1" and isinstance(r["client"], int)
+    assert "binary" in r["capabilities"]
+
+
+def test_hello_lines():
+    d = Daemon(lines=True)
+    try:
+        r = d.client.ok({"op": "hello", "ref": "a"})
+        assert r["ref"] == "a" and r["version"]
+    finally:
+        d.stop()
+
+
+def test_hello_worked_example_bytes():
+    """docs/protocol.md §6.2: the exact bytes of hello, and of a reply frame."""
+    d = Daemon()
+    try:
+        d.proc.stdin.write(bytes.fromhex("00000017 00") + b'{"op":"hello","ref":1}')
+        d.proc.stdin.flush()
+        assert d.client.reply(1)["ok"] is True
+        assert d.client.raw_log[0][4] == 0  # a CONTROL frame
+    finally:
+        d.stop()
+
+
+def test_hello_etf_gets_etf_reply():
+    """An Erlang client sends term_to_binary(#{op => hello, ref => 1}); replies come back in ETF."""
+    proc = subprocess.Popen([daemon_path()], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        term = bytes.fromhex("8374000000026400026f7064000568656c6c6f6400037265666101")
+        proc.stdin.write((len(term) + 1).to_bytes(4, "big") + b"\x00" + term)
+        proc.stdin.flush()
+        header = proc.stdout.read(4)
+        body = proc.stdout.read(int.from_bytes(header, "big"))
+        assert body[:3] == bytes([0, 131, 116])  # CONTROL, ETF version, map
+        assert b"version" in body and b"capabilities" in body
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=3)
+
+
+def test_packet_1_and_2_headers():
+    for header in (1, 2):
+        d = Daemon(header=header)
+        try:
+            r = d.client.ok({"op": "hello"})
+            assert r["protocol"] == 1
+        finally:
+            d.stop()
+
+
+def test_stdin_eof_ends_daemon_within_a_second(pki):
+    d = Daemon()
+    d.client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    start = time.monotonic()
+    d.proc.stdin.close()
+    d.proc.wait(timeout=3)
+    assert time.monotonic() - start < 1.0
+    assert d.proc.returncode == 0
+
+
+def test_stop_closes_everything_and_exits(client, daemon):
+    r = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    client.ok({"op": "stop"})
+    daemon.proc.wait(timeout=3)
+    try:
+        socket.create_connection(("127.0.0.1", r["port"]), timeout=1).close()
+        connected = True
+    except OSError:
+        connected = False
+    assert not connected
+
+
+def test_nouse_stdio_uses_fds_3_and_4():
+    r_cmd, w_cmd = os.pipe()
+    r_out, w_out = os.pipe()
+    # In the child: fd 3 = command pipe (read end), fd 4 = reply pipe (write end).
+    proc = subprocess.Popen(
+        [daemon_path(), "--nouse-stdio"],
+        pass_fds=(3, 4), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: (os.dup2(r_cmd, 3), os.dup2(w_out, 4)))
+    os.close(r_cmd)
+    os.close(w_out)
+    try:
+        os.write(w_cmd, control({"op": "hello", "ref": 7}))
+        reader = FrameReader()
+        frames = []
+        deadline = time.monotonic() + 5
+        while not frames and time.monotonic() < deadline:
+            frames = reader.feed(os.read(r_out, 65536))
+        msg = decode_body(frames[0])
+        assert msg["ref"] == 7 and msg["ok"] is True
+        os.close(w_cmd)
+        proc.wait(timeout=3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(r_out)
+
+
+def test_unix_socket_is_private_and_serves_both_encodings(unix_daemon):
+    mode = os.stat(unix_daemon.path).st_mode & 0o777
+    assert mode == 0o600
+    binary = unix_client(unix_daemon.path)
+    lines = unix_client(unix_daemon.path, lines=True)
+    a = binary.ok({"op": "hello", "name": "bin"})
+    b = lines.ok({"op": "hello", "name": "txt"})
+    assert a["client"] != b["client"]
+    lines.error({"op": "hello", "name": "bin"}, "eaddrinuse")
+
+
+def test_unix_socket_refuses_other_users(unix_daemon):
+    if os.getuid() != 0:
+        import pytest
+        pytest.skip("needs root to connect as another uid")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(3)
+            try:
+                s.connect(unix_daemon.path)
+            except PermissionError:
+                os._exit(0)  # the 0600 mode already keeps it out
+            s.sendall(b'{"op":"hello","ref":1}\n')
+            data = s.recv(100)
+            os._exit(0 if data == b"" else 1)
+        except Exception:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+def test_unix_socket_refuses_other_users_even_with_open_mode():
+    """With the file mode opened up, the peer-uid check alone refuses."""
+    if os.getuid() != 0:
+        import pytest
+        pytest.skip("needs root to connect as another uid")
+    import tempfile
+    public = tempfile.mkdtemp(prefix="tlsport-uid-")
+    os.chmod(public, 0o777)
+    path = os.path.join(public, "d.sock")
+    d = Daemon(["--unix", path], stdio=False)
+    try:
+        wait_for_path(path)
+        os.chmod(path, 0o777)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setuid(65534)
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(3)
+                s.connect(path)
+                s.sendall(b'{"op":"hello","ref":1}\n')
+                data = s.recv(100)
+                os._exit(0 if data == b"" else 1)
+            except (ConnectionResetError, BrokenPipeError):
+                os._exit(0)
+            except Exception:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+    finally:
+        d.proc.terminate()
+        d.proc.wait(timeout=3)
+
+
+def test_second_daemon_on_same_unix_socket_is_refused(unix_daemon):
+    out = subprocess.run([daemon_path(), "--unix", unix_daemon.path], capture_output=True,
+                         text=True, timeout=5)
+    assert out.returncode != 0 and "another daemon" in out.stderr

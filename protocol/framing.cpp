@@ -12,6 +12,8 @@ namespace {
 /// Capacity an empty buffer may keep: enough to absorb the usual small split
 /// packet without reallocating, too little to matter on an idle socket.
 constexpr std::size_t kKeepCapacity = 1024;
+/// How far ahead of the bytes held a split packet's buffer is reserved.
+constexpr std::size_t kReserveAhead = 64 * 1024;
 
 /// Header length for a packet-mode N, or nullopt when N is not 0, 1, 2 or 4.
 std::optional<unsigned> packet_header(char n) {
@@ -257,15 +259,17 @@ void Deframer::hold(std::string_view rest, std::size_t expect) {
   if (start_ != 0 && (start_ >= buffered() || buffer_.size() + rest.size() > buffer_.capacity())) {
     compact();
   }
-  // expect was checked against the cap by probe(): reserving it is safe and
-  // spares the reallocations of a large split packet.
-  if (expect > buffered() + rest.size()) buffer_.reserve(start_ + expect);
+  // Reserve towards the announced length, but only a little ahead of the
+  // bytes that actually came: a header alone must not pin a whole packet's
+  // worth of memory per connection. Beyond that the string grows geometrically.
+  std::size_t have = buffered() + rest.size();
+  if (expect > have) buffer_.reserve(start_ + std::min(expect, have + kReserveAhead));
   buffer_.append(rest.data(), rest.size());
 }
 
 void Deframer::complete_held(std::string_view part, std::size_t total) {
   compact();
-  buffer_.reserve(total);
+  buffer_.reserve(std::min(total, buffer_.size() + part.size() + kReserveAhead));
   buffer_.append(part.data(), part.size());
 }
 

@@ -144,10 +144,13 @@ class Client:
         self.closed = False
         self.next_ref = 1
         self.raw_log: List[bytes] = []
+        self.seq = 0  # arrival order of every message, across replies and events
 
     # reader side
     def dispatch(self, msg: Dict[str, Any]) -> None:
         with self.cond:
+            self.seq += 1
+            msg["_seq"] = self.seq
             if "event" in msg:
                 self.events.put(msg)
             elif "ref" in msg:
@@ -202,7 +205,7 @@ class Client:
             self._write(control(msg, self.header))
         return msg.get("ref")
 
-    def reply(self, ref: Any, timeout: float = TIMEOUT) -> Dict[str, Any]:
+    def reply(self, ref: Any, timeout: float = TIMEOUT, keep_seq: bool = False) -> Dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.cond:
             while ref not in self.replies:
@@ -210,7 +213,9 @@ class Client:
                 if left <= 0 or self.closed:
                     raise AssertionError(f"no reply to ref {ref!r} (closed={self.closed})")
                 self.cond.wait(left)
-            return self.replies.pop(ref)
+            msg = self.replies.pop(ref)
+            msg.pop("_seq", None) if not keep_seq else None
+            return msg
 
     def call(self, msg: Dict[str, Any], timeout: float = TIMEOUT) -> Dict[str, Any]:
         return self.reply(self.send(msg), timeout)
@@ -231,15 +236,20 @@ class Client:
         else:
             self._write(data_frame(sock_id, data, self.header))
 
-    def event(self, timeout: float = TIMEOUT) -> Dict[str, Any]:
+    def event(self, timeout: float = TIMEOUT, keep_seq: bool = False) -> Dict[str, Any]:
         try:
-            return self.events.get(timeout=timeout)
+            ev = self.events.get(timeout=timeout)
+            if not keep_seq:
+                ev.pop("_seq", None)
+            return ev
         except queue.Empty:
             raise AssertionError("no event within timeout") from None
 
     def next_unmatched(self, timeout: float = TIMEOUT) -> Dict[str, Any]:
         try:
-            return self.unmatched.get(timeout=timeout)
+            msg = self.unmatched.get(timeout=timeout)
+            msg.pop("_seq", None)
+            return msg
         except queue.Empty:
             raise AssertionError("no unmatched reply within timeout") from None
 

@@ -1,0 +1,239 @@
+%% Pure helpers shared by the APIs: framing modes, TLS options, host names,
+%% error terms. Nothing here talks to the daemon.
+-module(tlsport_lib).
+
+-export([seed_mode/1, modern_mode/1, max_deliver/1, check_deliver/2,
+         host_string/1, parse_ip/1, peer/1,
+         tls_options/2, listen_options/1, connect_options/1,
+         error_reason/1, set_last_error/1, last_error/0,
+         to_binary/1]).
+
+-export_type([format/0, error_reason/0]).
+
+%% How a socket hands received data to its owner.
+-type format() :: list | binary.
+%% `Kind' for errno-like errors (econnrefused, closed, timeout, ...);
+%% `{Kind, Message}' when the daemon's message carries the substance
+%% (tls, bad_tls_config, bad_request, unsupported_protocol).
+-type error_reason() :: atom() | {atom(), string()} | term().
+
+%% Largest body of one deliver: the daemon's default --max-message
+%% (64 MiB + 64 KiB) less room for the frame envelope.
+-define(MAX_FRAME_DATA, (64 * 1024 * 1024)).
+%% Kinds whose message is kept in the reason.
+-define(DETAILED, [tls, bad_tls_config, bad_request, unsupported_protocol, bad_packet]).
+
+%%% ---------------------------------------------------------------- modes
+
+%% @doc Seed 004 modes to the daemon's mode string and the data format.
+-spec seed_mode(term()) -> {ok, binary(), format()} | {error, {badarg, term()}}.
+seed_mode(raw) -> {ok, <<"raw">>, list};
+seed_mode(onebyte) -> {ok, <<"packet:1">>, list};
+seed_mode(twobytes) -> {ok, <<"packet:2">>, list};
+seed_mode(fourbytes) -> {ok, <<"packet:4">>, list};
+seed_mode(asn1) -> {ok, <<"asn1">>, list};
+seed_mode({packet, 0}) -> {ok, <<"raw">>, list};
+seed_mode({packet, N}) when N =:= 1; N =:= 2; N =:= 4 ->
+    {ok, <<"packet:", (integer_to_binary(N))/binary>>, list};
+seed_mode({binary_packet, N}) when N =:= 0; N =:= 1; N =:= 2; N =:= 4 ->
+    {ok, <<"binary_packet:", (integer_to_binary(N))/binary>>, binary};
+seed_mode(Other) -> {error, {badarg, Other}}.
+
+%% @doc The modern `{packet, P}' option to the daemon's mode string.
+-spec modern_mode(term()) -> {ok, binary()} | {error, {badarg, term()}}.
+modern_mode(raw) -> {ok, <<"raw">>};
+modern_mode(0) -> {ok, <<"raw">>};
+modern_mode(N) when N =:= 1; N =:= 2; N =:= 4 ->
+    {ok, <<"packet:", (integer_to_binary(N))/binary>>};
+modern_mode(asn1) -> {ok, <<"asn1">>};
+modern_mode(line) -> {ok, <<"line">>};
+modern_mode(Other) -> {error, {badarg, {packet, Other}}}.
+
+%% @doc Largest payload one deliver may carry in this mode.
+-spec max_deliver(binary()) -> pos_integer().
+max_deliver(<<"packet:1">>) -> 255;
+max_deliver(<<"binary_packet:1">>) -> 255;
+max_deliver(<<"packet:2">>) -> 65535;
+max_deliver(<<"binary_packet:2">>) -> 65535;
+max_deliver(_) -> ?MAX_FRAME_DATA.
+
+%% @doc Checks data before it is delivered: `{ok, Chunks}' with the
+%% iodata split into pieces the control channel carries (raw modes
+%% only; a packet is never split), or an error.
+-spec check_deliver(binary(), iodata()) -> {ok, [iodata()]} | {error, emsgsize | badarg}.
+check_deliver(Mode, Data) ->
+    try iolist_size(Data) of
+        Size ->
+            Max = max_deliver(Mode),
+            Raw = Mode =:= <<"raw">> orelse Mode =:= <<"binary_packet:0">>,
+            if
+                Size =< Max -> {ok, [Data]};
+                Raw -> {ok, split(iolist_to_binary(Data), Max)};
+                true -> {error, emsgsize}
+            end
+    catch
+        error:badarg -> {error, badarg}
+    end.
+
+split(Bin, Max) when byte_size(Bin) =< Max -> [Bin];
+split(Bin, Max) ->
+    <<Head:Max/binary, Rest/binary>> = Bin,
+    [Head | split(Rest, Max)].
+
+%%% ---------------------------------------------------------------- hosts
+
+%% @doc Any host form (atom, string, binary, address tuple) as a binary.
+-spec host_string(term()) -> {ok, binary()} | {error, {badarg, term()}}.
+host_string(H) when is_atom(H) -> {ok, atom_to_binary(H, utf8)};
+host_string(H) when is_binary(H) -> {ok, H};
+host_string(H) when is_tuple(H) ->
+    case inet:ntoa(H) of
+        {error, _} -> {error, {badarg, H}};
+        S -> {ok, list_to_binary(S)}
+    end;
+host_string(H) when is_list(H) ->
+    try {ok, unicode:characters_to_binary(H)}
+    catch _:_ -> {error, {badarg, H}}
+    end;
+host_string(H) -> {error, {badarg, H}}.
+
+%% @doc An address text from the daemon as an address tuple (or the text
+%% itself when it is not an address).
+-spec parse_ip(binary()) -> inet:ip_address() | string().
+parse_ip(Bin) ->
+    S = binary_to_list(Bin),
+    case inet:parse_address(S) of
+        {ok, IP} -> IP;
+        {error, _} -> S
+    end.
+
+%% @doc The daemon's `#{host, port}' as `{IP, Port}'.
+-spec peer(map() | undefined) -> {inet:ip_address() | string(), inet:port_number()} | undefined.
+peer(#{host := H, port := P}) -> {parse_ip(H), P};
+peer(_) -> undefined.
+
+%%% ---------------------------------------------------------------- TLS options
+
+%% @doc Modern TLS options (a map, already normalised) to the daemon's
+%% `tls' field. `Role' is client or server.
+-spec tls_options(map(), client | server) -> {ok, map() | false} | {error, term()}.
+tls_options(#{tls := false}, _Role) -> {ok, false};
+tls_options(Opts, _Role) ->
+    try {ok, maps:fold(fun tls_opt/3, #{}, Opts)}
+    catch throw:Error -> {error, Error}
+    end.
+
+tls_opt(certfile, V, Acc) -> Acc#{certfile => bin(V)};
+tls_opt(keyfile, V, Acc) -> Acc#{keyfile => bin(V)};
+tls_opt(password, V, Acc) -> Acc#{password => bin(V)};
+tls_opt(cacertfile, V, Acc) -> Acc#{cacertfile => bin(V)};
+tls_opt(cacertdir, V, Acc) -> Acc#{cacertdir => bin(V)};
+tls_opt(verify, verify_none, Acc) -> Acc#{verify => 0};
+tls_opt(verify, verify_peer, Acc) -> Acc#{verify => 2};
+tls_opt(verify, N, Acc) when N =:= 0; N =:= 1; N =:= 2 -> Acc#{verify => N};
+tls_opt(depth, N, Acc) when is_integer(N), N >= 0 -> Acc#{depth => N};
+tls_opt(ciphers, V, Acc) -> Acc#{ciphers => cipher_list(V)};
+tls_opt(ciphersuites, V, Acc) -> Acc#{ciphersuites => cipher_list(V)};
+tls_opt(versions, Vs, Acc) when is_list(Vs), Vs =/= [] ->
+    Ranks = [version_rank(V) || V <- Vs],
+    Acc#{min_version => version_name(lists:min(Ranks)),
+         max_version => version_name(lists:max(Ranks))};
+tls_opt(server_name_indication, disable, Acc) -> Acc#{server_name => <<>>};
+tls_opt(server_name_indication, V, Acc) -> Acc#{server_name => bin(V)};
+tls_opt(verify_hostname, V, Acc) -> Acc#{verify_hostname => bin(V)};
+tls_opt(ssl_flags, V, Acc) -> Acc#{flags => bin(V)};
+tls_opt(log, V, Acc) -> Acc#{logfile => bin(V)};
+tls_opt(K, V, _Acc) when K =:= verify; K =:= depth; K =:= versions ->
+    throw({badarg, {K, V}});
+tls_opt(_K, _V, Acc) -> Acc.  % socket options, handled elsewhere
+
+cipher_list(V) when is_binary(V) -> V;
+cipher_list([C | _] = V) when is_integer(C) -> list_to_binary(V);
+cipher_list(L) when is_list(L) -> iolist_to_binary(lists:join(":", [bin(C) || C <- L])).
+
+version_rank('tlsv1.2') -> 2;
+version_rank('tlsv1.3') -> 3;
+version_rank(V) -> throw({unsupported_protocol, io_lib:format("~p is not supported: use 'tlsv1.2' or 'tlsv1.3'", [V])}).
+
+version_name(2) -> <<"tlsv1.2">>;
+version_name(3) -> <<"tlsv1.3">>.
+
+%% @doc Normalises modern listen options (map or proplist) to a map with
+%% every socket option filled in.
+-spec listen_options(map() | list()) -> {ok, map()} | {error, term()}.
+listen_options(Opts) -> socket_options(Opts).
+
+%% @doc As listen_options/1, for connect.
+-spec connect_options(map() | list()) -> {ok, map()} | {error, term()}.
+connect_options(Opts) -> socket_options(Opts).
+
+socket_options(Opts) when is_map(Opts) -> socket_options(maps:to_list(Opts));
+socket_options(Opts) when is_list(Opts) ->
+    try
+        M = lists:foldl(fun norm/2, #{}, Opts),
+        Packet = maps:get(packet, M, raw),
+        case modern_mode(Packet) of
+            {ok, Mode} ->
+                {ok, M#{daemon_mode => Mode,
+                        format => maps:get(mode, M, binary),
+                        active => maps:get(active, M, true)}};
+            {error, _} = E -> E
+        end
+    catch throw:Error -> {error, Error}
+    end;
+socket_options(Other) -> {error, {badarg, Other}}.
+
+norm(binary, M) -> M#{mode => binary};
+norm(list, M) -> M#{mode => list};
+norm({mode, V}, M) when V =:= binary; V =:= list -> M#{mode => V};
+norm({active, V}, M) ->
+    case valid_active(V) of
+        true -> M#{active => V};
+        false -> throw({badarg, {active, V}})
+    end;
+norm({K, V}, M) when is_atom(K) -> M#{K => V};
+norm(Other, _M) -> throw({badarg, Other}).
+
+valid_active(V) when is_boolean(V); V =:= once -> true;
+valid_active(N) when is_integer(N), N >= -32768, N =< 32767 -> true;
+valid_active(_) -> false.
+
+%%% ---------------------------------------------------------------- errors
+
+%% @doc The daemon's `#{kind, message}' as an Erlang reason term.
+-spec error_reason(map() | term()) -> error_reason().
+error_reason(#{kind := K} = E) ->
+    Kind = binary_to_atom(K, utf8),
+    case lists:member(Kind, ?DETAILED) of
+        true -> {Kind, binary_to_list(maps:get(message, E, <<>>))};
+        false -> Kind
+    end;
+error_reason(Other) -> Other.
+
+%% @doc Remembers the last error in the calling process (seed API:
+%% ssl_socket:last_error/0) and returns it in its error_reason() form.
+-spec set_last_error(term()) -> error_reason().
+set_last_error(#{kind := K} = E) ->
+    put(tlsport_last_error, {binary_to_atom(K, utf8), binary_to_list(maps:get(message, E, <<>>))}),
+    error_reason(E);
+set_last_error(Reason) ->
+    put(tlsport_last_error, Reason),
+    Reason.
+
+%% @doc The last error seen by this process, `{Kind, Message}' when it
+%% came from the daemon; `undefined' when there was none.
+-spec last_error() -> term().
+last_error() -> get(tlsport_last_error).
+
+%% @doc Strings, atoms and binaries as a binary (the daemon's strings).
+-spec to_binary(term()) -> binary().
+to_binary(V) -> bin(V).
+
+bin(V) when is_binary(V) -> V;
+bin(V) when is_atom(V) -> atom_to_binary(V, utf8);
+bin(V) when is_list(V) ->
+    case unicode:characters_to_binary(V) of
+        B when is_binary(B) -> B;
+        _ -> throw({badarg, V})
+    end;
+bin(V) -> throw({badarg, V}).

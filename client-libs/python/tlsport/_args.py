@@ -1,0 +1,255 @@
+"""Argument checking and command building shared by the sync and asyncio APIs.
+
+Everything here is pure: it raises :class:`TypeError` / :class:`ValueError`
+for bad arguments before anything is sent, and returns command dicts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+from .codec import DEFAULT_MAX_MESSAGE
+
+__all__ = [
+    "Active",
+    "TlsOptions",
+    "Mode",
+    "normalize_mode",
+    "deliver_limit",
+    "check_tls",
+    "check_host",
+    "check_port",
+    "timeout_ms",
+    "check_timeout",
+    "check_active",
+    "check_packet_size",
+    "check_target",
+    "check_data",
+    "check_name",
+    "peer_tuple",
+]
+
+Active = Union[bool, str, int]
+"""``True``, ``False``, ``"once"`` or an integer N >= 1."""
+
+TlsOptions = Union[Mapping[str, Any], bool, None]
+"""A dict of TLS options (protocol §4), ``False`` for plain TCP."""
+
+Mode = Union[str, Tuple[str, int]]
+"""A framing mode: ``"raw"``, ``"packet:2"``, ``("packet", 2)``, ``"asn1"``, ``"line"`` ..."""
+
+MAX_PACKET_SIZE = 1 << 30
+_ALIASES = {"onebyte": "packet:1", "twobytes": "packet:2", "fourbytes": "packet:4", "packet:0": "raw"}
+_SIMPLE_MODES = {"raw", "asn1", "line"}
+
+# field -> accepted Python types
+_TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
+    "certfile": (str, os.PathLike),
+    "keyfile": (str, os.PathLike),
+    "password": (str,),
+    "cacertfile": (str, os.PathLike),
+    "cacertdir": (str, os.PathLike),
+    "verify": (int,),
+    "depth": (int,),
+    "ciphers": (str,),
+    "ciphersuites": (str,),
+    "min_version": (str,),
+    "max_version": (str,),
+    "server_name": (str,),
+    "verify_hostname": (str, bool),
+    "flags": (str,),
+}
+
+
+def normalize_mode(mode: Mode) -> str:
+    """Return the canonical protocol name of a framing mode.
+
+    Accepts ``"raw"``, ``"packet:N"`` / ``"binary_packet:N"`` (N in 0, 1, 2, 4),
+    ``("packet", N)`` / ``("binary_packet", N)``, the aliases ``"onebyte"``,
+    ``"twobytes"``, ``"fourbytes"``, and ``"asn1"``, ``"line"``.
+    """
+    if isinstance(mode, tuple):
+        if len(mode) != 2 or not isinstance(mode[0], str) or type(mode[1]) is not int:
+            raise ValueError(f"mode tuple must be (name, N), not {mode!r}")
+        mode = f"{mode[0]}:{mode[1]}"
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a string such as 'raw' or 'packet:2', not {type(mode).__name__}")
+    m = mode.strip().lower()
+    if m.startswith("{") and m.endswith("}") and "," in m:  # Erlang style {packet,2}
+        name, _, n = m[1:-1].partition(",")
+        m = f"{name.strip()}:{n.strip()}"
+    m = _ALIASES.get(m, m)
+    if m in _SIMPLE_MODES:
+        return m
+    name, sep, n = m.partition(":")
+    if sep and name in ("packet", "binary_packet") and n in ("0", "1", "2", "4"):
+        return "raw" if m == "packet:0" else m
+    raise ValueError(
+        f"unknown mode {mode!r}: use 'raw', 'packet:1|2|4', 'binary_packet:1|2|4', "
+        "'onebyte', 'twobytes', 'fourbytes', 'asn1' or 'line'"
+    )
+
+
+def deliver_limit(mode: Optional[str], packet_size: Optional[int] = None) -> Optional[int]:
+    """The largest payload one ``send`` may carry in ``mode`` (``None``: raw, any size,
+    split by the library)."""
+    cap = DEFAULT_MAX_MESSAGE - 5 - 4
+    if mode is None or mode in ("raw", "binary_packet:0"):
+        return None
+    name, _, n = mode.partition(":")
+    if name in ("packet", "binary_packet"):
+        header = int(n)
+        cap = min(cap, (1 << (8 * header)) - 1)
+    if packet_size is not None:
+        cap = min(cap, packet_size)
+    return cap
+
+
+def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Dict[str, Any], bool, None]:
+    """Validate ``tls`` and return what to put in the command's ``tls`` field.
+
+    ``False`` means plain TCP; ``None`` means ``default`` (``None``: omit the field);
+    ``True`` means ``{}`` (the daemon's secure defaults).
+    """
+    if tls is None:
+        return None if default is None else dict(default)
+    if tls is False:
+        return False
+    if tls is True:
+        return {}
+    if not isinstance(tls, Mapping):
+        raise TypeError(f"tls must be a dict of TLS options or False, not {type(tls).__name__}")
+    out: Dict[str, Any] = {}
+    for key, value in tls.items():
+        if not isinstance(key, str):
+            raise TypeError(f"tls option names must be strings, not {key!r}")
+        types = _TLS_FIELDS.get(key)
+        if types is None:
+            raise ValueError(f"unknown tls option {key!r}; known: {', '.join(sorted(_TLS_FIELDS))}")
+        if value is None:
+            continue
+        if isinstance(value, bool) and bool not in types:
+            raise TypeError(f"tls option {key!r} must be {_names(types)}, not bool")
+        if not isinstance(value, types):
+            raise TypeError(f"tls option {key!r} must be {_names(types)}, not {type(value).__name__}")
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if key == "verify" and value not in (0, 1, 2):
+            raise ValueError(f"tls option 'verify' must be 0, 1 or 2, not {value!r}")
+        if key == "depth" and value < 0:
+            raise ValueError("tls option 'depth' must be >= 0")
+        out[key] = value
+    return out
+
+
+def _names(types: Tuple[type, ...]) -> str:
+    return " or ".join("a path" if t is os.PathLike else t.__name__ for t in types)
+
+
+def check_host(host: Any, what: str = "host") -> str:
+    """A host must be a non-empty string (an address or a name)."""
+    if not isinstance(host, str):
+        raise TypeError(f"{what} must be a string, not {type(host).__name__}")
+    if not host or "\x00" in host:
+        raise ValueError(f"{what} must be a non-empty string")
+    return host
+
+
+def check_port(port: Any, *, allow_zero: bool) -> int:
+    """A port must be an int in 1..65535 (0 too for listen)."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"port must be in {low}..65535, not {port}")
+    return port
+
+
+def check_timeout(timeout: Any, what: str = "timeout") -> Optional[float]:
+    """``None`` (wait forever) or a number of seconds >= 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{what} must be >= 0, not {timeout}")
+    return float(timeout)
+
+
+def timeout_ms(timeout: Optional[float], maximum: int = 24 * 3600 * 1000) -> Optional[int]:
+    """Seconds (already checked) to whole milliseconds for the protocol, capped."""
+    if timeout is None:
+        return None
+    if math.isinf(timeout):
+        return maximum
+    return min(maximum, int(math.ceil(timeout * 1000)))
+
+
+def check_active(active: Any) -> Active:
+    """``True``, ``False``, ``"once"`` or an int N >= 1."""
+    if isinstance(active, bool):
+        return active
+    if active == "once":
+        return "once"
+    if isinstance(active, int):
+        if not 1 <= active <= 2**31 - 1:
+            raise ValueError(f"active=N needs 1 <= N < 2**31, not {active}")
+        return active
+    raise ValueError(f"active must be True, False, 'once' or an int >= 1, not {active!r}")
+
+
+def check_packet_size(packet_size: Any) -> Optional[int]:
+    """``None`` or an int in 1..2**30."""
+    if packet_size is None:
+        return None
+    if isinstance(packet_size, bool) or not isinstance(packet_size, int):
+        raise TypeError(f"packet_size must be an int, not {type(packet_size).__name__}")
+    if not 1 <= packet_size <= MAX_PACKET_SIZE:
+        raise ValueError(f"packet_size must be in 1..{MAX_PACKET_SIZE}, not {packet_size}")
+    return packet_size
+
+
+def check_target(to: Any) -> Union[str, int]:
+    """A client name (non-empty string) or number (int >= 1)."""
+    if isinstance(to, bool):
+        raise TypeError("to must be a client name (str) or number (int), not bool")
+    if isinstance(to, int):
+        if not 1 <= to < 2**32:
+            raise ValueError(f"client number out of range: {to}")
+        return to
+    if isinstance(to, str):
+        if not to:
+            raise ValueError("client name must not be empty")
+        return to
+    raise TypeError(f"to must be a client name (str) or number (int), not {type(to).__name__}")
+
+
+def check_name(name: Any) -> Optional[str]:
+    """A client name: ``None`` or a non-empty string of at most 255 UTF-8 bytes."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__}")
+    if not name or len(name.encode("utf-8")) > 255:
+        raise ValueError("name must be 1 to 255 bytes long")
+    return name
+
+
+def check_data(data: Any) -> bytes:
+    """Data to send must be bytes-like (``str`` is refused: encode it yourself)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        raise TypeError("data must be bytes, not str (use data.encode())")
+    raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+
+
+def peer_tuple(obj: Any) -> Optional[Tuple[str, int]]:
+    """``{"host": H, "port": P}`` -> ``(H, P)``; anything else -> ``None``."""
+    if isinstance(obj, dict) and "host" in obj and "port" in obj:
+        return (str(obj["host"]), int(obj["port"]))
+    return None

@@ -1,0 +1,798 @@
+# shellcheck shell=bash
+# tlsport.sh - a bash library for tlsportd, over the daemon's "lines" encoding
+# (one JSON object per line each way; see docs/protocol.md §1.2 and docs/shell.md).
+#
+#   source client-libs/shell/tlsport.sh
+#   tlsport_start || exit 1                      # or: tlsport_attach /run/tlsportd.sock
+#   trap tlsport_stop EXIT
+#   s=$(tlsport_connect example.com 443) || exit 1
+#   tlsport_send "$s" $'GET / HTTP/1.0\r\nHost: example.com\r\n\r\n'
+#   tlsport_recv_all "$s" > page.html
+#
+# Requirements: bash >= 5.0, jq, base64; socat for tlsport_attach.
+#
+# One session (one daemon or one attachment) per shell. Start and stop it in the
+# main shell (not inside $(...)); every other function may run in a subshell,
+# e.g. id=$(tlsport_connect ...): the session's state (reference counter, queued
+# events, pending replies) lives in files under $TLSPORT_DIR.
+#
+# Return codes (all functions):
+#   0   success
+#   1   the daemon answered with an error (kind and message on stderr)
+#   2   usage error (bad arguments, no session)
+#   3   the socket is closed (tlsport_recv: the peer closed it)
+#   4   the daemon (or socat) went away
+#   124 timed out
+# Error lines on stderr look like "tlsport_connect: econnrefused: Connection refused";
+# the kind of the last error is also in $TLSPORT_ERROR_KIND (and tlsport_last_error).
+# TLSPORT_QUIET=1 silences them.
+#
+# Timeouts are in seconds (fractions allowed); "none" waits forever. The default
+# is $TLSPORT_TIMEOUT (30).
+
+if [ -z "${BASH_VERSION:-}" ] || [ "${BASH_VERSINFO[0]}" -lt 5 ]; then
+  echo "tlsport.sh: bash >= 5.0 is required" >&2
+  # shellcheck disable=SC2317
+  return 2 2>/dev/null || exit 2
+fi
+
+TLSPORT_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+: "${TLSPORT_TIMEOUT:=30}"
+# Session state (kept when the file is sourced again).
+: "${TLSPORT_DIR:=}" "${TLSPORT_IN:=}" "${TLSPORT_OUT:=}" "${TLSPORT_PID:=}" "${TLSPORT_MODE:=}"
+: "${TLSPORT_CLIENT:=}"
+TLSPORT_ERROR_KIND=${TLSPORT_ERROR_KIND:-} TLSPORT_ERROR_MESSAGE=${TLSPORT_ERROR_MESSAGE:-}
+TLSPORT_REPLY=${TLSPORT_REPLY:-} TLSPORT_ID=${TLSPORT_ID:-} TLSPORT_PORT=${TLSPORT_PORT:-}
+TLSPORT_PEER_HOST=${TLSPORT_PEER_HOST:-} TLSPORT_PEER_PORT=${TLSPORT_PEER_PORT:-}
+
+# Above this many base64 characters a deliver is written by a background writer
+# while replies and events are read, so that a large send cannot deadlock
+# against the daemon's flow control.
+_TLSPORT_BIG=16384
+
+# ---------------------------------------------------------------- helpers
+
+# _tlsport_err FUNC KIND MESSAGE -- record an error and print it on stderr.
+_tlsport_err() {
+  TLSPORT_ERROR_KIND=$2 TLSPORT_ERROR_MESSAGE=$3
+  if [[ -n $TLSPORT_DIR && -d $TLSPORT_DIR ]]; then
+    printf '%s\t%s\n' "$2" "$3" > "$TLSPORT_DIR/error" 2>/dev/null
+  fi
+  [[ ${TLSPORT_QUIET:-0} == 1 ]] || printf '%s: %s: %s\n' "$1" "$2" "$3" >&2
+}
+
+# tlsport_last_error -- print "KIND<TAB>MESSAGE" of the session's last error
+# (works after an error inside $(...), where $TLSPORT_ERROR_KIND is not set).
+tlsport_last_error() {
+  [[ -n $TLSPORT_DIR && -f $TLSPORT_DIR/error ]] && cat "$TLSPORT_DIR/error"
+}
+
+# _tlsport_jstr STRING -- JSON string literal into _TLSPORT_J.
+_tlsport_jstr() {
+  local s=$1
+  s=${s//\\/\\\\}; s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}
+  _TLSPORT_J="\"$s\""
+}
+
+# _tlsport_abspath PATH -- absolute path into _TLSPORT_J (an attached daemon
+# has another working directory).
+_tlsport_abspath() {
+  if [[ $1 == /* ]]; then _TLSPORT_J=$1; else _TLSPORT_J=$PWD/$1; fi
+}
+
+# _tlsport_deadline SECONDS -- absolute deadline in microseconds into
+# _TLSPORT_DL ("" = none). Returns 2 on a malformed value.
+_tlsport_deadline() {
+  local s=${1:-$TLSPORT_TIMEOUT} i f
+  case $s in none|inf|forever) _TLSPORT_DL=; return 0 ;; esac
+  [[ $s =~ ^([0-9]*)(\.([0-9]*))?$ && -n ${BASH_REMATCH[1]}${BASH_REMATCH[3]} ]] || return 2
+  i=${BASH_REMATCH[1]:-0}; f=${BASH_REMATCH[3]}000000; f=${f:0:6}
+  _TLSPORT_DL=$(( ${EPOCHREALTIME//[!0-9]/} + 10#$i * 1000000 + 10#$f ))
+}
+
+# _tlsport_ms SECONDS -- milliseconds into _TLSPORT_J (for timeout_ms).
+_tlsport_ms() {
+  local s=$1 i f
+  [[ $s =~ ^([0-9]*)(\.([0-9]*))?$ ]] || return 2
+  i=${BASH_REMATCH[1]:-0}; f=${BASH_REMATCH[3]}000; f=${f:0:3}
+  _TLSPORT_J=$(( 10#$i * 1000 + 10#$f ))
+}
+
+_tlsport_running() {
+  if [[ -z $TLSPORT_IN || -z $TLSPORT_DIR || ! -d $TLSPORT_DIR ]]; then
+    _tlsport_err "$1" usage "no tlsportd session (call tlsport_start or tlsport_attach first)"
+    return 2
+  fi
+  if [[ -f $TLSPORT_DIR/dead ]]; then
+    _tlsport_err "$1" daemon "tlsportd has exited"
+    return 4
+  fi
+}
+
+_tlsport_is_id() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+# _tlsport_write JSON -- write one line to the daemon.
+_tlsport_write() {
+  ( trap '' PIPE; printf '%s\n' "$1" >&"$TLSPORT_OUT" ) 2>/dev/null && return 0
+  : > "$TLSPORT_DIR/dead"
+  return 4
+}
+
+# _tlsport_next_ref -- a fresh reference into _TLSPORT_NREF.
+_tlsport_next_ref() {
+  local n=0
+  [[ -f $TLSPORT_DIR/ref ]] && read -r n < "$TLSPORT_DIR/ref"
+  _TLSPORT_NREF=$(( n + 1 ))
+  printf '%s\n' "$_TLSPORT_NREF" > "$TLSPORT_DIR/ref"
+}
+
+# _tlsport_read_msg DEADLINE -- next non-blank line from the daemon into
+# _TLSPORT_MSG. Returns 124 at the deadline, 4 when the daemon went away.
+_tlsport_read_msg() {
+  local dl=$1 line rc t now
+  while :; do
+    if [[ -n $dl ]]; then
+      now=${EPOCHREALTIME//[!0-9]/}
+      (( now >= dl )) && return 124
+      t=$(( dl - now ))
+      printf -v t '%d.%06d' $(( t / 1000000 )) $(( t % 1000000 ))
+      IFS= read -r -t "$t" -u "$TLSPORT_IN" line; rc=$?
+    else
+      IFS= read -r -u "$TLSPORT_IN" line; rc=$?
+    fi
+    if (( rc > 128 )); then
+      # Timed out, maybe in the middle of a line: keep what was read.
+      [[ -n $line ]] && printf '%s' "$line" >> "$TLSPORT_DIR/partial"
+      return 124
+    fi
+    if [[ -f $TLSPORT_DIR/partial ]]; then
+      line=$(<"$TLSPORT_DIR/partial")$line
+      rm -f "$TLSPORT_DIR/partial"
+    fi
+    if (( rc != 0 )); then
+      : > "$TLSPORT_DIR/dead"
+      [[ -z $line ]] && return 4
+      # The last line had no newline: use it, the next read reports EOF.
+    fi
+    [[ -z ${line//[[:space:]]/} ]] && continue
+    _TLSPORT_MSG=$line
+    return 0
+  done
+}
+
+# _tlsport_dispatch -- file _TLSPORT_MSG: an event goes to the queue of its
+# socket (ev/ID, lines "EVENT<TAB>JSON"), a reply to rep/REF. Sets
+# _TLSPORT_MREF to the reply's ref ("" for events).
+_tlsport_dispatch() {
+  local c kind a b d
+  _TLSPORT_MREF=
+  c=$(jq -r 'if type != "object" then ["X"]
+             elif has("event") then ["E", (.event|tostring), (.id // "_" | tostring)]
+             else ["R", (.ref // "" | tostring), (.error.kind // "" | tostring),
+                   (.error.message // "" | tostring)] end | @tsv' <<<"$_TLSPORT_MSG" 2>/dev/null)
+  IFS=$'\t' read -r kind a b d <<<"$c"
+  case $kind in
+    E)
+      printf '%s\t%s\n' "$a" "$_TLSPORT_MSG" >> "$TLSPORT_DIR/ev/$b" ;;
+    R)
+      if [[ -z $a ]]; then
+        # A reply without ref: the daemon could not read one of our lines.
+        _tlsport_err tlsportd "${b:-unknown}" "$d"
+      else
+        _TLSPORT_MREF=$a
+        printf '%s\n' "$_TLSPORT_MSG" > "$TLSPORT_DIR/rep/$a"
+      fi ;;
+    *)
+      _tlsport_err tlsportd protocol "unexpected line from the daemon: ${_TLSPORT_MSG:0:200}" ;;
+  esac
+}
+
+# _tlsport_wait_reply REF DEADLINE -- wait for the reply to REF, keeping
+# everything else. The reply goes to _TLSPORT_RJSON.
+_tlsport_wait_reply() {
+  local ref=$1 dl=$2 rc
+  while :; do
+    if [[ -f $TLSPORT_DIR/rep/$ref ]]; then
+      _TLSPORT_RJSON=$(<"$TLSPORT_DIR/rep/$ref")
+      rm -f "$TLSPORT_DIR/rep/$ref"
+      return 0
+    fi
+    _tlsport_read_msg "$dl"; rc=$?
+    (( rc == 0 )) || return $rc
+    _tlsport_dispatch
+  done
+}
+
+# _tlsport_check_reply FUNC -- 0 when _TLSPORT_RJSON is ok, else report it.
+_tlsport_check_reply() {
+  local c ok kind msg
+  TLSPORT_REPLY=$_TLSPORT_RJSON
+  c=$(jq -r '[(.ok|tostring), (.error.kind // "unknown" | tostring),
+              (.error.message // "" | tostring)] | @tsv' <<<"$_TLSPORT_RJSON" 2>/dev/null)
+  IFS=$'\t' read -r ok kind msg <<<"$c"
+  [[ $ok == true ]] && return 0
+  _tlsport_err "$1" "$kind" "$msg"
+  return 1
+}
+
+# _tlsport_call FUNC TIMEOUT JSON -- send a command (a ref is added) and wait
+# for its reply (in TLSPORT_REPLY). Returns 0, 1 (error reply), 4, 124.
+_tlsport_call() {
+  local fn=$1 json=$3 ref rc dl
+  _tlsport_deadline "$2" || { _tlsport_err "$fn" usage "bad timeout: $2"; return 2; }
+  dl=$_TLSPORT_DL
+  _tlsport_next_ref; ref=$_TLSPORT_NREF
+  json="{\"ref\":$ref,${json#\{}"
+  _tlsport_write "$json" || { _tlsport_err "$fn" daemon "tlsportd is not running"; return 4; }
+  _tlsport_wait_reply "$ref" "$dl"; rc=$?
+  case $rc in
+    0) _tlsport_check_reply "$fn"; return ;;
+    124) _tlsport_err "$fn" timeout "no reply within ${2:-$TLSPORT_TIMEOUT}s"
+         _TLSPORT_TIMEDOUT_REF=$ref; return 124 ;;
+    *) _tlsport_err "$fn" daemon "tlsportd has exited"; return 4 ;;
+  esac
+}
+
+# _tlsport_field FILTER -- jq -r FILTER on TLSPORT_REPLY.
+_tlsport_field() { jq -r "$1" <<<"$TLSPORT_REPLY"; }
+
+# _tlsport_tls_opts FUNC ARGS... -- parse the options shared by connect and
+# listen into _TLSPORT_TLS (JSON or "false"), _TLSPORT_MODEJ, _TLSPORT_EXTRA
+# (more JSON members), _TLSPORT_TO (timeout) and _TLSPORT_HOST.
+_tlsport_tls_opts() {
+  local fn=$1 tls=() user='' plain=0 k
+  shift
+  _TLSPORT_MODEJ='' _TLSPORT_EXTRA='' _TLSPORT_TO='' _TLSPORT_HOST=''
+  while (( $# )); do
+    case $1 in
+      --insecure|-k) tls+=('"verify":0'); shift; continue ;;
+      --plain|--no-tls) plain=1; shift; continue ;;
+    esac
+    if (( $# < 2 )); then _tlsport_err "$fn" usage "option $1 needs a value (or is unknown)"; return 2; fi
+    case $1 in
+      --cacert|--cacertfile) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"cacertfile\":$_TLSPORT_J") ;;
+      --cacertdir) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"cacertdir\":$_TLSPORT_J") ;;
+      --cert|--certfile) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"certfile\":$_TLSPORT_J") ;;
+      --key|--keyfile) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"keyfile\":$_TLSPORT_J") ;;
+      --password) _tlsport_jstr "$2"; tls+=("\"password\":$_TLSPORT_J") ;;
+      --verify)
+        [[ $2 =~ ^[012]$ ]] || { _tlsport_err "$fn" usage "--verify takes 0, 1 or 2"; return 2; }
+        tls+=("\"verify\":$2") ;;
+      --sni|--server-name) _tlsport_jstr "$2"; tls+=("\"server_name\":$_TLSPORT_J") ;;
+      --verify-hostname) _tlsport_jstr "$2"; tls+=("\"verify_hostname\":$_TLSPORT_J") ;;
+      --min-version) _tlsport_jstr "$2"; tls+=("\"min_version\":$_TLSPORT_J") ;;
+      --max-version) _tlsport_jstr "$2"; tls+=("\"max_version\":$_TLSPORT_J") ;;
+      --tls) user=$2 ;;
+      --mode) _tlsport_jstr "$2"; _TLSPORT_MODEJ=$_TLSPORT_J ;;
+      --packet-size)
+        _tlsport_is_id "$2" || { _tlsport_err "$fn" usage "--packet-size takes bytes"; return 2; }
+        _TLSPORT_EXTRA+=",\"packet_size\":$2" ;;
+      --backlog)
+        _tlsport_is_id "$2" || { _tlsport_err "$fn" usage "--backlog takes a number"; return 2; }
+        _TLSPORT_EXTRA+=",\"backlog\":$2" ;;
+      --host) _TLSPORT_HOST=$2 ;;
+      --timeout) _TLSPORT_TO=$2 ;;
+      *) _tlsport_err "$fn" usage "unknown option $1"; return 2 ;;
+    esac
+    shift 2
+  done
+  if (( plain )); then _TLSPORT_TLS=false; return 0; fi
+  k=$(IFS=,; printf '%s' "${tls[*]}")
+  _TLSPORT_TLS="{$k}"
+  if [[ -n $user ]]; then
+    _TLSPORT_TLS=$(jq -nc --argjson a "$_TLSPORT_TLS" --argjson b "$user" \
+      'if ($b|type) == "object" then $a + $b else error("not an object") end' 2>/dev/null) \
+      || { _tlsport_err "$fn" usage "--tls takes a JSON object"; return 2; }
+  fi
+}
+
+# ---------------------------------------------------------------- session
+
+# tlsport_find_daemon -- print the tlsportd to use: $TLSPORTD, else the build
+# tree (<repo>/build/daemon/tlsportd), else tlsportd on PATH.
+tlsport_find_daemon() {
+  local p
+  if [[ -n ${TLSPORTD:-} ]]; then
+    [[ -x $TLSPORTD ]] && { printf '%s\n' "$TLSPORTD"; return 0; }
+    _tlsport_err tlsport_find_daemon enoent "TLSPORTD=$TLSPORTD is not an executable"
+    return 2
+  fi
+  p=$TLSPORT_LIB_DIR/../../build/daemon/tlsportd
+  if [[ -x $p ]]; then
+    (cd "$(dirname "$p")" && printf '%s/tlsportd\n' "$(pwd)")
+    return 0
+  fi
+  p=$(command -v tlsportd) && { printf '%s\n' "$p"; return 0; }
+  _tlsport_err tlsport_find_daemon enoent "tlsportd not found (set TLSPORTD, build it, or put it on PATH)"
+  return 2
+}
+
+_tlsport_new_session() {
+  TLSPORT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tlsport.XXXXXX") || return 2
+  mkdir "$TLSPORT_DIR/ev" "$TLSPORT_DIR/rep" "$TLSPORT_DIR/closed"
+  TLSPORT_ERROR_KIND='' TLSPORT_ERROR_MESSAGE=''
+}
+
+# Take the coprocess's pipe ends as ordinary descriptors (usable in
+# subshells) and close bash's own copies.
+_tlsport_take_fds() {
+  local f
+  exec {TLSPORT_IN}<&"${TLSPORT_COPROC[0]}" {TLSPORT_OUT}>&"${TLSPORT_COPROC[1]}"
+  f=${TLSPORT_COPROC[0]}; exec {f}<&-
+  f=${TLSPORT_COPROC[1]}; exec {f}>&-
+  TLSPORT_PID=$TLSPORT_COPROC_PID
+}
+
+# Close the pipes, wait (up to 5 s) for the coprocess, remove the state.
+_tlsport_teardown() {
+  local i pid=$TLSPORT_PID
+  [[ -n $TLSPORT_OUT ]] && exec {TLSPORT_OUT}>&-
+  [[ -n $TLSPORT_IN ]] && exec {TLSPORT_IN}<&-
+  TLSPORT_IN='' TLSPORT_OUT=''
+  if [[ -n $pid ]]; then
+    for (( i = 0; i < 100; i++ )); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null; sleep 0.2
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  fi
+  [[ -n $TLSPORT_DIR ]] && rm -rf "$TLSPORT_DIR"
+  TLSPORT_DIR='' TLSPORT_PID='' TLSPORT_MODE='' TLSPORT_CLIENT=''
+}
+
+_tlsport_hello_check() {
+  if ! _tlsport_call "$1" 10 '{"op":"hello"}'; then
+    _tlsport_teardown
+    return 4
+  fi
+  TLSPORT_CLIENT=$(_tlsport_field '.client // empty')
+}
+
+# tlsport_start [DAEMON_ARGS...] -- spawn tlsportd --control lines as a
+# coprocess. Extra arguments go to the daemon (e.g. --log-level error).
+tlsport_start() {
+  local - bin
+  set +eu +o pipefail
+  if [[ -n $TLSPORT_IN ]]; then
+    _tlsport_err tlsport_start usage "a session is already open (tlsport_stop first)"; return 2
+  fi
+  bin=$(tlsport_find_daemon) || return 2
+  _tlsport_new_session || { _tlsport_err tlsport_start enoent "cannot create a temporary directory"; return 2; }
+  coproc TLSPORT_COPROC { exec "$bin" --control lines "$@"; }
+  _tlsport_take_fds
+  TLSPORT_MODE=spawned
+  _tlsport_hello_check tlsport_start
+}
+
+# tlsport_attach SOCKET_PATH -- connect to a running "tlsportd --unix PATH"
+# through socat (the lines encoding is chosen by our first byte, "{").
+tlsport_attach() {
+  local - path=${1:-}
+  set +eu +o pipefail
+  if [[ -n $TLSPORT_IN ]]; then
+    _tlsport_err tlsport_attach usage "a session is already open (tlsport_stop first)"; return 2
+  fi
+  [[ -n $path ]] || { _tlsport_err tlsport_attach usage "usage: tlsport_attach SOCKET_PATH"; return 2; }
+  [[ -S $path ]] || { _tlsport_err tlsport_attach enoent "$path is not a Unix socket"; return 1; }
+  command -v socat >/dev/null || { _tlsport_err tlsport_attach enoent "socat is not installed"; return 2; }
+  _tlsport_new_session || return 2
+  coproc TLSPORT_COPROC { exec socat - "UNIX-CONNECT:$path"; }
+  _tlsport_take_fds
+  TLSPORT_MODE=attached
+  _tlsport_hello_check tlsport_attach
+}
+
+# tlsport_stop -- stop the daemon ("stop" command: every socket is closed and
+# the daemon exits; when attached this stops the shared daemon too) and end
+# the session. Without a session it does nothing (safe in an EXIT trap).
+tlsport_stop() {
+  local -
+  set +eu +o pipefail
+  [[ -z $TLSPORT_IN ]] && return 0
+  [[ -f $TLSPORT_DIR/dead ]] || TLSPORT_QUIET=1 _tlsport_call tlsport_stop 5 '{"op":"stop"}'
+  _tlsport_teardown
+  return 0
+}
+
+# tlsport_detach -- end the session, leaving an attached daemon running (its
+# sockets for this client are closed). A spawned daemon sees EOF and exits.
+tlsport_detach() {
+  local -
+  set +eu +o pipefail
+  [[ -z $TLSPORT_IN ]] && return 0
+  _tlsport_teardown
+  return 0
+}
+
+# tlsport_hello [NAME] -- say hello (optionally naming this client); prints
+# the client number.
+tlsport_hello() {
+  local - json='{"op":"hello"}'
+  set +eu +o pipefail
+  _tlsport_running tlsport_hello || return
+  if [[ -n ${1:-} ]]; then _tlsport_jstr "$1"; json="{\"op\":\"hello\",\"name\":$_TLSPORT_J}"; fi
+  _tlsport_call tlsport_hello "" "$json" || return
+  TLSPORT_CLIENT=$(_tlsport_field '.client // empty')
+  printf '%s\n' "$TLSPORT_CLIENT"
+}
+
+# tlsport_request JSON [TIMEOUT] -- send any command (a ref is added) and print
+# the reply, e.g. tlsport_request '{"op":"setopts","id":3,"active":false}'.
+tlsport_request() {
+  local - json=${1:-}
+  set +eu +o pipefail
+  _tlsport_running tlsport_request || return
+  json=$(jq -c 'if type == "object" and has("op") then del(.ref) else error("x") end' <<<"$json" 2>/dev/null) \
+    || { _tlsport_err tlsport_request usage "usage: tlsport_request JSON_OBJECT_WITH_OP [TIMEOUT]"; return 2; }
+  [[ $json == '{}' ]] && json='{"op":null}'
+  _tlsport_call tlsport_request "${2:-}" "$json"
+  local rc=$?
+  [[ -n $TLSPORT_REPLY && ( $rc == 0 || $rc == 1 ) ]] && printf '%s\n' "$TLSPORT_REPLY"
+  return $rc
+}
+
+# ---------------------------------------------------------------- sockets
+
+# tlsport_connect HOST PORT [OPTIONS] -- open a TLS (or plain) connection;
+# prints the socket id. Options:
+#   --insecure|-k        do not check the server's certificate (verify 0)
+#   --cacert FILE        trust this CA (default: the system trust store)
+#   --cert FILE --key FILE [--password P]   client certificate
+#   --sni NAME  --verify-hostname NAME  --verify 0|1|2
+#   --min-version tlsv1.2|tlsv1.3  --max-version V
+#   --tls JSON           more tls fields, e.g. '{"ciphers":"HIGH"}'
+#   --plain              plain TCP, no TLS
+#   --mode MODE          raw (default), packet:2, line, asn1, ...
+#   --packet-size BYTES  --timeout SECONDS (default $TLSPORT_TIMEOUT)
+tlsport_connect() {
+  local - host=${1:-} port=${2:-} json to
+  set +eu +o pipefail
+  _tlsport_running tlsport_connect || return
+  if [[ -z $host ]] || ! _tlsport_is_id "$port"; then
+    _tlsport_err tlsport_connect usage "usage: tlsport_connect HOST PORT [OPTIONS]"; return 2
+  fi
+  shift 2
+  _tlsport_tls_opts tlsport_connect "$@" || return
+  to=${_TLSPORT_TO:-$TLSPORT_TIMEOUT}
+  _tlsport_jstr "$host"
+  json="{\"op\":\"connect\",\"host\":$_TLSPORT_J,\"port\":$port,\"tls\":$_TLSPORT_TLS"
+  [[ -n $_TLSPORT_MODEJ ]] && json+=",\"mode\":$_TLSPORT_MODEJ"
+  if [[ $to != none && $to != inf && $to != forever ]]; then
+    _tlsport_ms "$to" || { _tlsport_err tlsport_connect usage "bad timeout: $to"; return 2; }
+    json+=",\"timeout_ms\":$_TLSPORT_J"
+    # The daemon answers "timeout" itself; wait a little longer than it.
+    to=$(( _TLSPORT_J / 1000 + 3 ))
+  fi
+  json+="$_TLSPORT_EXTRA}"
+  _tlsport_call tlsport_connect "$to" "$json" || return
+  _tlsport_set_peer
+  printf '%s\n' "$TLSPORT_ID"
+}
+
+_tlsport_set_peer() {
+  local c
+  c=$(_tlsport_field '[(.id // "" | tostring), (.peer.host // ""), (.peer.port // "" | tostring)] | @tsv')
+  IFS=$'\t' read -r TLSPORT_ID TLSPORT_PEER_HOST TLSPORT_PEER_PORT <<<"$c"
+}
+
+# tlsport_listen PORT [OPTIONS] -- listen (PORT 0 picks a free port); prints the
+# listener id; the port is in $TLSPORT_PORT (or: tlsport_port ID). Options:
+#   --cert FILE --key FILE [--password P]   (required for TLS)
+#   --host ADDR (default 0.0.0.0)  --backlog N  --mode MODE  --packet-size BYTES
+#   --cacert FILE  --verify 0|1|2  --tls JSON  --plain
+tlsport_listen() {
+  local - port=${1:-} json
+  set +eu +o pipefail
+  _tlsport_running tlsport_listen || return
+  _tlsport_is_id "$port" || { _tlsport_err tlsport_listen usage "usage: tlsport_listen PORT [OPTIONS]"; return 2; }
+  shift
+  _tlsport_tls_opts tlsport_listen "$@" || return
+  json="{\"op\":\"listen\",\"port\":$port,\"tls\":$_TLSPORT_TLS"
+  if [[ -n $_TLSPORT_HOST ]]; then _tlsport_jstr "$_TLSPORT_HOST"; json+=",\"host\":$_TLSPORT_J"; fi
+  [[ -n $_TLSPORT_MODEJ ]] && json+=",\"mode\":$_TLSPORT_MODEJ"
+  json+="$_TLSPORT_EXTRA}"
+  _tlsport_call tlsport_listen "${_TLSPORT_TO:-}" "$json" || return
+  IFS=$'\t' read -r TLSPORT_ID TLSPORT_PORT <<<"$(_tlsport_field '[(.id|tostring), (.port // "" | tostring)] | @tsv')"
+  printf '%s\n' "$TLSPORT_ID"
+}
+
+# tlsport_accept LISTENER [TIMEOUT] -- wait for the next connection (TLS
+# handshake done); prints its socket id; the peer is in $TLSPORT_PEER_HOST and
+# $TLSPORT_PEER_PORT. On timeout the accept is cancelled (return 124).
+# The daemon does the server side of a handshake only while an accept is
+# outstanding: to connect to your own listener from the same shell, use
+# tlsport_accept_async before tlsport_connect and tlsport_accept_wait after.
+tlsport_accept() {
+  local - h
+  set +eu +o pipefail
+  h=$(tlsport_accept_async "${1:-}") || return
+  tlsport_accept_wait "$h" "${2:-}"
+}
+
+# tlsport_accept_async LISTENER -- ask for the next connection without waiting;
+# prints a handle for tlsport_accept_wait.
+tlsport_accept_async() {
+  local - lid=${1:-} ref
+  set +eu +o pipefail
+  _tlsport_running tlsport_accept || return
+  _tlsport_is_id "$lid" || { _tlsport_err tlsport_accept usage "usage: tlsport_accept LISTENER_ID [TIMEOUT]"; return 2; }
+  _tlsport_next_ref; ref=$_TLSPORT_NREF
+  _tlsport_write "{\"op\":\"accept\",\"ref\":$ref,\"id\":$lid}" \
+    || { _tlsport_err tlsport_accept daemon "tlsportd is not running"; return 4; }
+  printf '%s\n' "$ref"
+}
+
+# tlsport_accept_wait HANDLE [TIMEOUT] -- wait for the accept started by
+# tlsport_accept_async; as tlsport_accept.
+tlsport_accept_wait() {
+  local - ref=${1:-} t=${2:-} dl rc
+  set +eu +o pipefail
+  _tlsport_running tlsport_accept || return
+  _tlsport_is_id "$ref" || { _tlsport_err tlsport_accept usage "usage: tlsport_accept_wait HANDLE [TIMEOUT]"; return 2; }
+  _tlsport_deadline "$t" || { _tlsport_err tlsport_accept usage "bad timeout: $t"; return 2; }
+  dl=$_TLSPORT_DL
+  _tlsport_wait_reply "$ref" "$dl"; rc=$?
+  if (( rc == 124 )); then
+    # Cancel it; the accept may still have succeeded in the meantime.
+    TLSPORT_QUIET=1 _tlsport_call tlsport_accept 5 "{\"op\":\"cancel\",\"target\":$ref}"
+    _tlsport_deadline 5
+    _tlsport_wait_reply "$ref" "$_TLSPORT_DL"; rc=$?
+    if (( rc == 0 )) && [[ $(jq -r .ok <<<"$_TLSPORT_RJSON") != true ]]; then
+      _tlsport_err tlsport_accept timeout "no connection within ${t:-$TLSPORT_TIMEOUT}s"
+      return 124
+    fi
+  fi
+  case $rc in
+    0) _tlsport_check_reply tlsport_accept || return 1 ;;
+    124) _tlsport_err tlsport_accept timeout "no connection within ${t:-$TLSPORT_TIMEOUT}s"; return 124 ;;
+    *) _tlsport_err tlsport_accept daemon "tlsportd has exited"; return 4 ;;
+  esac
+  _tlsport_set_peer
+  printf '%s\n' "$TLSPORT_ID"
+}
+
+# _tlsport_deliver FUNC ID B64FILE -- deliver the base64 text in B64FILE.
+_tlsport_deliver() {
+  local fn=$1 id=$2 f=$3 ref size dl rc wpid
+  _tlsport_next_ref; ref=$_TLSPORT_NREF
+  _tlsport_deadline ""; dl=$_TLSPORT_DL
+  size=$(wc -c < "$f")
+  if (( size <= _TLSPORT_BIG )); then
+    local data
+    data=$(<"$f")
+    _tlsport_write "{\"op\":\"deliver\",\"ref\":$ref,\"id\":$id,\"data\":\"$data\"}" \
+      || { _tlsport_err "$fn" daemon "tlsportd is not running"; return 4; }
+    _tlsport_wait_reply "$ref" "$dl"; rc=$?
+  else
+    set +m
+    ( trap '' PIPE
+      { printf '{"op":"deliver","ref":%s,"id":%s,"data":"' "$ref" "$id"; cat "$f"; printf '"}\n'; } >&"$TLSPORT_OUT"
+    ) 2>/dev/null &
+    wpid=$!
+    # The reply comes once the daemon has read the whole line; meanwhile
+    # read (and keep) whatever it sends.
+    _tlsport_wait_reply "$ref" "$dl"; rc=$?
+    (( rc == 0 )) || kill "$wpid" 2>/dev/null
+    wait "$wpid" 2>/dev/null
+  fi
+  case $rc in
+    0) _tlsport_check_reply "$fn" ;;
+    124) _tlsport_err "$fn" timeout "no reply within ${TLSPORT_TIMEOUT}s"; return 124 ;;
+    *) _tlsport_err "$fn" daemon "tlsportd has exited"; return 4 ;;
+  esac
+}
+
+# tlsport_send ID TEXT... -- send TEXT (the arguments joined by spaces, bytes
+# as they are, no newline added). Use $'...' or tlsport_printf for escapes.
+tlsport_send() {
+  local - id=${1:-} f rc
+  set +eu +o pipefail
+  _tlsport_running tlsport_send || return
+  if ! _tlsport_is_id "$id" || (( $# < 2 )); then
+    _tlsport_err tlsport_send usage "usage: tlsport_send ID TEXT..."; return 2
+  fi
+  shift
+  f=$TLSPORT_DIR/out.$BASHPID
+  printf '%s' "$*" | base64 | tr -d '\n' > "$f"
+  _tlsport_deliver tlsport_send "$id" "$f"; rc=$?
+  rm -f "$f"
+  return $rc
+}
+
+# tlsport_printf ID FORMAT [ARGS...] -- send printf FORMAT ARGS.
+tlsport_printf() {
+  local - id=${1:-} f rc
+  set +eu +o pipefail
+  _tlsport_running tlsport_printf || return
+  if ! _tlsport_is_id "$id" || (( $# < 2 )); then
+    _tlsport_err tlsport_printf usage "usage: tlsport_printf ID FORMAT [ARGS...]"; return 2
+  fi
+  shift
+  f=$TLSPORT_DIR/out.$BASHPID
+  # shellcheck disable=SC2059
+  printf -- "$@" | base64 | tr -d '\n' > "$f"
+  _tlsport_deliver tlsport_printf "$id" "$f"; rc=$?
+  rm -f "$f"
+  return $rc
+}
+
+# tlsport_send_file ID [FILE|-] -- send the bytes of FILE (or stdin) as one
+# deliver (one packet in packet modes). Binary-safe.
+tlsport_send_file() {
+  local - id=${1:-} src=${2:--} f rc
+  set +eu +o pipefail
+  _tlsport_running tlsport_send_file || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_send_file usage "usage: tlsport_send_file ID [FILE|-]"; return 2; }
+  if [[ $src != - && ! -r $src ]]; then
+    _tlsport_err tlsport_send_file enoent "cannot read $src"; return 2
+  fi
+  f=$TLSPORT_DIR/out.$BASHPID
+  if [[ $src == - ]]; then base64 | tr -d '\n' > "$f"; else base64 < "$src" | tr -d '\n' > "$f"; fi
+  _tlsport_deliver tlsport_send_file "$id" "$f"; rc=$?
+  rm -f "$f"
+  return $rc
+}
+
+# _tlsport_pop ID -- take the first queued event of socket ID into
+# _TLSPORT_EVNAME / _TLSPORT_EVJSON. Returns 1 when there is none.
+_tlsport_pop() {
+  local q=$TLSPORT_DIR/ev/$1 line
+  [[ -s $q ]] || return 1
+  IFS= read -r line < "$q"
+  tail -n +2 "$q" > "$q.tmp" && mv -f "$q.tmp" "$q"
+  _TLSPORT_EVNAME=${line%%$'\t'*}
+  _TLSPORT_EVJSON=${line#*$'\t'}
+}
+
+# _tlsport_next_event FUNC ID DEADLINE -- wait for the next event of ID.
+_tlsport_next_event() {
+  local fn=$1 id=$2 dl=$3 rc
+  while :; do
+    _tlsport_pop "$id" && return 0
+    _tlsport_read_msg "$dl"; rc=$?
+    (( rc == 0 )) || return $rc
+    _tlsport_dispatch
+  done
+}
+
+# _tlsport_mark_closed ID -- remember that the socket_closed event in
+# _TLSPORT_EVJSON closed ID; its reason ("normal" or "KIND<TAB>MESSAGE") goes
+# to TLSPORT_CLOSE_REASON.
+_tlsport_mark_closed() {
+  TLSPORT_CLOSE_REASON=$(jq -r 'if (.reason|type) == "object"
+      then "\(.reason.kind // "unknown")\t\(.reason.message // "")"
+      else (.reason // "normal" | tostring) end' <<<"$_TLSPORT_EVJSON")
+  printf '%s\n' "$TLSPORT_CLOSE_REASON" > "$TLSPORT_DIR/closed/$1"
+}
+
+# tlsport_recv ID [TIMEOUT] -- write the next data received on socket ID to
+# stdout (decoded; one packet in packet modes, one line in line mode, a chunk
+# in raw mode). Returns 3 once the peer has closed the socket (with a message
+# on stderr unless it closed normally), 124 when nothing came in time.
+tlsport_recv() {
+  local - id=${1:-} t=${2:-} rc reason
+  set +eu +o pipefail
+  _tlsport_running tlsport_recv || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_recv usage "usage: tlsport_recv ID [TIMEOUT]"; return 2; }
+  _tlsport_deadline "$t" || { _tlsport_err tlsport_recv usage "bad timeout: $t"; return 2; }
+  local dl=$_TLSPORT_DL
+  while :; do
+    if [[ ! -s $TLSPORT_DIR/ev/$id && -f $TLSPORT_DIR/closed/$id ]]; then
+      TLSPORT_CLOSE_REASON=$(<"$TLSPORT_DIR/closed/$id")
+      return 3
+    fi
+    _tlsport_next_event tlsport_recv "$id" "$dl"; rc=$?
+    case $rc in
+      0) ;;
+      124) _tlsport_err tlsport_recv timeout "no data on socket $id within ${t:-$TLSPORT_TIMEOUT}s"; return 124 ;;
+      *) _tlsport_err tlsport_recv daemon "tlsportd has exited"; return 4 ;;
+    esac
+    case $_TLSPORT_EVNAME in
+      fromsocket)
+        if [[ $_TLSPORT_EVJSON =~ \"data\"[[:space:]]*:[[:space:]]*\"([A-Za-z0-9+/=]*)\" ]]; then
+          [[ -n ${BASH_REMATCH[1]} ]] && base64 -d <<<"${BASH_REMATCH[1]}"
+        else
+          jq -j '.data // ""' <<<"$_TLSPORT_EVJSON" | base64 -d
+        fi
+        return 0 ;;
+      socket_closed)
+        _tlsport_mark_closed "$id"
+        reason=$TLSPORT_CLOSE_REASON
+        if [[ $reason != normal ]]; then
+          _tlsport_err tlsport_recv "${reason%%$'\t'*}" "socket $id closed: ${reason#*$'\t'}"
+        fi
+        return 3 ;;
+      *) ;;  # owned, passive: not data (see tlsport_event)
+    esac
+  done
+}
+
+# tlsport_recv_all ID [IDLE_TIMEOUT] -- write everything received on ID to
+# stdout until the peer closes it. Returns 0 on a normal close, 3 on an
+# abnormal one, 124 when nothing came for IDLE_TIMEOUT seconds.
+tlsport_recv_all() {
+  local - rc
+  set +eu +o pipefail
+  while :; do
+    tlsport_recv "$@"; rc=$?
+    (( rc == 0 )) && continue
+    if (( rc == 3 )); then [[ $TLSPORT_CLOSE_REASON == normal ]] && return 0; return 3; fi
+    return $rc
+  done
+}
+
+# tlsport_event ID [TIMEOUT] -- print the next event of socket ID as the
+# daemon's JSON (fromsocket, socket_closed, owned, passive), undecoded.
+tlsport_event() {
+  local - id=${1:-} t=${2:-} rc
+  set +eu +o pipefail
+  _tlsport_running tlsport_event || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_event usage "usage: tlsport_event ID [TIMEOUT]"; return 2; }
+  _tlsport_deadline "$t" || { _tlsport_err tlsport_event usage "bad timeout: $t"; return 2; }
+  _tlsport_next_event tlsport_event "$id" "$_TLSPORT_DL"; rc=$?
+  case $rc in
+    0) [[ $_TLSPORT_EVNAME == socket_closed ]] && _tlsport_mark_closed "$id"
+       printf '%s\n' "$_TLSPORT_EVJSON" ;;
+    124) _tlsport_err tlsport_event timeout "no event on socket $id within ${t:-$TLSPORT_TIMEOUT}s" ;;
+    *) _tlsport_err tlsport_event daemon "tlsportd has exited" ;;
+  esac
+  return $rc
+}
+
+# tlsport_close ID -- close a socket or listener (orderly: queued data, then
+# close_notify). Closing a socket the peer already closed succeeds.
+tlsport_close() {
+  local - id=${1:-} rc
+  set +eu +o pipefail
+  _tlsport_running tlsport_close || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_close usage "usage: tlsport_close ID"; return 2; }
+  if [[ -f $TLSPORT_DIR/closed/$id ]]; then
+    rm -f "$TLSPORT_DIR/ev/$id"; return 0
+  fi
+  TLSPORT_QUIET=1 _tlsport_call tlsport_close "" "{\"op\":\"close\",\"id\":$id}"; rc=$?
+  if (( rc == 1 )) && [[ $TLSPORT_ERROR_KIND == no_such_socket ]] \
+     && grep -q '^socket_closed' "$TLSPORT_DIR/ev/$id" 2>/dev/null; then
+    rc=0   # the peer closed it first
+  elif (( rc != 0 )); then
+    _tlsport_err tlsport_close "$TLSPORT_ERROR_KIND" "$TLSPORT_ERROR_MESSAGE"
+  fi
+  if (( rc == 0 )); then
+    rm -f "$TLSPORT_DIR/ev/$id"
+    printf 'local\n' > "$TLSPORT_DIR/closed/$id"
+  fi
+  return $rc
+}
+
+# tlsport_peername ID / tlsport_sockname ID -- print "HOST PORT".
+tlsport_peername() { _tlsport_name peername "$@"; }
+tlsport_sockname() { _tlsport_name sockname "$@"; }
+_tlsport_name() {
+  local - op=$1 id=${2:-}
+  set +eu +o pipefail
+  _tlsport_running "tlsport_$op" || return
+  _tlsport_is_id "$id" || { _tlsport_err "tlsport_$op" usage "usage: tlsport_$op ID"; return 2; }
+  _tlsport_call "tlsport_$op" "" "{\"op\":\"$op\",\"id\":$id}" || return
+  _tlsport_field '"\(.host) \(.port)"'
+}
+
+# tlsport_port ID -- print the local port of a socket or listener.
+tlsport_port() {
+  local hp
+  hp=$(tlsport_sockname "$@") || return
+  printf '%s\n' "${hp##* }"
+}
+
+# tlsport_info ID -- print the TLS details of a connection (JSON).
+tlsport_info() {
+  local - id=${1:-}
+  set +eu +o pipefail
+  _tlsport_running tlsport_info || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_info usage "usage: tlsport_info ID"; return 2; }
+  _tlsport_call tlsport_info "" "{\"op\":\"info\",\"id\":$id}" || return
+  _tlsport_field 'del(.ref, .ok)' | jq -c .
+}

@@ -1,5 +1,6 @@
 #include "daemon/control_client.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <asio/post.hpp>
@@ -25,7 +26,8 @@ ControlClient::ControlClient(Daemon& daemon, std::uint32_t number, int in_fd, in
       encoder_(encoding.value_or(ControlEncoding::binary), header_bytes,
                daemon.options().terms),
       header_bytes_(header_bytes),
-      high_water_(daemon.options().client_buffer) {
+      high_water_(daemon.options().client_buffer),
+      hangup_timer_(daemon.io()) {
   if (encoding) decoder_.emplace(*encoding, header_bytes, daemon.options().max_message);
   std::error_code ignored;
   in_.non_blocking(true, ignored);
@@ -208,7 +210,26 @@ void ControlClient::on_input_end(const char* why) {
     daemon_.on_port_closed();
     return;
   }
-  close_after_flush();
+  if (std::strcmp(why, "end of input") != 0) {
+    close_after_flush();
+    return;
+  }
+  // A client that only shut down its sending side (socat, `nc -N`) still
+  // reads: its pending replies and events go on until it closes entirely.
+  watch_for_hangup();
+}
+
+void ControlClient::watch_for_hangup() {
+  if (closed_) return;
+  struct pollfd p = {out_fd_.native_handle(), POLLOUT, 0};
+  if (::poll(&p, 1, 0) < 0 || (p.revents & (POLLHUP | POLLERR)) != 0) {
+    close_after_flush();
+    return;
+  }
+  hangup_timer_.expires_after(std::chrono::milliseconds(100));
+  hangup_timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (!ec) self->watch_for_hangup();
+  });
 }
 
 void ControlClient::close_after_flush() {
@@ -223,6 +244,7 @@ void ControlClient::close_now() {
   auto self = shared_from_this();
   closed_ = true;
   std::error_code ignored;
+  hangup_timer_.cancel();
   in_.close(ignored);
   out_fd_.close(ignored);
   daemon_.on_client_closed(number_);

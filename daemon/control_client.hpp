@@ -4,6 +4,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -66,6 +67,7 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   void flush();
   void on_input_end(const char* why);
   void after_drain();
+  void watch_for_hangup();
 
   Daemon& daemon_;                           ///< registry and command handling
   std::uint32_t number_;                     ///< this client's number
@@ -80,6 +82,7 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   std::size_t out_start_ = 0;                ///< first unwritten byte of out_
   std::size_t high_water_;                   ///< congestion threshold for out_
   std::vector<std::uint32_t> waiting_sockets_;  ///< sockets paused until out_ drains
+  asio::steady_timer hangup_timer_;          ///< polls a half-closed client for its hang-up
   bool flush_scheduled_ = false;             ///< a flush is posted
   bool write_waiting_ = false;               ///< waiting for the output to be writable
   bool input_paused_ = false;                ///< not decoding commands (socket backpressure)

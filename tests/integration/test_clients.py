@@ -284,3 +284,24 @@ def test_slow_peer_bounds_what_waits_for_it(pki):
         peer.close()
     finally:
         d.stop()
+
+
+def test_half_closed_client_still_gets_its_replies(unix_daemon, pki):
+    """`printf … | socat - UNIX-CONNECT:…` shuts down its sending side at
+    once: the reply to a slow command must still reach it."""
+    lst_owner = unix_client(unix_daemon.path)
+    lst = lst_owner.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(unix_daemon.path)
+    s.sendall(b'{"op":"connect","ref":1,"host":"localhost","port":%d,"tls":false}\n' % lst["port"])
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    accept = lst_owner.send({"op": "accept", "id": lst["id"]})
+    accepted = lst_owner.reply(accept)
+    assert accepted["ok"]
+    s.settimeout(5)
+    line = s.makefile("rb").readline()
+    assert b'"ok":true' in line and b'"ref":1' in line
+    s.close()
+    # Once it is gone entirely, its socket is closed: the accepted end sees it.
+    assert lst_owner.closed_event(accepted["id"], timeout=5)["reason"] == "normal"

@@ -241,7 +241,8 @@ Connection::ReadResult Connection::fill(char* buffer, std::size_t size, std::siz
 
 bool Connection::feed(std::string_view bytes) {
   auto self = shared_from_this();
-  std::error_code ec = deframer_.feed(bytes, [this](std::string_view packet) { return emit(packet); });
+  std::error_code ec =
+      deframer_.feed(bytes, [this](std::string_view packet) { return emit(packet); });
   if (ec) {
     fail(framing_error(ec));
     return false;
@@ -262,7 +263,9 @@ bool Connection::emit(std::string_view packet) {
     recv_client_ = 0;
     timer_.cancel();
     if (ControlClient* c = daemon_.client(client)) {
-      json reply = {{"ok", true}, {"data", json::binary(std::vector<std::uint8_t>(packet.begin(), packet.end()))}};
+      json reply = {
+          {"ok", true},
+          {"data", json::binary(std::vector<std::uint8_t>(packet.begin(), packet.end()))}};
       if (!recv_ref_.is_null()) reply["ref"] = recv_ref_;
       c->send(reply);
     }
@@ -345,7 +348,8 @@ void Connection::set_owner(std::uint32_t owner) {
   owner_ = owner;
   if (recv_client_ != 0) {
     if (ControlClient* c = daemon_.client(recv_client_)) {
-      json reply = {{"ok", false}, {"error", {{"kind", "cancelled"}, {"message", "socket handed over"}}}};
+      json reply = {{"ok", false},
+                    {"error", {{"kind", "cancelled"}, {"message", "socket handed over"}}}};
       if (!recv_ref_.is_null()) reply["ref"] = recv_ref_;
       c->send(reply);
     }

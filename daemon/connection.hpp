@@ -10,10 +10,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/errors.hpp"
 #include "daemon/tls_config.hpp"
@@ -98,34 +97,34 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ErrorInfo ssl_error(int ret, const char* during);
   void log_line(const std::string& line) const;
 
-  Daemon& daemon_;                     ///< registry, clients, shared read buffer
-  asio::ip::tcp::socket socket_;       ///< the TCP connection
-  SSL* ssl_ = nullptr;                 ///< TLS state; null for plain TCP
-  TlsRole role_;                       ///< client or server end
-  protocol::Framing framing_;          ///< how bytes become packets
-  std::size_t packet_size_;            ///< cap on one packet
-  protocol::Deframer deframer_;        ///< incoming bytes to packets
-  asio::steady_timer timer_;           ///< handshake, recv and close timeouts
-  HandshakeDone handshake_done_;       ///< pending handshake callback
-  State state_ = State::handshaking;   ///< where in its life the connection is
-  std::uint32_t id_ = 0;               ///< socket id once open
-  std::uint32_t owner_ = 0;            ///< owning client number
-  std::uint32_t blocked_client_ = 0;   ///< client whose input waits for wbuf_ to drain
-  long long active_ = -1;              ///< <0 active, 0 passive, N packets left
-  bool active_once_ = false;           ///< the count came from active once (no passive event)
-  bool owner_paused_ = false;          ///< waiting for the owner to drain its output
-  bool read_armed_ = false;            ///< a read wait is outstanding
-  bool write_armed_ = false;           ///< a write wait is outstanding
-  bool write_posted_ = false;          ///< a batched write is posted
-  bool peer_eof_ = false;              ///< the peer finished sending
-  bool shutdown_sent_ = false;         ///< close_notify sent
-  bool failure_pending_ = false;       ///< an error was found inside a deframer callback
-  ErrorInfo pending_failure_;          ///< that error
-  std::uint32_t recv_client_ = 0;      ///< client waiting in recv (0 = none)
-  nlohmann::json recv_ref_;            ///< its ref
-  std::string wbuf_;                   ///< framed data waiting to be written
-  std::size_t wstart_ = 0;             ///< first unwritten byte of wbuf_
-  std::string log_file_;               ///< the seed's -log file, if any
+  Daemon& daemon_;                    ///< registry, clients, shared read buffer
+  asio::ip::tcp::socket socket_;      ///< the TCP connection
+  SSL* ssl_ = nullptr;                ///< TLS state; null for plain TCP
+  TlsRole role_;                      ///< client or server end
+  protocol::Framing framing_;         ///< how bytes become packets
+  std::size_t packet_size_;           ///< cap on one packet
+  protocol::Deframer deframer_;       ///< incoming bytes to packets
+  asio::steady_timer timer_;          ///< handshake, recv and close timeouts
+  HandshakeDone handshake_done_;      ///< pending handshake callback
+  State state_ = State::handshaking;  ///< where in its life the connection is
+  std::uint32_t id_ = 0;              ///< socket id once open
+  std::uint32_t owner_ = 0;           ///< owning client number
+  std::uint32_t blocked_client_ = 0;  ///< client whose input waits for wbuf_ to drain
+  long long active_ = -1;             ///< <0 active, 0 passive, N packets left
+  bool active_once_ = false;          ///< the count came from active once (no passive event)
+  bool owner_paused_ = false;         ///< waiting for the owner to drain its output
+  bool read_armed_ = false;           ///< a read wait is outstanding
+  bool write_armed_ = false;          ///< a write wait is outstanding
+  bool write_posted_ = false;         ///< a batched write is posted
+  bool peer_eof_ = false;             ///< the peer finished sending
+  bool shutdown_sent_ = false;        ///< close_notify sent
+  bool failure_pending_ = false;      ///< an error was found inside a deframer callback
+  ErrorInfo pending_failure_;         ///< that error
+  std::uint32_t recv_client_ = 0;     ///< client waiting in recv (0 = none)
+  nlohmann::json recv_ref_;           ///< its ref
+  std::string wbuf_;                  ///< framed data waiting to be written
+  std::size_t wstart_ = 0;            ///< first unwritten byte of wbuf_
+  std::string log_file_;              ///< the seed's -log file, if any
 };
 
 }  // namespace tlsport::daemon

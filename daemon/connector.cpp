@@ -38,11 +38,11 @@ void Connector::on_resolved(const std::error_code& ec,
     fail(classify(ec));
     return;
   }
-  asio::async_connect(socket_, results,
-                      [self = shared_from_this()](const std::error_code& e,
-                                                  const asio::ip::tcp::endpoint&) {
-                        self->on_connected(e);
-                      });
+  asio::async_connect(
+      socket_, results,
+      [self = shared_from_this()](const std::error_code& e, const asio::ip::tcp::endpoint&) {
+        self->on_connected(e);
+      });
 }
 
 void Connector::on_connected(const std::error_code& ec) {
@@ -51,9 +51,9 @@ void Connector::on_connected(const std::error_code& ec) {
     fail(classify(ec));
     return;
   }
-  connection_ = std::make_shared<Connection>(daemon_, std::move(socket_), request_.ctx,
-                                             TlsRole::client, request_.framing,
-                                             request_.packet_size);
+  connection_ =
+      std::make_shared<Connection>(daemon_, std::move(socket_), request_.ctx, TlsRole::client,
+                                   request_.framing, request_.packet_size);
   if (request_.ctx && connection_->ssl() == nullptr) {
     fail({"tls", take_openssl_error("cannot create TLS state")});
     return;
@@ -64,10 +64,10 @@ void Connector::on_connected(const std::error_code& ec) {
   auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
       timer_.expiry() - std::chrono::steady_clock::now());
   if (remaining.count() < 1) remaining = std::chrono::milliseconds(1);
-  connection_->start_handshake(remaining, [self = shared_from_this()](
-                                              const std::optional<ErrorInfo>& error) {
-    self->on_handshake(error);
-  });
+  connection_->start_handshake(remaining,
+                               [self = shared_from_this()](const std::optional<ErrorInfo>& error) {
+                                 self->on_handshake(error);
+                               });
 }
 
 void Connector::on_handshake(const std::optional<ErrorInfo>& error) {

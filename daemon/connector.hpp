@@ -7,9 +7,8 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "daemon/connection.hpp"
 #include "daemon/tls_config.hpp"
@@ -21,15 +20,15 @@ class Daemon;
 
 /// What a connect command asked for.
 struct ConnectRequest {
-  std::uint32_t client = 0;            ///< who asked
-  nlohmann::json ref;                  ///< its ref
-  std::string host;                    ///< name or address
-  unsigned short port = 0;             ///< TCP port
-  protocol::Framing framing;           ///< mode of the socket
-  std::size_t packet_size = 64u << 20;  ///< packet cap
+  std::uint32_t client = 0;                  ///< who asked
+  nlohmann::json ref;                        ///< its ref
+  std::string host;                          ///< name or address
+  unsigned short port = 0;                   ///< TCP port
+  protocol::Framing framing;                 ///< mode of the socket
+  std::size_t packet_size = 64u << 20;       ///< packet cap
   std::chrono::milliseconds timeout{30000};  ///< for the whole connect
-  SslCtxPtr ctx;                       ///< shared client context (null = TCP)
-  TlsOptions tls;                      ///< for SNI and host-name checking
+  SslCtxPtr ctx;                             ///< shared client context (null = TCP)
+  TlsOptions tls;                            ///< for SNI and host-name checking
 };
 
 /// One connect in progress.
@@ -52,13 +51,13 @@ class Connector : public std::enable_shared_from_this<Connector> {
   void fail(const ErrorInfo& error);
   void finish();
 
-  Daemon& daemon_;                         ///< registry and clients
-  ConnectRequest request_;                 ///< what to do
-  asio::ip::tcp::resolver resolver_;       ///< asynchronous name lookup
-  asio::ip::tcp::socket socket_;           ///< the socket being connected
-  asio::steady_timer timer_;               ///< the whole-connect timeout
+  Daemon& daemon_;                          ///< registry and clients
+  ConnectRequest request_;                  ///< what to do
+  asio::ip::tcp::resolver resolver_;        ///< asynchronous name lookup
+  asio::ip::tcp::socket socket_;            ///< the socket being connected
+  asio::steady_timer timer_;                ///< the whole-connect timeout
   std::shared_ptr<Connection> connection_;  ///< once TCP is up
-  bool done_ = false;                      ///< replied or abandoned
+  bool done_ = false;                       ///< replied or abandoned
 };
 
 }  // namespace tlsport::daemon

@@ -23,8 +23,7 @@ ControlClient::ControlClient(Daemon& daemon, std::uint32_t number, int in_fd, in
       is_port_(is_port),
       in_(daemon.io(), in_fd),
       out_fd_(daemon.io(), in_fd == out_fd ? ::dup(out_fd) : out_fd),
-      encoder_(encoding.value_or(ControlEncoding::binary), header_bytes,
-               daemon.options().terms),
+      encoder_(encoding.value_or(ControlEncoding::binary), header_bytes, daemon.options().terms),
       header_bytes_(header_bytes),
       high_water_(daemon.options().client_buffer),
       hangup_timer_(daemon.io()) {
@@ -158,7 +157,8 @@ void ControlClient::schedule_flush() {
 
 void ControlClient::flush() {
   while (!closed_ && out_start_ < out_.size()) {
-    ssize_t n = ::write(out_fd_.native_handle(), out_.data() + out_start_, out_.size() - out_start_);
+    ssize_t n =
+        ::write(out_fd_.native_handle(), out_.data() + out_start_, out_.size() - out_start_);
     if (n > 0) {
       out_start_ += static_cast<std::size_t>(n);
       continue;

@@ -7,11 +7,10 @@
 #include <asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "protocol/control_codec.hpp"
 
@@ -69,27 +68,27 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   void after_drain();
   void watch_for_hangup();
 
-  Daemon& daemon_;                           ///< registry and command handling
-  std::uint32_t number_;                     ///< this client's number
-  std::string name_;                         ///< name given in hello, if any
-  bool is_port_;                             ///< stdio/fds channel: its end ends the daemon
-  asio::posix::stream_descriptor in_;        ///< commands come from here
-  asio::posix::stream_descriptor out_fd_;    ///< replies and events go here
+  Daemon& daemon_;                                   ///< registry and command handling
+  std::uint32_t number_;                             ///< this client's number
+  std::string name_;                                 ///< name given in hello, if any
+  bool is_port_;                                     ///< stdio/fds channel: its end ends the daemon
+  asio::posix::stream_descriptor in_;                ///< commands come from here
+  asio::posix::stream_descriptor out_fd_;            ///< replies and events go here
   std::optional<protocol::ControlDecoder> decoder_;  ///< set once the encoding is known
-  protocol::ControlEncoder encoder_;         ///< replies and events
-  unsigned header_bytes_;                    ///< binary frame header size
-  std::string out_;                          ///< queued output
-  std::size_t out_start_ = 0;                ///< first unwritten byte of out_
-  std::size_t high_water_;                   ///< congestion threshold for out_
-  std::vector<std::uint32_t> waiting_sockets_;  ///< sockets paused until out_ drains
-  asio::steady_timer hangup_timer_;          ///< polls a half-closed client for its hang-up
-  bool flush_scheduled_ = false;             ///< a flush is posted
-  bool write_waiting_ = false;               ///< waiting for the output to be writable
-  bool input_paused_ = false;                ///< not decoding commands (socket backpressure)
-  bool input_ended_ = false;                 ///< no more commands will come
-  bool closing_ = false;                     ///< close once the output is flushed
-  bool closed_ = false;                      ///< descriptors closed
-  bool term_format_fixed_ = false;           ///< the term format was taken from the client
+  protocol::ControlEncoder encoder_;                 ///< replies and events
+  unsigned header_bytes_;                            ///< binary frame header size
+  std::string out_;                                  ///< queued output
+  std::size_t out_start_ = 0;                        ///< first unwritten byte of out_
+  std::size_t high_water_;                           ///< congestion threshold for out_
+  std::vector<std::uint32_t> waiting_sockets_;       ///< sockets paused until out_ drains
+  asio::steady_timer hangup_timer_;                  ///< polls a half-closed client for its hang-up
+  bool flush_scheduled_ = false;                     ///< a flush is posted
+  bool write_waiting_ = false;                       ///< waiting for the output to be writable
+  bool input_paused_ = false;       ///< not decoding commands (socket backpressure)
+  bool input_ended_ = false;        ///< no more commands will come
+  bool closing_ = false;            ///< close once the output is flushed
+  bool closed_ = false;             ///< descriptors closed
+  bool term_format_fixed_ = false;  ///< the term format was taken from the client
 };
 
 }  // namespace tlsport::daemon

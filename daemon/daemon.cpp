@@ -163,33 +163,33 @@ bool Daemon::open_unix_socket() {
 }
 
 void Daemon::accept_unix_client() {
-  unix_acceptor_->async_accept([this](const std::error_code& ec,
-                                      asio::local::stream_protocol::socket socket) {
-    if (ec == asio::error::operation_aborted || shutting_down_) return;
-    if (!ec) {
-      struct ucred cred;
-      socklen_t len = sizeof cred;
-      int fd = socket.native_handle();
-      if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
-        log(LogLevel::warning, "refused a Unix-socket client of another user (uid %d)",
-            static_cast<int>(cred.uid));
-      } else {
-        int owned = socket.release();
-        add_client(owned, owned, false, std::nullopt, 4);
-      }
-    } else {
-      log(LogLevel::warning, "Unix-socket accept failed: %s", ec.message().c_str());
-    }
-    accept_unix_client();
-  });
+  unix_acceptor_->async_accept(
+      [this](const std::error_code& ec, asio::local::stream_protocol::socket socket) {
+        if (ec == asio::error::operation_aborted || shutting_down_) return;
+        if (!ec) {
+          struct ucred cred;
+          socklen_t len = sizeof cred;
+          int fd = socket.native_handle();
+          if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
+            log(LogLevel::warning, "refused a Unix-socket client of another user (uid %d)",
+                static_cast<int>(cred.uid));
+          } else {
+            int owned = socket.release();
+            add_client(owned, owned, false, std::nullopt, 4);
+          }
+        } else {
+          log(LogLevel::warning, "Unix-socket accept failed: %s", ec.message().c_str());
+        }
+        accept_unix_client();
+      });
 }
 
 std::uint32_t Daemon::add_client(int in_fd, int out_fd, bool is_port,
                                  std::optional<protocol::ControlEncoding> encoding,
                                  unsigned header) {
   std::uint32_t number = next_client_++;
-  auto client = std::make_shared<ControlClient>(*this, number, in_fd, out_fd, is_port, encoding,
-                                                header);
+  auto client =
+      std::make_shared<ControlClient>(*this, number, in_fd, out_fd, is_port, encoding, header);
   clients_[number] = client;
   client->start();
   log(LogLevel::info, "client %u connected", number);
@@ -380,12 +380,13 @@ void Daemon::handle_deliver(ControlClient& c, std::uint32_t id, std::string_view
   auto it = sockets_.find(id);
   if (it == sockets_.end() || it->second->owner() != c.number()) {
     bool exists = it != sockets_.end();
-    json body = {{"ok", false},
-                 {"id", id},
-                 {"error",
-                  {{"kind", exists ? "not_owner" : "no_such_socket"},
-                   {"message", "deliver to socket " + std::to_string(id) +
-                                   (exists ? ": belongs to another client" : ": no such socket")}}}};
+    json body = {
+        {"ok", false},
+        {"id", id},
+        {"error",
+         {{"kind", exists ? "not_owner" : "no_such_socket"},
+          {"message", "deliver to socket " + std::to_string(id) +
+                          (exists ? ": belongs to another client" : ": no such socket")}}}};
     if (!reply_ref.is_null()) body["ref"] = reply_ref;
     c.send(body);
     return;
@@ -426,8 +427,8 @@ void Daemon::cmd_hello(ControlClient& c, json& cmd, const json& ref) {
                {"protocol", kProtocolVersion},
                {"client", c.number()},
                {"capabilities",
-                {"lines", "binary", "etf", "json", "tls", "asn1", "line", "active", "recv",
-                 "unix", "ipv6"}}};
+                {"lines", "binary", "etf", "json", "tls", "asn1", "line", "active", "recv", "unix",
+                 "ipv6"}}};
   if (!c.name().empty()) body["name"] = c.name();
   send_reply(c, ref, body);
 }
@@ -438,7 +439,8 @@ void Daemon::cmd_listen(ControlClient& c, json& cmd, const json& ref) {
             timeout = options_.handshake_timeout_ms;
   Framing framing;
   if (!get_string(c, cmd, ref, "host", host) || !get_integer(c, cmd, ref, "port", 0, 65535, port) ||
-      !get_integer(c, cmd, ref, "backlog", 1, 65535, backlog) || !get_framing(c, cmd, ref, framing) ||
+      !get_integer(c, cmd, ref, "backlog", 1, 65535, backlog) ||
+      !get_framing(c, cmd, ref, framing) ||
       !get_integer(c, cmd, ref, "packet_size", 1, kMaxPacketSize, packet_size) ||
       !get_integer(c, cmd, ref, "handshake_timeout_ms", 1, 3600000, timeout))
     return;
@@ -509,7 +511,8 @@ void Daemon::cmd_accept(ControlClient& c, json& cmd, const json& ref) {
     return;
   }
   if (it->second->owner() != c.number()) {
-    send_error(c, ref, "not_owner", "listener " + std::to_string(id) + " belongs to another client");
+    send_error(c, ref, "not_owner",
+               "listener " + std::to_string(id) + " belongs to another client");
     return;
   }
   if (ref.is_null()) {
@@ -595,7 +598,8 @@ void Daemon::cmd_close(ControlClient& c, json& cmd, const json& ref) {
   if (!get_integer(c, cmd, ref, "id", 1, UINT32_MAX, id)) return;
   if (auto it = listeners_.find(static_cast<std::uint32_t>(id)); it != listeners_.end()) {
     if (it->second->owner() != c.number()) {
-      send_error(c, ref, "not_owner", "listener " + std::to_string(id) + " belongs to another client");
+      send_error(c, ref, "not_owner",
+                 "listener " + std::to_string(id) + " belongs to another client");
       return;
     }
     auto listener = it->second;
@@ -641,7 +645,8 @@ void Daemon::cmd_controlling_process(ControlClient& c, json& cmd, const json& re
   if (!c.name().empty()) owned["from_name"] = c.name();
   if (auto it = listeners_.find(static_cast<std::uint32_t>(id)); it != listeners_.end()) {
     if (it->second->owner() != c.number()) {
-      send_error(c, ref, "not_owner", "listener " + std::to_string(id) + " belongs to another client");
+      send_error(c, ref, "not_owner",
+                 "listener " + std::to_string(id) + " belongs to another client");
       return;
     }
     it->second->drop_accepts(c.number(), "cancelled", "listener handed over");
@@ -683,7 +688,8 @@ void Daemon::cmd_setopts(ControlClient& c, json& cmd, const json& ref) {
                active->get<long long>() <= INT_MAX) {
       count = active->get<long long>();
     } else {
-      send_error(c, ref, "bad_request", "active must be true, false, \"once\" or an integer N >= 1");
+      send_error(c, ref, "bad_request",
+                 "active must be true, false, \"once\" or an integer N >= 1");
       return;
     }
   }
@@ -741,16 +747,16 @@ void Daemon::cmd_resolve(ControlClient& c, json& cmd, const json& ref) {
     }
     std::string host = name;
     // The official name is the canonical one; without DNS it is the host name itself.
-    resolver->async_resolve(host, "", asio::ip::tcp::resolver::canonical_name,
-                            [this, resolver, number, ref, host](
-                                const std::error_code& ec,
-                                asio::ip::tcp::resolver::results_type results) {
-                              ControlClient* client_ptr = client(number);
-                              if (client_ptr == nullptr) return;
-                              std::string official = host;
-                              if (!ec && !results.empty()) official = results.begin()->host_name();
-                              send_reply(*client_ptr, ref, {{"name", official}});
-                            });
+    resolver->async_resolve(
+        host, "", asio::ip::tcp::resolver::canonical_name,
+        [this, resolver, number, ref, host](const std::error_code& ec,
+                                            asio::ip::tcp::resolver::results_type results) {
+          ControlClient* client_ptr = client(number);
+          if (client_ptr == nullptr) return;
+          std::string official = host;
+          if (!ec && !results.empty()) official = results.begin()->host_name();
+          send_reply(*client_ptr, ref, {{"name", official}});
+        });
     return;
   }
   std::error_code ec;
@@ -759,19 +765,18 @@ void Daemon::cmd_resolve(ControlClient& c, json& cmd, const json& ref) {
     send_error(c, ref, "bad_request", "not an IP address: " + address);
     return;
   }
-  resolver->async_resolve(asio::ip::tcp::endpoint(ip, 0),
-                          [this, resolver, number, ref, address](
-                              const std::error_code& e,
-                              asio::ip::tcp::resolver::results_type results) {
-                            ControlClient* client_ptr = client(number);
-                            if (client_ptr == nullptr) return;
-                            if (e || results.empty() || results.begin()->host_name() == address) {
-                              send_error(*client_ptr, ref, "enoent",
-                                         "no host name for " + address);
-                              return;
-                            }
-                            send_reply(*client_ptr, ref, {{"name", results.begin()->host_name()}});
-                          });
+  resolver->async_resolve(
+      asio::ip::tcp::endpoint(ip, 0),
+      [this, resolver, number, ref, address](const std::error_code& e,
+                                             asio::ip::tcp::resolver::results_type results) {
+        ControlClient* client_ptr = client(number);
+        if (client_ptr == nullptr) return;
+        if (e || results.empty() || results.begin()->host_name() == address) {
+          send_error(*client_ptr, ref, "enoent", "no host name for " + address);
+          return;
+        }
+        send_reply(*client_ptr, ref, {{"name", results.begin()->host_name()}});
+      });
 }
 
 void Daemon::cmd_info(ControlClient& c, json& cmd, const json& ref) {

@@ -8,11 +8,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/connection.hpp"
 #include "daemon/connector.hpp"
@@ -68,7 +67,9 @@ class Daemon {
   void resume_client_input(std::uint32_t client);
   /// Keeps a connection in its handshake known (to abort it at exit).
   void track_handshake(const std::shared_ptr<Connection>& conn) { handshaking_[conn.get()] = conn; }
-  void untrack_handshake(const std::shared_ptr<Connection>& conn) { handshaking_.erase(conn.get()); }
+  void untrack_handshake(const std::shared_ptr<Connection>& conn) {
+    handshaking_.erase(conn.get());
+  }
   /// A connect finished (replied or abandoned).
   void connector_finished(Connector* connector) { connectors_.erase(connector); }
   /// False when the socket cap is reached.
@@ -104,22 +105,23 @@ class Daemon {
 
   static const std::map<std::string, Handler>& handlers();
 
-  asio::io_context& io_;                      ///< the one event loop
-  Options options_;                           ///< settings from flags and config
-  std::vector<char> read_buffer_;             ///< shared by every read on this thread
-  asio::signal_set signals_;                  ///< SIGINT/SIGTERM end the daemon
+  asio::io_context& io_;           ///< the one event loop
+  Options options_;                ///< settings from flags and config
+  std::vector<char> read_buffer_;  ///< shared by every read on this thread
+  asio::signal_set signals_;       ///< SIGINT/SIGTERM end the daemon
   std::unique_ptr<asio::local::stream_protocol::acceptor> unix_acceptor_;  ///< --unix
-  std::map<std::uint32_t, std::shared_ptr<ControlClient>> clients_;  ///< by number
-  std::map<std::string, std::uint32_t> client_names_;  ///< names given in hello
+  std::map<std::uint32_t, std::shared_ptr<ControlClient>> clients_;        ///< by number
+  std::map<std::string, std::uint32_t> client_names_;                      ///< names given in hello
   std::unordered_map<std::uint32_t, std::shared_ptr<Connection>> sockets_;  ///< open, by id
   std::unordered_map<std::uint32_t, std::shared_ptr<Listener>> listeners_;  ///< by id
   std::unordered_map<Connection*, std::shared_ptr<Connection>> closing_;    ///< ids gone
-  std::unordered_map<Connection*, std::shared_ptr<Connection>> handshaking_;  ///< accepted, not ready
-  std::unordered_map<Connector*, std::shared_ptr<Connector>> connectors_;   ///< connects under way
-  ClientContextCache client_contexts_;        ///< shared client TLS contexts
-  std::uint32_t next_client_ = 1;             ///< number of the next client
-  std::uint32_t next_socket_ = 1;             ///< id of the next socket
-  bool shutting_down_ = false;                ///< shutdown() has begun
+  std::unordered_map<Connection*, std::shared_ptr<Connection>>
+      handshaking_;                                                        ///< accepted, not ready
+  std::unordered_map<Connector*, std::shared_ptr<Connector>> connectors_;  ///< connects under way
+  ClientContextCache client_contexts_;  ///< shared client TLS contexts
+  std::uint32_t next_client_ = 1;       ///< number of the next client
+  std::uint32_t next_socket_ = 1;       ///< id of the next socket
+  bool shutting_down_ = false;          ///< shutdown() has begun
 };
 
 }  // namespace tlsport::daemon

@@ -2,10 +2,9 @@
 // for people.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
-
-#include <nlohmann/json.hpp>
 
 namespace tlsport::daemon {
 

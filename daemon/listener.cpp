@@ -35,7 +35,8 @@ void Listener::add_accept(std::uint32_t client, json ref) {
 bool Listener::cancel(std::uint32_t client, const json& ref) {
   for (auto it = pending_.begin(); it != pending_.end(); ++it) {
     if (it->client == client && it->ref == ref) {
-      json reply = {{"ref", it->ref}, {"ok", false},
+      json reply = {{"ref", it->ref},
+                    {"ok", false},
                     {"error", {{"kind", "cancelled"}, {"message", "accept cancelled"}}}};
       pending_.erase(it);
       if (ControlClient* c = daemon_.client(client)) c->send(reply);
@@ -71,8 +72,7 @@ void Listener::close() {
   pending_.clear();
   for (auto& p : pending) {
     if (ControlClient* c = daemon_.client(p.client)) {
-      json reply = {{"ok", false},
-                    {"error", {{"kind", "closed"}, {"message", "listener closed"}}}};
+      json reply = {{"ok", false}, {"error", {{"kind", "closed"}, {"message", "listener closed"}}}};
       if (!p.ref.is_null()) reply["ref"] = p.ref;
       c->send(reply);
     }
@@ -86,11 +86,11 @@ void Listener::accept_next() {
   if (handshaking_ >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
   if (!daemon_.has_room_for_socket()) return;
   accepting_ = true;
-  acceptor_.async_accept([self = shared_from_this()](const std::error_code& ec,
-                                                     asio::ip::tcp::socket socket) {
-    self->accepting_ = false;
-    self->on_accepted(ec, std::move(socket));
-  });
+  acceptor_.async_accept(
+      [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::socket socket) {
+        self->accepting_ = false;
+        self->on_accepted(ec, std::move(socket));
+      });
 }
 
 void Listener::on_accepted(const std::error_code& ec, asio::ip::tcp::socket socket) {
@@ -105,9 +105,9 @@ void Listener::on_accepted(const std::error_code& ec, asio::ip::tcp::socket sock
     });
     return;
   }
-  auto conn = std::make_shared<Connection>(daemon_, std::move(socket), settings_.ctx,
-                                           TlsRole::server, settings_.framing,
-                                           settings_.packet_size);
+  auto conn =
+      std::make_shared<Connection>(daemon_, std::move(socket), settings_.ctx, TlsRole::server,
+                                   settings_.framing, settings_.packet_size);
   if (!settings_.log_file.empty()) conn->set_log_file(settings_.log_file);
   ++handshaking_;
   daemon_.track_handshake(conn);
@@ -116,8 +116,8 @@ void Listener::on_accepted(const std::error_code& ec, asio::ip::tcp::socket sock
                           --self->handshaking_;
                           self->daemon_.untrack_handshake(conn);
                           if (error) {
-                            log(LogLevel::info, "listener %u: handshake failed: %s: %s",
-                                self->id_, error->kind.c_str(), error->message.c_str());
+                            log(LogLevel::info, "listener %u: handshake failed: %s: %s", self->id_,
+                                error->kind.c_str(), error->message.c_str());
                           } else if (self->closed_) {
                             conn->abort();
                           } else {

@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "daemon/connection.hpp"
@@ -21,12 +20,12 @@ class Daemon;
 
 /// Settings shared by every connection a listener accepts.
 struct ListenSettings {
-  SslCtxPtr ctx;                             ///< one TLS context per listener (null = TCP)
-  protocol::Framing framing;                 ///< mode of accepted sockets
-  std::size_t packet_size = 64u << 20;       ///< packet cap of accepted sockets
+  SslCtxPtr ctx;                        ///< one TLS context per listener (null = TCP)
+  protocol::Framing framing;            ///< mode of accepted sockets
+  std::size_t packet_size = 64u << 20;  ///< packet cap of accepted sockets
   std::chrono::milliseconds handshake_timeout{30000};  ///< per accepted connection
-  std::size_t backlog = 128;                 ///< bound on finished connections waiting
-  std::string log_file;                      ///< the seed's -log file
+  std::size_t backlog = 128;                           ///< bound on finished connections waiting
+  std::string log_file;                                ///< the seed's -log file
 };
 
 /// A listener owned by one client; accepts may come from its owner only.
@@ -64,17 +63,17 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
   static constexpr std::size_t kMaxHandshaking = 1024;  ///< concurrent handshakes per listener
 
-  Daemon& daemon_;                                  ///< registry and clients
-  asio::ip::tcp::acceptor acceptor_;                ///< the listening socket
-  ListenSettings settings_;                         ///< for accepted connections
-  asio::steady_timer retry_timer_;                  ///< back-off after accept errors
-  std::uint32_t id_ = 0;                            ///< socket id
-  std::uint32_t owner_ = 0;                         ///< owning client
-  std::deque<PendingAccept> pending_;               ///< accepts waiting, oldest first
-  std::deque<std::shared_ptr<Connection>> ready_;   ///< handshaken, waiting for an accept
-  std::size_t handshaking_ = 0;                     ///< handshakes in progress
-  bool accepting_ = false;                          ///< an async_accept is outstanding
-  bool closed_ = false;                             ///< close() was called
+  Daemon& daemon_;                                 ///< registry and clients
+  asio::ip::tcp::acceptor acceptor_;               ///< the listening socket
+  ListenSettings settings_;                        ///< for accepted connections
+  asio::steady_timer retry_timer_;                 ///< back-off after accept errors
+  std::uint32_t id_ = 0;                           ///< socket id
+  std::uint32_t owner_ = 0;                        ///< owning client
+  std::deque<PendingAccept> pending_;              ///< accepts waiting, oldest first
+  std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
+  std::size_t handshaking_ = 0;                    ///< handshakes in progress
+  bool accepting_ = false;                         ///< an async_accept is outstanding
+  bool closed_ = false;                            ///< close() was called
 };
 
 }  // namespace tlsport::daemon

@@ -2,9 +2,8 @@
 
 #include <fstream>
 #include <map>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace tlsport::daemon {
 namespace {
@@ -50,17 +49,23 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   std::size_t n = 0;
   if (key == "control") {
     std::string s = text_of(v);
-    if (s == "binary") o.control = protocol::ControlEncoding::binary;
-    else if (s == "lines") o.control = protocol::ControlEncoding::lines;
-    else return "control must be binary or lines, not " + s;
+    if (s == "binary")
+      o.control = protocol::ControlEncoding::binary;
+    else if (s == "lines")
+      o.control = protocol::ControlEncoding::lines;
+    else
+      return "control must be binary or lines, not " + s;
   } else if (key == "packet") {
     if (!to_size(v, 1, 4, n) || n == 3) return "packet must be 1, 2 or 4, not " + text_of(v);
     o.packet = static_cast<unsigned>(n);
   } else if (key == "terms") {
     std::string s = text_of(v);
-    if (s == "json") o.terms = protocol::TermFormat::json;
-    else if (s == "etf") o.terms = protocol::TermFormat::etf;
-    else return "terms must be json or etf, not " + s;
+    if (s == "json")
+      o.terms = protocol::TermFormat::json;
+    else if (s == "etf")
+      o.terms = protocol::TermFormat::etf;
+    else
+      return "terms must be json or etf, not " + s;
   } else if (key == "unix") {
     if (!v.is_string() || v.get<std::string>().empty()) return "unix must be a path";
     o.unix_path = v.get<std::string>();

@@ -14,18 +14,18 @@ namespace tlsport::daemon {
 
 /// Everything the daemon is told at start.
 struct Options {
-  bool use_stdio = true;             ///< stdin/stdout (or fds 3/4) is a control channel
-  bool nouse_stdio = false;          ///< fds 3 and 4 instead of 0 and 1 (Erlang's nouse_stdio)
+  bool use_stdio = true;     ///< stdin/stdout (or fds 3/4) is a control channel
+  bool nouse_stdio = false;  ///< fds 3 and 4 instead of 0 and 1 (Erlang's nouse_stdio)
   protocol::ControlEncoding control = protocol::ControlEncoding::binary;  ///< stdio encoding
-  unsigned packet = 4;               ///< stdio frame header bytes: 1, 2 or 4
+  unsigned packet = 4;                                      ///< stdio frame header bytes: 1, 2 or 4
   protocol::TermFormat terms = protocol::TermFormat::json;  ///< term format before detection
-  std::string unix_path;             ///< Unix socket to serve ("" = none)
-  unsigned handshake_timeout_ms = 30000;  ///< default handshake timeout
-  std::size_t client_buffer = 1 << 20;    ///< a client's output high-water mark
-  std::size_t socket_buffer = 1 << 20;    ///< a socket's send-buffer high-water mark
+  std::string unix_path;                                    ///< Unix socket to serve ("" = none)
+  unsigned handshake_timeout_ms = 30000;                    ///< default handshake timeout
+  std::size_t client_buffer = 1 << 20;                      ///< a client's output high-water mark
+  std::size_t socket_buffer = 1 << 20;                  ///< a socket's send-buffer high-water mark
   std::size_t max_message = (64u << 20) + (64u << 10);  ///< cap on one control message
-  std::size_t max_sockets = 100000;  ///< cap on open sockets and listeners
-  LogLevel log_level = LogLevel::warning;  ///< log lines below this are dropped
+  std::size_t max_sockets = 100000;                     ///< cap on open sockets and listeners
+  LogLevel log_level = LogLevel::warning;               ///< log lines below this are dropped
 };
 
 /// What parsing the command line decided.

@@ -101,7 +101,8 @@ std::optional<ErrorInfo> parse_ssl_flags(const std::string& flags, TlsOptions& o
     } else if (flag == "-cipher") {
       out.ciphers = arg;
     } else if (flag == "-verify") {
-      if (arg != "0" && arg != "1" && arg != "2") return bad_request("SSLFlags: -verify must be 0, 1 or 2");
+      if (arg != "0" && arg != "1" && arg != "2")
+        return bad_request("SSLFlags: -verify must be 0, 1 or 2");
       out.verify = arg[0] - '0';
     } else if (flag == "-log") {
       out.logfile = arg;
@@ -132,9 +133,9 @@ std::optional<ErrorInfo> parse_tls_options(const json* tls, TlsOptions& out) {
     if (auto err = parse_ssl_flags(it->get<std::string>(), out)) return err;
   }
   const std::pair<const char*, std::string*> strings[] = {
-      {"certfile", &out.certfile},     {"keyfile", &out.keyfile},
-      {"password", &out.password},     {"cacertfile", &out.cacertfile},
-      {"cacertdir", &out.cacertdir},   {"ciphers", &out.ciphers},
+      {"certfile", &out.certfile},         {"keyfile", &out.keyfile},
+      {"password", &out.password},         {"cacertfile", &out.cacertfile},
+      {"cacertdir", &out.cacertdir},       {"ciphers", &out.ciphers},
       {"ciphersuites", &out.ciphersuites}, {"logfile", &out.logfile}};
   for (const auto& [name, field] : strings) {
     auto it = tls->find(name);
@@ -249,9 +250,10 @@ SslCtxPtr build_context(const TlsOptions& options, TlsRole role, ErrorInfo& erro
 
 SslCtxPtr ClientContextCache::get(const TlsOptions& o, ErrorInfo& error) {
   // Everything that shapes the context; SNI and host name are per connection.
-  json key = {o.certfile, o.keyfile, o.password, o.cacertfile, o.cacertdir,
-              o.verify.value_or(-1), o.depth.value_or(-1), o.ciphers, o.ciphersuites,
-              o.min_version, o.max_version, o.legacy_flags};
+  json key = {o.certfile,           o.keyfile,     o.password,
+              o.cacertfile,         o.cacertdir,   o.verify.value_or(-1),
+              o.depth.value_or(-1), o.ciphers,     o.ciphersuites,
+              o.min_version,        o.max_version, o.legacy_flags};
   std::string text = key.dump();
   if (auto it = contexts_.find(text); it != contexts_.end()) return it->second;
   SslCtxPtr ctx = build_context(o, TlsRole::client, error);
@@ -297,8 +299,7 @@ json describe_session(SSL* ssl) {
   info["cipher"] = cipher != nullptr ? SSL_CIPHER_get_name(cipher) : "";
   info["bits"] = cipher != nullptr ? SSL_CIPHER_get_bits(cipher, nullptr) : 0;
   long code = SSL_get_verify_result(ssl);
-  info["verify_result"] = {{"code", code},
-                           {"text", X509_verify_cert_error_string(code)}};
+  info["verify_result"] = {{"code", code}, {"text", X509_verify_cert_error_string(code)}};
   if (X509* peer = SSL_get1_peer_certificate(ssl)) {
     info["peer_certificate"] = {{"subject", name_text(X509_get_subject_name(peer))},
                                 {"issuer", name_text(X509_get_issuer_name(peer))}};

@@ -6,10 +6,9 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "daemon/errors.hpp"
 
@@ -26,22 +25,22 @@ using SslCtxPtr = std::shared_ptr<SSL_CTX>;
 
 /// Parsed TLS options.
 struct TlsOptions {
-  bool enabled = true;             ///< false for "tls": false (plain TCP)
-  std::string certfile;            ///< PEM certificate chain
-  std::string keyfile;             ///< PEM private key (defaults to certfile)
-  std::string password;            ///< passphrase of an encrypted key
-  std::string cacertfile;          ///< trusted CAs, one PEM file
-  std::string cacertdir;           ///< trusted CAs, hashed directory
-  std::optional<int> verify;       ///< 0, 1 or 2 (seed 004); unset = role default
-  std::optional<int> depth;        ///< chain depth limit
-  std::string ciphers;             ///< TLS 1.2 cipher list
-  std::string ciphersuites;        ///< TLS 1.3 suites
-  int min_version = TLS1_2_VERSION;  ///< lowest protocol version allowed
-  int max_version = 0;             ///< highest protocol version (0 = newest)
+  bool enabled = true;                         ///< false for "tls": false (plain TCP)
+  std::string certfile;                        ///< PEM certificate chain
+  std::string keyfile;                         ///< PEM private key (defaults to certfile)
+  std::string password;                        ///< passphrase of an encrypted key
+  std::string cacertfile;                      ///< trusted CAs, one PEM file
+  std::string cacertdir;                       ///< trusted CAs, hashed directory
+  std::optional<int> verify;                   ///< 0, 1 or 2 (seed 004); unset = role default
+  std::optional<int> depth;                    ///< chain depth limit
+  std::string ciphers;                         ///< TLS 1.2 cipher list
+  std::string ciphersuites;                    ///< TLS 1.3 suites
+  int min_version = TLS1_2_VERSION;            ///< lowest protocol version allowed
+  int max_version = 0;                         ///< highest protocol version (0 = newest)
   std::optional<std::string> server_name;      ///< SNI to send (client)
   std::optional<std::string> verify_hostname;  ///< name to check the peer against (client)
-  std::string logfile;             ///< the seed's -log file
-  bool legacy_flags = false;       ///< configured through the seed's SSLFlags string
+  std::string logfile;                         ///< the seed's -log file
+  bool legacy_flags = false;                   ///< configured through the seed's SSLFlags string
 
   /// The verify level in force for this role.
   int effective_verify(TlsRole role) const;

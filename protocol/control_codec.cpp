@@ -47,10 +47,12 @@ class ControlCategory final : public std::error_category {
 /// JSON insignificant whitespace (RFC 8259).
 bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-/// True when JSON text nests arrays/objects deeper than the term cap; a cheap
-/// scan before parsing, so that a hostile line cannot build a deep tree.
+/// True when JSON text nests arrays/objects deeper than the term cap, or has
+/// more values than etf::kMaxTerms; a cheap scan before parsing, so that a
+/// hostile line can build neither a deep tree nor a huge one from small text.
 bool json_too_deep(std::string_view text) {
   int depth = 0;
+  std::size_t values = 0;
   bool in_string = false;
   bool escaped = false;
   for (char c : text) {
@@ -71,6 +73,11 @@ bool json_too_deep(std::string_view text) {
       case '{':
       case '[':
         if (++depth > etf::kMaxDepth) return true;
+        if (++values > etf::kMaxTerms) return true;
+        break;
+      case ',':
+      case ':':
+        if (++values > etf::kMaxTerms) return true;
         break;
       case '}':
       case ']':
@@ -167,7 +174,8 @@ ControlError normalize_data(json& object, TermFormat format, std::string& detail
 /// Parses JSON text that must be an object, then normalize_data().
 ControlError parse_json_object(std::string_view text, json& out, std::string& detail) {
   if (json_too_deep(text)) {
-    detail = "JSON nested deeper than " + std::to_string(etf::kMaxDepth);
+    detail = "JSON nested deeper than " + std::to_string(etf::kMaxDepth) + " or with more than " +
+             std::to_string(etf::kMaxTerms) + " values";
     return ControlError::bad_json;
   }
   try {

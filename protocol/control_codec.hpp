@@ -5,12 +5,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
-
-#include <nlohmann/json.hpp>
 
 #include "protocol/framing.hpp"
 
@@ -51,11 +50,11 @@ bool is_fatal(ControlError e);
 /// One message from a client.
 struct InboundMessage {
   enum class Kind { command, data };
-  Kind kind = Kind::command;      ///< a structured command, or a binary DATA frame (deliver)
-  nlohmann::json command;         ///< Kind::command: the object; "data" (base64) and "text"
-                                  ///< are turned into a binary value under "data"
-  std::uint32_t socket_id = 0;    ///< Kind::data: the target socket
-  std::string_view data;          ///< Kind::data: the bytes (valid during the callback only)
+  Kind kind = Kind::command;    ///< a structured command, or a binary DATA frame (deliver)
+  nlohmann::json command;       ///< Kind::command: the object; "data" (base64) and "text"
+                                ///< are turned into a binary value under "data"
+  std::uint32_t socket_id = 0;  ///< Kind::data: the target socket
+  std::string_view data;        ///< Kind::data: the bytes (valid during the callback only)
 };
 
 /// Incremental decoder for one control channel.

@@ -262,6 +262,7 @@ class Reader {
   /// Decodes one term at nesting depth `depth` (containers count one level each).
   bool term(json& out, int depth) {
     if (left() < 1) return truncated();
+    if (++terms_ > kMaxTerms) return fail("more than " + std::to_string(kMaxTerms) + " terms");
     const std::size_t at = pos_;
     const auto tag = static_cast<std::uint8_t>(in_[pos_++]);
     std::uint32_t n = 0;
@@ -385,9 +386,10 @@ class Reader {
     }
   }
 
-  std::string_view in_;  ///< the whole input, version byte included
-  std::size_t pos_ = 0;  ///< next byte to read
-  std::string error_;    ///< set by fail()
+  std::string_view in_;    ///< the whole input, version byte included
+  std::size_t pos_ = 0;    ///< next byte to read
+  std::size_t terms_ = 0;  ///< terms decoded so far (capped by kMaxTerms)
+  std::string error_;      ///< set by fail()
 };
 
 /// Appends `v` big-endian in `n` bytes.

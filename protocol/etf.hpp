@@ -2,15 +2,18 @@
 // so that an Erlang node can talk to the daemon with OTP alone.
 #pragma once
 
+#include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace tlsport::protocol::etf {
 
 /// Nesting depth cap for decoded terms.
 inline constexpr int kMaxDepth = 32;
+/// Cap on the number of terms in one message: a command needs a handful, and
+/// a frame of millions of one-byte terms would decode to gigabytes.
+inline constexpr std::size_t kMaxTerms = 65536;
 
 /// Decodes one external term (starting with the version byte 131) that spans
 /// all of `in`. Returns false and sets `error` (a message for people) on

@@ -616,3 +616,18 @@ TEST(ControlEncoder, RoundTripThroughDecoder) {
     }
   }
 }
+
+TEST(ControlDecoder, JsonWithTooManyValuesIsRefused) {
+  std::string body = "{\"op\":\"hello\",\"x\":[";
+  for (int i = 0; i < 70000; ++i) body += "0,";
+  body += "0]}";
+  tlsport::protocol::ControlDecoder decoder(tlsport::protocol::ControlEncoding::lines, 4, 1 << 20);
+  int messages = 0;
+  std::string detail;
+  auto ec = decoder.feed(
+      body + "\n", [&](tlsport::protocol::InboundMessage&) { return ++messages, true; },
+      [&](tlsport::protocol::ControlError, const std::string& d) { detail = d; });
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(messages, 0);
+  EXPECT_NE(detail.find("values"), std::string::npos) << detail;
+}

@@ -504,3 +504,17 @@ TEST(EtfEncode, RealErlangDecodesWhatWeWrite) {
   }
   EXPECT_NE(output.find("result {ok,ok}"), std::string::npos) << output;
 }
+
+TEST(EtfDecode, TooManyTermsFail) {
+  // A list of 70000 small integers: 2 bytes each, far below the frame cap,
+  // but past the term cap.
+  std::string in = "\x83\x6c";
+  const std::uint32_t n = 70000;
+  for (int shift = 24; shift >= 0; shift -= 8) in.push_back(static_cast<char>((n >> shift) & 0xff));
+  for (std::uint32_t i = 0; i < n; ++i) in += std::string("\x61\x01", 2);
+  in.push_back('\x6a');
+  nlohmann::json out;
+  std::string error;
+  EXPECT_FALSE(tlsport::protocol::etf::decode(in, out, error));
+  EXPECT_NE(error.find("terms"), std::string::npos) << error;
+}

@@ -199,3 +199,13 @@ def test_second_daemon_on_same_unix_socket_is_refused(unix_daemon):
     out = subprocess.run([daemon_path(), "--unix", unix_daemon.path], capture_output=True,
                          text=True, timeout=5)
     assert out.returncode != 0 and "another daemon" in out.stderr
+
+
+def test_epipe_on_output_ends_daemon_like_eof():
+    proc = subprocess.Popen([daemon_path()], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads the daemon's output any more
+    proc.stdin.write(control({"op": "hello", "ref": 1}))
+    proc.stdin.flush()
+    proc.wait(timeout=3)
+    assert proc.returncode == 0
+    proc.stdin.close()

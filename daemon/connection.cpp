@@ -31,15 +31,14 @@ ErrorInfo framing_error(const std::error_code& ec) {
 }
 }  // namespace
 
-Connection::Connection(Daemon& daemon, asio::ip::tcp::socket socket, const SslCtxPtr& ctx,
-                       TlsRole role, protocol::Framing framing, std::size_t packet_size)
+Connection::Connection(Daemon& daemon, TcpSocket socket, const SslCtxPtr& ctx, TlsRole role,
+                       protocol::Framing framing, std::size_t packet_size)
     : daemon_(daemon),
       socket_(std::move(socket)),
       role_(role),
       framing_(framing),
       packet_size_(packet_size),
-      deframer_(framing, packet_size),
-      timer_(daemon.io()) {
+      deframer_(framing, packet_size) {
   std::error_code ignored;
   socket_.non_blocking(true, ignored);
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
@@ -59,14 +58,19 @@ Connection::~Connection() {
   if (ssl_ != nullptr) SSL_free(ssl_);
 }
 
+asio::steady_timer& Connection::timer() {
+  if (!timer_) timer_ = std::make_unique<asio::steady_timer>(daemon_.io());
+  return *timer_;
+}
+
 void Connection::start_handshake(std::chrono::milliseconds timeout, HandshakeDone done) {
-  handshake_done_ = std::move(done);
+  handshake_done_ = std::make_unique<HandshakeDone>(std::move(done));
   if (ssl_ == nullptr && role_ == TlsRole::client && !socket_.is_open()) {
     fail_handshake({"error", "no socket"});
     return;
   }
-  timer_.expires_after(timeout);
-  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+  timer().expires_after(timeout);
+  timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
     if (ec || self->state_ != State::handshaking) return;
     self->fail_handshake({"timeout", "TLS handshake timed out"});
   });
@@ -77,19 +81,15 @@ void Connection::step_handshake() {
   if (state_ != State::handshaking) return;
   if (ssl_ == nullptr) {
     // Plain TCP: nothing to negotiate.
-    state_ = State::ready;
-    timer_.cancel();
-    auto done = std::move(handshake_done_);
-    done(std::nullopt);
+    auto done = handshake_over();
+    if (done && *done) (*done)(std::nullopt);
     return;
   }
   ERR_clear_error();
   int ret = SSL_do_handshake(ssl_);
   if (ret == 1) {
-    state_ = State::ready;
-    timer_.cancel();
-    auto done = std::move(handshake_done_);
-    done(std::nullopt);
+    auto done = handshake_over();
+    if (done && *done) (*done)(std::nullopt);
     return;
   }
   int err = SSL_get_error(ssl_, ret);
@@ -105,11 +105,18 @@ void Connection::step_handshake() {
 void Connection::fail_handshake(ErrorInfo error) {
   if (state_ != State::handshaking) return;
   state_ = State::closed;
-  timer_.cancel();
+  cancel_timer();
   std::error_code ignored;
   socket_.close(ignored);
   auto done = std::move(handshake_done_);
-  if (done) done(error);
+  if (done && *done) (*done)(error);
+}
+
+std::unique_ptr<Connection::HandshakeDone> Connection::handshake_over() {
+  state_ = State::ready;
+  // An idle connection keeps no timer: the cancelled wait holds only `self`.
+  timer_.reset();
+  return std::move(handshake_done_);
 }
 
 ErrorInfo Connection::ssl_error(int ret, const char* during) {
@@ -154,7 +161,7 @@ void Connection::open(std::uint32_t id, std::uint32_t owner) {
   id_ = id;
   owner_ = owner;
   state_ = State::open;
-  if (!log_file_.empty()) {
+  if (log_file_) {
     json i = info();
     log_line("connected " + endpoint(true).dump() + " " + i.dump());
   }
@@ -247,9 +254,10 @@ bool Connection::feed(std::string_view bytes) {
     fail(framing_error(ec));
     return false;
   }
-  if (failure_pending_) {
-    failure_pending_ = false;
-    fail(pending_failure_);
+  if (pending_failure_) {
+    ErrorInfo error = std::move(*pending_failure_);
+    pending_failure_.reset();
+    fail(error);
     return false;
   }
   return can_read();
@@ -261,7 +269,8 @@ bool Connection::emit(std::string_view packet) {
     // A passive read: the packet is the reply.
     std::uint32_t client = recv_client_;
     recv_client_ = 0;
-    timer_.cancel();
+    timer_.reset();  // cancels the recv timeout; a passive socket waiting for its next recv keeps
+                     // no timer
     if (ControlClient* c = daemon_.client(client)) {
       json reply = {
           {"ok", true},
@@ -275,9 +284,9 @@ bool Connection::emit(std::string_view packet) {
   ControlClient* owner = daemon_.client(owner_);
   if (owner == nullptr) return false;
   if (!owner->send_data(id_, packet, framing_.kind == protocol::FramingKind::raw)) {
-    failure_pending_ = true;
-    pending_failure_ = {"emsgsize", "a packet of " + std::to_string(packet.size()) +
-                                        " bytes does not fit a control frame"};
+    pending_failure_ = std::make_unique<ErrorInfo>(ErrorInfo{
+        "emsgsize",
+        "a packet of " + std::to_string(packet.size()) + " bytes does not fit a control frame"});
     return false;
   }
   if (active_ > 0 && --active_ == 0) {
@@ -328,8 +337,8 @@ std::optional<ErrorInfo> Connection::recv(std::uint32_t client, json ref,
   if (recv_client_ != 0) return ErrorInfo{"ealready", "a recv is already waiting"};
   recv_client_ = client;
   recv_ref_ = std::move(ref);
-  timer_.expires_after(timeout);
-  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+  timer().expires_after(timeout);
+  timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
     if (ec || self->recv_client_ == 0) return;
     std::uint32_t waiting = self->recv_client_;
     self->recv_client_ = 0;
@@ -448,10 +457,10 @@ void Connection::close_orderly() {
     return;
   }
   state_ = State::closing;
-  if (!log_file_.empty()) log_line("closed by owner");
+  if (log_file_) log_line("closed by owner");
   recv_client_ = 0;
-  timer_.expires_after(kCloseTimeout);
-  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+  timer().expires_after(kCloseTimeout);
+  timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
     if (!ec && self->state_ == State::closing) self->finish();
   });
   continue_close();
@@ -507,7 +516,7 @@ void Connection::peer_closed() {
   if (state_ != State::open) return;
   ErrorInfo reason;
   bool normal = framing_.kind == protocol::FramingKind::raw || deframer_.buffered() == 0;
-  if (!log_file_.empty()) log_line("closed by peer");
+  if (log_file_) log_line("closed by peer");
   if (ControlClient* owner = daemon_.client(owner_)) {
     json event = {{"event", "socket_closed"}, {"id", id_}};
     if (normal)
@@ -526,8 +535,8 @@ void Connection::peer_closed() {
   }
   daemon_.forget_socket(id_);
   state_ = State::closing;
-  timer_.expires_after(kCloseTimeout);
-  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+  timer().expires_after(kCloseTimeout);
+  timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
     if (!ec && self->state_ == State::closing) self->finish();
   });
   continue_close();
@@ -536,7 +545,7 @@ void Connection::peer_closed() {
 void Connection::fail(ErrorInfo error) {
   if (state_ == State::closed) return;
   bool was_open = state_ == State::open;
-  if (!log_file_.empty()) log_line("failed: " + error.kind + ": " + error.message);
+  if (log_file_) log_line("failed: " + error.kind + ": " + error.message);
   log(LogLevel::debug, "socket %u: %s: %s", id_, error.kind.c_str(), error.message.c_str());
   if (was_open) {
     if (ControlClient* owner = daemon_.client(owner_))
@@ -569,7 +578,7 @@ void Connection::finish() {
   if (state_ == State::closed) return;
   auto self = shared_from_this();
   state_ = State::closed;
-  timer_.cancel();
+  cancel_timer();
   std::error_code ignored;
   socket_.close(ignored);
   if (blocked_client_ != 0) {
@@ -593,7 +602,7 @@ json Connection::info() const {
 }
 
 void Connection::log_line(const std::string& line) const {
-  std::ofstream out(log_file_, std::ios::app);
+  std::ofstream out(*log_file_, std::ios::app);
   std::time_t now = std::time(nullptr);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));

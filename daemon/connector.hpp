@@ -54,7 +54,7 @@ class Connector : public std::enable_shared_from_this<Connector> {
   Daemon& daemon_;                          ///< registry and clients
   ConnectRequest request_;                  ///< what to do
   asio::ip::tcp::resolver resolver_;        ///< asynchronous name lookup
-  asio::ip::tcp::socket socket_;            ///< the socket being connected
+  TcpSocket socket_;                        ///< the socket being connected
   asio::steady_timer timer_;                ///< the whole-connect timeout
   std::shared_ptr<Connection> connection_;  ///< once TCP is up
   bool done_ = false;                       ///< replied or abandoned

@@ -86,14 +86,15 @@ void Listener::accept_next() {
   if (handshaking_ >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
   if (!daemon_.has_room_for_socket()) return;
   accepting_ = true;
-  acceptor_.async_accept(
-      [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::socket socket) {
-        self->accepting_ = false;
-        self->on_accepted(ec, std::move(socket));
-      });
+  // Accepted straight into a socket on the io_context's executor (see TcpSocket).
+  acceptor_.async_accept(daemon_.io(),
+                         [self = shared_from_this()](const std::error_code& ec, TcpSocket socket) {
+                           self->accepting_ = false;
+                           self->on_accepted(ec, std::move(socket));
+                         });
 }
 
-void Listener::on_accepted(const std::error_code& ec, asio::ip::tcp::socket socket) {
+void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
   if (closed_) return;
   if (ec) {
     if (ec == asio::error::operation_aborted) return;

@@ -58,7 +58,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
     nlohmann::json ref;    ///< its ref
   };
   void accept_next();
-  void on_accepted(const std::error_code& ec, asio::ip::tcp::socket socket);
+  void on_accepted(const std::error_code& ec, TcpSocket socket);
   void serve_ready();
 
   static constexpr std::size_t kMaxHandshaking = 1024;  ///< concurrent handshakes per listener

@@ -244,6 +244,10 @@ SslCtxPtr build_context(const TlsOptions& options, TlsRole role, ErrorInfo& erro
   if (role == TlsRole::server) {
     static const unsigned char kSessionContext[] = "tlsportd";
     SSL_CTX_set_session_id_context(c, kSessionContext, sizeof kSessionContext - 1);
+    // Resumption is mostly by stateless tickets; the cache serves TLS 1.2
+    // clients that resume by session id, bounded well below OpenSSL's
+    // default of 20480 sessions (~1 KB each plus peer certificates).
+    SSL_CTX_sess_set_cache_size(c, 1024);
   }
   return ctx;
 }

@@ -60,6 +60,9 @@ class BerScanner {
   /// Forgets the current TLV, ready to scan the next one from its first byte.
   void reset();
 
+  /// Changes the cap on the whole TLV (checked as bytes are scanned).
+  void set_max_length(std::size_t max_length) { max_length_ = max_length; }
+
   /// Scans a TLV given as all its bytes seen so far: the same bytes as the
   /// previous call plus any new ones (precondition: at least consumed() long).
   /// Only bytes past consumed() are looked at.

@@ -142,7 +142,9 @@ std::optional<std::size_t> encode_header(const Framing& framing, std::size_t pay
 }
 
 Deframer::Deframer(Framing framing, std::size_t max_packet)
-    : framing_(framing), max_packet_(max_packet), ber_(max_packet) {
+    : framing_(framing),
+      max_packet_(max_packet),
+      ber_(framing.kind == FramingKind::asn1 ? std::make_unique<BerScanner>(max_packet) : nullptr) {
   // {packet,0} is raw by definition (seed 004); other sizes are not framings.
   if (framing_.kind == FramingKind::packet && framing_.header_bytes == 0) {
     framing_.kind = FramingKind::raw;
@@ -194,21 +196,21 @@ Deframer::Probe Deframer::probe(std::string_view head, std::string_view tail) co
       // The scanner has consumed a prefix of head (the held bytes): continue
       // it over the rest of head, then over tail.
       BerScanner::Result r;
-      std::size_t done = ber_.consumed();
+      std::size_t done = ber_->consumed();
       if (done <= head.size()) {
-        r = ber_.advance(head.substr(done));
-        done = ber_.consumed();
+        r = ber_->advance(head.substr(done));
+        done = ber_->consumed();
       }
       if (r.status == BerScanner::Status::need_more && done >= head.size() &&
           done - head.size() < tail.size()) {
-        r = ber_.advance(tail.substr(done - head.size()));
+        r = ber_->advance(tail.substr(done - head.size()));
       }
       if (r.status == BerScanner::Status::complete) {
         p.total = r.length;
       } else if (r.status == BerScanner::Status::error) {
         p.error = r.error;
       } else {
-        p.expect = ber_.known_length();
+        p.expect = ber_->known_length();
       }
       break;
     }
@@ -274,7 +276,7 @@ void Deframer::complete_held(std::string_view part, std::size_t total) {
 }
 
 void Deframer::next_packet() {
-  ber_.reset();
+  if (ber_) ber_->reset();
   line_scanned_ = 0;
 }
 

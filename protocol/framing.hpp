@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -91,6 +92,13 @@ class Deframer {
 
   const Framing& framing() const { return framing_; }
 
+  /// Changes the packet_size cap; applies from the next packet on (a packet
+  /// whose header was already accepted keeps the old cap).
+  void set_max_packet(std::size_t max_packet) {
+    max_packet_ = max_packet;
+    if (ber_) ber_->set_max_length(max_packet);
+  }
+
  private:
   /// Outcome of looking at the start of some bytes.
   struct Probe {
@@ -122,7 +130,9 @@ class Deframer {
   std::size_t start_ = 0;   ///< first unconsumed byte of buffer_
   /// Resumable scan state for asn1 (indefinite lengths); mutable: has_packet()
   /// advances it over held bytes, which feed() would do the same way.
-  mutable BerScanner ber_;
+  /// Allocated for asn1 framing only: an 80-byte scanner in every other
+  /// socket's deframer would be dead weight.
+  mutable std::unique_ptr<BerScanner> ber_;
   /// Bytes of the current line already searched for '\n' (mutable as ber_).
   mutable std::size_t line_scanned_ = 0;
   std::error_code error_;  ///< the first framing error; set = dead

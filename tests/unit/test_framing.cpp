@@ -694,5 +694,27 @@ TEST(Framing, ErrorsReadWellAndMapToGenericConditions) {
   EXPECT_EQ(make_error_code(FramingError::packet_too_large), codes[0]);
 }
 
+TEST(Deframer, CapCanBeChangedBetweenPackets) {
+  // A 50-byte packet in each mode: payload, a whole TLV, a whole line.
+  const std::pair<const char*, std::string> cases[] = {
+      {"packet:2", std::string(50, 'p')},
+      {"asn1", std::string("\x04\x30") + std::string(48, 'b')},
+      {"line", std::string(49, 'l') + "\n"}};
+  for (const auto& [mode, packet] : cases) {
+    const Framing f = framing(mode);
+    Deframer d(f, 1000);
+    std::vector<std::string> got;
+    auto on = [&](std::string_view p) {
+      got.emplace_back(p);
+      return true;
+    };
+    const std::string small = frame_all(f, {packet});
+    ASSERT_FALSE(d.feed(small, on)) << mode;
+    d.set_max_packet(10);
+    EXPECT_TRUE(d.feed(small, on)) << mode << ": the lowered cap must refuse 50 bytes";
+    EXPECT_EQ(got.size(), 1u) << mode;
+  }
+}
+
 }  // namespace
 }  // namespace tlsport::protocol

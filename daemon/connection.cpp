@@ -22,6 +22,8 @@ using nlohmann::json;
 namespace {
 /// Most rounds of reading one connection does before letting others run.
 constexpr int kReadRounds = 4;
+/// Past this many times the socket buffer's mark, a client's input is paused.
+constexpr std::size_t kHardLimitFactor = 4;
 /// How long an orderly close may take before the connection is cut.
 constexpr std::chrono::seconds kCloseTimeout{5};
 
@@ -165,7 +167,9 @@ void Connection::open(std::uint32_t id, std::uint32_t owner) {
     json i = info();
     log_line("connected " + endpoint(true).dump() + " " + i.dump());
   }
-  read_some();
+  // Posted: open() may run while a client's command is being carried out,
+  // and reading must not happen in the middle of that.
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->read_some(); });
 }
 
 bool Connection::can_read() const {
@@ -383,7 +387,17 @@ std::optional<ErrorInfo> Connection::deliver(std::string_view data, bool& over) 
   wbuf_.append(reinterpret_cast<const char*>(header), *header_size);
   wbuf_.append(data);
   schedule_write();
-  over = wbuf_.size() - wstart_ >= daemon_.options().socket_buffer;
+  std::size_t pending = wbuf_.size() - wstart_;
+  std::size_t mark = daemon_.options().socket_buffer;
+  if (pending >= mark && !busy_) {
+    // Tell the owner to hold further data for this socket (a port's "busy").
+    busy_ = true;
+    if (ControlClient* owner = daemon_.client(owner_))
+      owner->send({{"event", "busy"}, {"id", id_}});
+  }
+  // A client that does not honour busy is stopped altogether, so that memory
+  // stays bounded whatever it does.
+  over = pending >= kHardLimitFactor * mark;
   return std::nullopt;
 }
 
@@ -441,6 +455,13 @@ void Connection::write_some() {
   } else if (wstart_ >= (64u << 10) && wstart_ * 2 >= wbuf_.size()) {
     wbuf_.erase(0, wstart_);
     wstart_ = 0;
+  }
+  if (busy_ && pending <= daemon_.options().socket_buffer / 4) {
+    busy_ = false;
+    if (state_ == State::open) {
+      if (ControlClient* owner = daemon_.client(owner_))
+        owner->send({{"event", "ready"}, {"id", id_}});
+    }
   }
   if (blocked_client_ != 0 && pending <= daemon_.options().socket_buffer / 4) {
     std::uint32_t client = blocked_client_;

@@ -56,6 +56,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void block_client(std::uint32_t client) { blocked_client_ = client; }
   /// Sets the active mode: count < 0 = true, 0 = false, N > 0 = N packets.
   void set_active(long long count, bool once);
+  /// Sets the active mode before open() (no read is started).
+  void init_active(long long count, bool once) {
+    active_ = count;
+    active_once_ = once && count == 1;
+  }
   /// Starts a passive-mode read answered to `client` with `ref`.
   std::optional<ErrorInfo> recv(std::uint32_t client, nlohmann::json ref,
                                 std::chrono::milliseconds timeout);
@@ -70,6 +75,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   std::uint32_t id() const { return id_; }
   std::uint32_t owner() const { return owner_; }
+  /// True between a "busy" event and its "ready".
+  bool busy() const { return busy_; }
   const protocol::Framing& framing() const { return framing_; }
   std::size_t packet_size() const { return packet_size_; }
   void set_packet_size(std::size_t n) {
@@ -132,6 +139,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint32_t id_ = 0;              ///< socket id once open
   std::uint32_t owner_ = 0;           ///< owning client number
   std::uint32_t blocked_client_ = 0;  ///< client whose input waits for wbuf_ to drain
+  bool busy_ = false;                 ///< the owner was told "busy" and not yet "ready"
   long long active_ = -1;             ///< <0 active, 0 passive, N packets left
   bool active_once_ = false;          ///< the count came from active once (no passive event)
   bool owner_paused_ = false;         ///< waiting for the owner to drain its output

@@ -86,6 +86,8 @@ void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
   json reply = {{"ok", true}, {"id", id}, {"peer", connection_->endpoint(true)}};
   if (!request_.ref.is_null()) reply["ref"] = request_.ref;
   client->send(reply);
+  ActiveMode active = request_.active.value_or(ActiveMode{});
+  connection_->init_active(active.count, active.once);
   connection_->open(id, request_.client);
   finish();
 }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "daemon/connection.hpp"
+#include "daemon/listener.hpp"
 #include "daemon/tls_config.hpp"
 #include "protocol/framing.hpp"
 
@@ -29,6 +30,7 @@ struct ConnectRequest {
   std::chrono::milliseconds timeout{30000};  ///< for the whole connect
   SslCtxPtr ctx;                             ///< shared client context (null = TCP)
   TlsOptions tls;                            ///< for SNI and host-name checking
+  std::optional<ActiveMode> active;          ///< initial active mode (default: active)
 };
 
 /// One connect in progress.

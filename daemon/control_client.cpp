@@ -49,8 +49,11 @@ void ControlClient::wait_readable() {
 }
 
 void ControlClient::on_readable() {
-  auto& buffer = daemon_.read_buffer();
-  ssize_t n = ::read(in_.native_handle(), buffer.data(), buffer.size());
+  // Commands are carried out straight from this buffer, and carrying them out
+  // may read sockets through the daemon's shared buffer: so a buffer of our own.
+  if (input_.empty()) input_.resize(kInputBufferSize);
+  ssize_t n = ::read(in_.native_handle(), input_.data(), input_.size());
+  auto& buffer = input_;
   if (n > 0) {
     process(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
     wait_readable();
@@ -219,11 +222,24 @@ void ControlClient::on_input_end(const char* why) {
   watch_for_hangup();
 }
 
+void ControlClient::pause_input() {
+  if (input_paused_) return;
+  input_paused_ = true;
+  // Input is not read while paused, so its end would go unseen: watch for it.
+  watch_for_hangup();
+}
+
 void ControlClient::watch_for_hangup() {
-  if (closed_) return;
-  struct pollfd p = {out_fd_.native_handle(), POLLOUT, 0};
+  if (closed_ || (!input_ended_ && !input_paused_)) return;
+  // After the end of input: has the client closed entirely? While paused:
+  // has the writer of our input gone (a pipe's writer, a socket closed)?
+  int fd = input_ended_ ? out_fd_.native_handle() : in_.native_handle();
+  struct pollfd p = {fd, static_cast<short>(input_ended_ ? POLLOUT : POLLIN), 0};
   if (::poll(&p, 1, 0) < 0 || (p.revents & (POLLHUP | POLLERR)) != 0) {
-    close_after_flush();
+    if (input_ended_)
+      close_after_flush();
+    else
+      on_input_end("hang-up");
     return;
   }
   hangup_timer_.expires_after(std::chrono::milliseconds(100));
@@ -243,6 +259,10 @@ void ControlClient::close_now() {
   if (closed_) return;
   auto self = shared_from_this();
   closed_ = true;
+  if (is_port_) {
+    // Without its port channel the daemon has nobody to serve.
+    daemon_.on_port_closed();
+  }
   std::error_code ignored;
   hangup_timer_.cancel();
   in_.close(ignored);

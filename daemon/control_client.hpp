@@ -41,7 +41,7 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   /// Remembers a socket that stopped reading because this client is congested.
   void add_waiting_socket(std::uint32_t id) { waiting_sockets_.push_back(id); }
   /// Stops decoding commands until resume_input() (a socket's send buffer is full).
-  void pause_input() { input_paused_ = true; }
+  void pause_input();
   /// Goes on decoding commands.
   void resume_input();
   /// Writes what is queued, then closes the channel.
@@ -77,18 +77,20 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   std::optional<protocol::ControlDecoder> decoder_;  ///< set once the encoding is known
   protocol::ControlEncoder encoder_;                 ///< replies and events
   unsigned header_bytes_;                            ///< binary frame header size
-  std::string out_;                                  ///< queued output
-  std::size_t out_start_ = 0;                        ///< first unwritten byte of out_
-  std::size_t high_water_;                           ///< congestion threshold for out_
-  std::vector<std::uint32_t> waiting_sockets_;       ///< sockets paused until out_ drains
-  asio::steady_timer hangup_timer_;                  ///< polls a half-closed client for its hang-up
-  bool flush_scheduled_ = false;                     ///< a flush is posted
-  bool write_waiting_ = false;                       ///< waiting for the output to be writable
-  bool input_paused_ = false;       ///< not decoding commands (socket backpressure)
-  bool input_ended_ = false;        ///< no more commands will come
-  bool closing_ = false;            ///< close once the output is flushed
-  bool closed_ = false;             ///< descriptors closed
-  bool term_format_fixed_ = false;  ///< the term format was taken from the client
+  static constexpr std::size_t kInputBufferSize = 64u << 10;  ///< bytes read at once
+  std::vector<char> input_;                     ///< this client\'s read buffer (see on_readable)
+  std::string out_;                             ///< queued output
+  std::size_t out_start_ = 0;                   ///< first unwritten byte of out_
+  std::size_t high_water_;                      ///< congestion threshold for out_
+  std::vector<std::uint32_t> waiting_sockets_;  ///< sockets paused until out_ drains
+  asio::steady_timer hangup_timer_;             ///< polls a half-closed client for its hang-up
+  bool flush_scheduled_ = false;                ///< a flush is posted
+  bool write_waiting_ = false;                  ///< waiting for the output to be writable
+  bool input_paused_ = false;                   ///< not decoding commands (socket backpressure)
+  bool input_ended_ = false;                    ///< no more commands will come
+  bool closing_ = false;                        ///< close once the output is flushed
+  bool closed_ = false;                         ///< descriptors closed
+  bool term_format_fixed_ = false;              ///< the term format was taken from the client
 };
 
 }  // namespace tlsport::daemon

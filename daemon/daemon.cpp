@@ -91,6 +91,28 @@ bool get_framing(ControlClient& c, const json& cmd, const json& ref, Framing& ou
   return true;
 }
 
+/// Reads an `active` field (true, false, "once", N >= 1); nullopt when absent.
+bool get_active(ControlClient& c, const json& cmd, const json& ref,
+                std::optional<ActiveMode>& out) {
+  auto active = cmd.find("active");
+  if (active == cmd.end() || active->is_null()) return true;
+  ActiveMode mode;
+  if (active->is_boolean()) {
+    mode.count = active->get<bool>() ? -1 : 0;
+  } else if (active->is_string() && active->get<std::string>() == "once") {
+    mode.count = 1;
+    mode.once = true;
+  } else if (active->is_number_integer() && active->get<long long>() >= 1 &&
+             active->get<long long>() <= INT_MAX) {
+    mode.count = active->get<long long>();
+  } else {
+    send_error(c, ref, "bad_request", "active must be true, false, \"once\" or an integer N >= 1");
+    return false;
+  }
+  out = mode;
+  return true;
+}
+
 std::string bytes_of(const json& data) {
   if (data.is_binary()) return std::string(data.get_binary().begin(), data.get_binary().end());
   if (data.is_string()) return data.get<std::string>();
@@ -448,16 +470,17 @@ void Daemon::cmd_listen(ControlClient& c, json& cmd, const json& ref) {
     send_error(c, ref, "bad_request", "listen needs a port (0 picks a free one)");
     return;
   }
+  std::optional<ActiveMode> active;
+  if (!get_active(c, cmd, ref, active)) return;
+  // Without tls, every accept brings its own (seed 004: SSLFlags on accept).
   TlsOptions tls;
   auto tls_field = cmd.find("tls");
-  if (tls_field == cmd.end()) {
-    send_error(c, ref, "bad_request",
-               "listen needs tls: an object with a certificate, or false for plain TCP");
-    return;
-  }
-  if (auto error = parse_tls_options(&*tls_field, tls)) {
-    send_error(c, ref, *error);
-    return;
+  bool per_accept = tls_field == cmd.end() || tls_field->is_null();
+  if (!per_accept) {
+    if (auto error = parse_tls_options(&*tls_field, tls)) {
+      send_error(c, ref, *error);
+      return;
+    }
   }
   if (!has_room_for_socket()) {
     send_error(c, ref, "overloaded", "too many sockets open");
@@ -469,7 +492,9 @@ void Daemon::cmd_listen(ControlClient& c, json& cmd, const json& ref) {
   settings.handshake_timeout = std::chrono::milliseconds(timeout);
   settings.backlog = static_cast<std::size_t>(backlog);
   settings.log_file = tls.logfile;
-  if (tls.enabled) {
+  settings.tls_per_accept = per_accept;
+  settings.active = active.value_or(ActiveMode{});
+  if (!per_accept && tls.enabled) {
     ErrorInfo error;
     settings.ctx = build_context(tls, TlsRole::server, error);
     if (!settings.ctx) {
@@ -519,7 +544,33 @@ void Daemon::cmd_accept(ControlClient& c, json& cmd, const json& ref) {
     send_error(c, ref, "bad_request", "accept needs a ref to answer");
     return;
   }
-  it->second->add_accept(c.number(), ref);
+  std::optional<ActiveMode> active;
+  if (!get_active(c, cmd, ref, active)) return;
+  AcceptTls accept_tls;
+  auto tls_field = cmd.find("tls");
+  if (tls_field != cmd.end() && !tls_field->is_null()) {
+    TlsOptions tls;
+    if (auto error = parse_tls_options(&*tls_field, tls)) {
+      send_error(c, ref, *error);
+      return;
+    }
+    accept_tls.given = true;
+    accept_tls.log_file = tls.logfile;
+    if (tls.enabled) {
+      ErrorInfo error;
+      // Accepts usually repeat the same flags: the cache keeps one context each.
+      accept_tls.ctx = server_contexts_.get(tls, error);
+      if (!accept_tls.ctx) {
+        send_error(c, ref, error);
+        return;
+      }
+    }
+  } else if (it->second->tls_per_accept()) {
+    send_error(c, ref, "bad_request",
+               "this listener was opened without tls: accept needs tls (an object, or false)");
+    return;
+  }
+  it->second->add_accept(c.number(), ref, std::move(accept_tls), active);
 }
 
 void Daemon::cmd_cancel(ControlClient& c, json& cmd, const json& ref) {
@@ -545,6 +596,7 @@ void Daemon::cmd_connect(ControlClient& c, json& cmd, const json& ref) {
       !get_integer(c, cmd, ref, "packet_size", 1, kMaxPacketSize, packet_size) ||
       !get_integer(c, cmd, ref, "timeout_ms", 1, 3600000, timeout))
     return;
+  if (!get_active(c, cmd, ref, req.active)) return;
   if (req.host.empty() || port == 0) {
     send_error(c, ref, "bad_request", "connect needs host and port");
     return;
@@ -665,6 +717,7 @@ void Daemon::cmd_controlling_process(ControlClient& c, json& cmd, const json& re
   if (target == c.number()) return;
   conn->set_owner(target);
   owned["mode"] = protocol::framing_name(conn->framing());
+  if (conn->busy()) owned["busy"] = true;
   owned["peer"] = conn->endpoint(true);
   new_owner->send(owned);
 }

@@ -118,10 +118,11 @@ class Daemon {
   std::unordered_map<Connection*, std::shared_ptr<Connection>>
       handshaking_;                                                        ///< accepted, not ready
   std::unordered_map<Connector*, std::shared_ptr<Connector>> connectors_;  ///< connects under way
-  ClientContextCache client_contexts_;  ///< shared client TLS contexts
-  std::uint32_t next_client_ = 1;       ///< number of the next client
-  std::uint32_t next_socket_ = 1;       ///< id of the next socket
-  bool shutting_down_ = false;          ///< shutdown() has begun
+  ContextCache client_contexts_{TlsRole::client};  ///< shared client TLS contexts
+  ContextCache server_contexts_{TlsRole::server};  ///< contexts of accepts with their own tls
+  std::uint32_t next_client_ = 1;                  ///< number of the next client
+  std::uint32_t next_socket_ = 1;                  ///< id of the next socket
+  bool shutting_down_ = false;                     ///< shutdown() has begun
 };
 
 }  // namespace tlsport::daemon

@@ -30,7 +30,10 @@ ErrorInfo classify(const std::error_code& ec) {
 std::string take_openssl_error(const std::string& fallback) {
   unsigned long code = ERR_get_error();
   std::string text;
-  if (code != 0) {
+  if (code != 0 && ERR_SYSTEM_ERROR(code)) {
+    // A system call inside OpenSSL failed (a missing file, say): its errno.
+    text = std::strerror(ERR_GET_REASON(code));
+  } else if (code != 0) {
     const char* reason = ERR_reason_error_string(code);
     text = reason != nullptr ? reason : "unknown TLS error";
     const char* lib = ERR_lib_error_string(code);

@@ -26,10 +26,17 @@ json Listener::endpoint() const {
   return {{"host", ep.address().to_string()}, {"port", ep.port()}};
 }
 
-void Listener::add_accept(std::uint32_t client, json ref) {
-  pending_.push_back({client, std::move(ref)});
+void Listener::add_accept(std::uint32_t client, json ref, AcceptTls tls,
+                          std::optional<ActiveMode> active) {
+  pending_.push_back({next_serial_++, client, std::move(ref), std::move(tls), active, false});
   serve_ready();
   accept_next();
+}
+
+bool Listener::wants_connection() const {
+  for (const auto& p : pending_)
+    if (!p.tls.given || !p.claimed) return true;
+  return false;
 }
 
 bool Listener::cancel(std::uint32_t client, const json& ref) {
@@ -82,7 +89,7 @@ void Listener::close() {
 }
 
 void Listener::accept_next() {
-  if (closed_ || accepting_ || pending_.empty()) return;
+  if (closed_ || accepting_ || !wants_connection()) return;
   if (handshaking_ >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
   if (!daemon_.has_room_for_socket()) return;
   accepting_ = true;
@@ -106,12 +113,35 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
     });
     return;
   }
-  auto conn =
-      std::make_shared<Connection>(daemon_, std::move(socket), settings_.ctx, TlsRole::server,
-                                   settings_.framing, settings_.packet_size);
-  if (!settings_.log_file.empty()) conn->set_log_file(settings_.log_file);
+  // The oldest accept still waiting decides: one with TLS settings of its own
+  // claims this connection and its handshake; otherwise the listener's
+  // settings apply and the connection goes to whichever accept is oldest
+  // when its handshake is done.
+  PendingAccept* claimant = nullptr;
+  for (auto& p : pending_) {
+    if (!p.tls.given) break;
+    if (!p.claimed) {
+      claimant = &p;
+      break;
+    }
+  }
+  const SslCtxPtr& ctx = claimant != nullptr ? claimant->tls.ctx : settings_.ctx;
+  auto conn = std::make_shared<Connection>(daemon_, std::move(socket), ctx, TlsRole::server,
+                                           settings_.framing, settings_.packet_size);
+  const std::string& log_file = claimant != nullptr ? claimant->tls.log_file : settings_.log_file;
+  if (!log_file.empty()) conn->set_log_file(log_file);
   ++handshaking_;
   daemon_.track_handshake(conn);
+  if (claimant != nullptr) {
+    claimant->claimed = true;
+    conn->start_handshake(settings_.handshake_timeout,
+                          [self = shared_from_this(), conn,
+                           serial = claimant->serial](const std::optional<ErrorInfo>& error) {
+                            self->on_claimed_handshake(serial, conn, error);
+                          });
+    accept_next();
+    return;
+  }
   conn->start_handshake(settings_.handshake_timeout,
                         [self = shared_from_this(), conn](const std::optional<ErrorInfo>& error) {
                           --self->handshaking_;
@@ -130,20 +160,54 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
   accept_next();
 }
 
+void Listener::on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
+                                    const std::optional<ErrorInfo>& error) {
+  --handshaking_;
+  daemon_.untrack_handshake(conn);
+  auto it = pending_.begin();
+  while (it != pending_.end() && it->serial != serial) ++it;
+  if (error) {
+    log(LogLevel::info, "listener %u: handshake failed: %s: %s", id_, error->kind.c_str(),
+        error->message.c_str());
+    if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
+  } else if (closed_ || it == pending_.end()) {
+    conn->abort();  // the accept was cancelled meanwhile
+  } else {
+    PendingAccept accept = std::move(*it);
+    pending_.erase(it);
+    hand_over(accept, conn);
+  }
+  accept_next();
+}
+
 void Listener::serve_ready() {
-  while (!pending_.empty() && !ready_.empty()) {
-    PendingAccept accept = std::move(pending_.front());
-    pending_.pop_front();
-    ControlClient* client = daemon_.client(accept.client);
-    if (client == nullptr) continue;
+  while (!ready_.empty()) {
+    // The oldest accept that takes the listener's own settings.
+    auto it = pending_.begin();
+    while (it != pending_.end() && it->tls.given) ++it;
+    if (it == pending_.end()) return;
+    PendingAccept accept = std::move(*it);
+    pending_.erase(it);
+    if (daemon_.client(accept.client) == nullptr) continue;
     auto conn = std::move(ready_.front());
     ready_.pop_front();
-    std::uint32_t id = daemon_.register_connection(conn, accept.client);
-    json reply = {{"ok", true}, {"id", id}, {"peer", conn->endpoint(true)}};
-    if (!accept.ref.is_null()) reply["ref"] = accept.ref;
-    client->send(reply);
-    conn->open(id, accept.client);
+    hand_over(accept, conn);
   }
+}
+
+void Listener::hand_over(PendingAccept& accept, const std::shared_ptr<Connection>& conn) {
+  ControlClient* client = daemon_.client(accept.client);
+  if (client == nullptr) {
+    conn->abort();
+    return;
+  }
+  std::uint32_t id = daemon_.register_connection(conn, accept.client);
+  json reply = {{"ok", true}, {"id", id}, {"peer", conn->endpoint(true)}};
+  if (!accept.ref.is_null()) reply["ref"] = accept.ref;
+  client->send(reply);
+  ActiveMode active = accept.active.value_or(settings_.active);
+  conn->init_active(active.count, active.once);
+  conn->open(id, accept.client);
 }
 
 }  // namespace tlsport::daemon

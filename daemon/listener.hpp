@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "daemon/connection.hpp"
 #include "daemon/tls_config.hpp"
@@ -18,9 +19,24 @@ namespace tlsport::daemon {
 
 class Daemon;
 
+/// A socket's initial active mode (docs/protocol.md, setopts).
+struct ActiveMode {
+  long long count = -1;  ///< <0 active, 0 passive, N packets
+  bool once = false;     ///< "once" rather than a count
+};
+
+/// TLS settings given with one accept (seed 004 puts SSLFlags on accept).
+struct AcceptTls {
+  bool given = false;    ///< the accept carried its own `tls`
+  SslCtxPtr ctx;         ///< its context (null with given = plain TCP)
+  std::string log_file;  ///< its -log file
+};
+
 /// Settings shared by every connection a listener accepts.
 struct ListenSettings {
   SslCtxPtr ctx;                        ///< one TLS context per listener (null = TCP)
+  bool tls_per_accept = false;          ///< no listener context: each accept brings one
+  ActiveMode active;                    ///< initial active mode of accepted sockets
   protocol::Framing framing;            ///< mode of accepted sockets
   std::size_t packet_size = 64u << 20;  ///< packet cap of accepted sockets
   std::chrono::milliseconds handshake_timeout{30000};  ///< per accepted connection
@@ -35,8 +51,12 @@ class Listener : public std::enable_shared_from_this<Listener> {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
-  /// Queues an accept for `client`; answered with `ref` later.
-  void add_accept(std::uint32_t client, nlohmann::json ref);
+  /// Queues an accept for `client`; answered with `ref` later. `tls`: the
+  /// accept's own TLS settings, if any; `active`: its initial active mode.
+  void add_accept(std::uint32_t client, nlohmann::json ref, AcceptTls tls,
+                  std::optional<ActiveMode> active);
+  /// True when accepts must bring their own TLS settings.
+  bool tls_per_accept() const { return settings_.tls_per_accept; }
   /// Cancels the accept with this ref; false when there is none.
   bool cancel(std::uint32_t client, const nlohmann::json& ref);
   /// Answers `client`'s outstanding accepts with `kind` and forgets them.
@@ -54,12 +74,22 @@ class Listener : public std::enable_shared_from_this<Listener> {
  private:
   /// An accept waiting for a connection.
   struct PendingAccept {
-    std::uint32_t client;  ///< who asked
-    nlohmann::json ref;    ///< its ref
+    std::uint64_t serial;              ///< identifies it while handshakes run
+    std::uint32_t client;              ///< who asked
+    nlohmann::json ref;                ///< its ref
+    AcceptTls tls;                     ///< its own TLS settings, if given
+    std::optional<ActiveMode> active;  ///< its initial active mode, if given
+    bool claimed = false;              ///< a connection handshakes for it (own TLS only)
   };
+  /// True when some accept waits for a new TCP connection.
+  bool wants_connection() const;
   void accept_next();
   void on_accepted(const std::error_code& ec, TcpSocket socket);
+  void on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
+                            const std::optional<ErrorInfo>& error);
   void serve_ready();
+  /// Gives a handshaken connection to an accept: the reply, then reading.
+  void hand_over(PendingAccept& accept, const std::shared_ptr<Connection>& conn);
 
   static constexpr std::size_t kMaxHandshaking = 1024;  ///< concurrent handshakes per listener
 
@@ -72,6 +102,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::deque<PendingAccept> pending_;              ///< accepts waiting, oldest first
   std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
   std::size_t handshaking_ = 0;                    ///< handshakes in progress
+  std::uint64_t next_serial_ = 1;                  ///< serial of the next accept
   bool accepting_ = false;                         ///< an async_accept is outstanding
   bool closed_ = false;                            ///< close() was called
 };

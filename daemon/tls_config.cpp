@@ -252,7 +252,7 @@ SslCtxPtr build_context(const TlsOptions& options, TlsRole role, ErrorInfo& erro
   return ctx;
 }
 
-SslCtxPtr ClientContextCache::get(const TlsOptions& o, ErrorInfo& error) {
+SslCtxPtr ContextCache::get(const TlsOptions& o, ErrorInfo& error) {
   // Everything that shapes the context; SNI and host name are per connection.
   json key = {o.certfile,           o.keyfile,     o.password,
               o.cacertfile,         o.cacertdir,   o.verify.value_or(-1),
@@ -260,7 +260,7 @@ SslCtxPtr ClientContextCache::get(const TlsOptions& o, ErrorInfo& error) {
               o.min_version,        o.max_version, o.legacy_flags};
   std::string text = key.dump();
   if (auto it = contexts_.find(text); it != contexts_.end()) return it->second;
-  SslCtxPtr ctx = build_context(o, TlsRole::client, error);
+  SslCtxPtr ctx = build_context(o, role_, error);
   if (!ctx) return nullptr;
   // Connections keep their own reference through SSL_new, so forgetting
   // contexts here is safe; it only bounds the cache.

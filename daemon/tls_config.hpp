@@ -56,13 +56,15 @@ std::optional<ErrorInfo> parse_ssl_flags(const std::string& flags, TlsOptions& o
 /// Builds a context for `role`; nullptr and `error` (bad_tls_config, ...) on failure.
 SslCtxPtr build_context(const TlsOptions& options, TlsRole role, ErrorInfo& error);
 
-/// Client contexts shared by identical configurations: never one per connection.
-class ClientContextCache {
+/// Contexts shared by identical configurations: never one per connection.
+class ContextCache {
  public:
+  explicit ContextCache(TlsRole role) : role_(role) {}
   /// The context for these options, built on first use.
   SslCtxPtr get(const TlsOptions& options, ErrorInfo& error);
 
  private:
+  TlsRole role_;                                   ///< which end the contexts serve
   static constexpr std::size_t kMaxEntries = 256;  ///< bound on distinct configurations kept
   std::map<std::string, SslCtxPtr> contexts_;      ///< by canonical options text
 };

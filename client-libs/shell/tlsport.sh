@@ -16,6 +16,10 @@
 # e.g. id=$(tlsport_connect ...): the session's state (reference counter, queued
 # events, pending replies) lives in files under $TLSPORT_DIR.
 #
+# Calls must not overlap (no two library calls in concurrent background jobs:
+# they share one pipe). A bare "wait" also waits for the daemon, which is a
+# coprocess of this shell: wait for specific PIDs instead.
+#
 # Return codes (all functions):
 #   0   success
 #   1   the daemon answered with an error (kind and message on stderr)
@@ -112,6 +116,28 @@ _tlsport_running() {
 
 _tlsport_is_id() { [[ $1 =~ ^[0-9]+$ ]]; }
 
+# _tlsport_jget KEY JSON -- the value of KEY in the daemon's JSON object JSON
+# into _TLSPORT_V (strings unquoted); returns 1 when KEY is absent. Without a
+# jq process for the common case: the daemon writes compact JSON whose
+# strings escape '"', so a key preceded by '{' or ',' is a key (the first one
+# found: top-level keys come before nested ones here, or are unique). A string
+# with escapes is decoded by jq.
+_tlsport_jget() {
+  local re='[{,][[:space:]]*"'"$1"'"[[:space:]]*:[[:space:]]*("(([^"\\]|\\.)*)"|(-?[0-9][0-9.eE+-]*|true|false|null))'
+  if [[ $2 =~ $re ]]; then
+    if [[ -n ${BASH_REMATCH[4]} ]]; then
+      _TLSPORT_V=${BASH_REMATCH[4]}
+    elif [[ ${BASH_REMATCH[2]} == *\\* ]]; then
+      _TLSPORT_V=$(jq -rn --argjson s "${BASH_REMATCH[1]}" '$s')
+    else
+      _TLSPORT_V=${BASH_REMATCH[2]}
+    fi
+    return 0
+  fi
+  _TLSPORT_V=''
+  return 1
+}
+
 # _tlsport_write JSON -- write one line to the daemon.
 _tlsport_write() {
   ( trap '' PIPE; printf '%s\n' "$1" >&"$TLSPORT_OUT" ) 2>/dev/null && return 0
@@ -129,26 +155,27 @@ _tlsport_next_ref() {
 
 # _tlsport_read_msg DEADLINE -- next non-blank line from the daemon into
 # _TLSPORT_MSG. Returns 124 at the deadline, 4 when the daemon went away.
+# Only the first byte is read with a timeout: "read -t" is several times
+# slower per byte, and the rest of a line the daemon has begun follows.
 _tlsport_read_msg() {
-  local dl=$1 line rc t now
+  local dl=$1 line c rc t now
   while :; do
     if [[ -n $dl ]]; then
       now=${EPOCHREALTIME//[!0-9]/}
       (( now >= dl )) && return 124
       t=$(( dl - now ))
       printf -v t '%d.%06d' $(( t / 1000000 )) $(( t % 1000000 ))
-      IFS= read -r -t "$t" -u "$TLSPORT_IN" line; rc=$?
+      c=''
+      IFS= read -r -N 1 -t "$t" -u "$TLSPORT_IN" c; rc=$?
+      (( rc > 128 )) && return 124
+      if (( rc == 0 )) && [[ $c != $'\n' ]]; then
+        IFS= read -r -u "$TLSPORT_IN" line; rc=$?
+        line=$c$line
+      else
+        line=''
+      fi
     else
       IFS= read -r -u "$TLSPORT_IN" line; rc=$?
-    fi
-    if (( rc > 128 )); then
-      # Timed out, maybe in the middle of a line: keep what was read.
-      [[ -n $line ]] && printf '%s' "$line" >> "$TLSPORT_DIR/partial"
-      return 124
-    fi
-    if [[ -f $TLSPORT_DIR/partial ]]; then
-      line=$(<"$TLSPORT_DIR/partial")$line
-      rm -f "$TLSPORT_DIR/partial"
     fi
     if (( rc != 0 )); then
       : > "$TLSPORT_DIR/dead"
@@ -162,30 +189,32 @@ _tlsport_read_msg() {
 }
 
 # _tlsport_dispatch -- file _TLSPORT_MSG: an event goes to the queue of its
-# socket (ev/ID, lines "EVENT<TAB>JSON"), a reply to rep/REF. Sets
+# socket (see _tlsport_push), a reply to rep/REF. Sets
 # _TLSPORT_MREF to the reply's ref ("" for events).
 _tlsport_dispatch() {
-  local c kind a b d
-  _TLSPORT_MREF=
-  c=$(jq -r 'if type != "object" then ["X"]
-             elif has("event") then ["E", (.event|tostring), (.id // "_" | tostring)]
-             else ["R", (.ref // "" | tostring), (.error.kind // "" | tostring),
-                   (.error.message // "" | tostring)] end | @tsv' <<<"$_TLSPORT_MSG" 2>/dev/null)
-  IFS=$'\t' read -r kind a b d <<<"$c"
-  case $kind in
-    E)
-      printf '%s\t%s\n' "$a" "$_TLSPORT_MSG" >> "$TLSPORT_DIR/ev/$b" ;;
-    R)
-      if [[ -z $a ]]; then
-        # A reply without ref: the daemon could not read one of our lines.
-        _tlsport_err tlsportd "${b:-unknown}" "$d"
-      else
-        _TLSPORT_MREF=$a
-        printf '%s\n' "$_TLSPORT_MSG" > "$TLSPORT_DIR/rep/$a"
-      fi ;;
-    *)
-      _tlsport_err tlsportd protocol "unexpected line from the daemon: ${_TLSPORT_MSG:0:200}" ;;
-  esac
+  local m=$_TLSPORT_MSG ev id
+  _TLSPORT_MREF=''
+  if [[ $m != \{*\} ]]; then
+    _tlsport_err tlsportd protocol "unexpected line from the daemon: ${m:0:200}"
+  elif _tlsport_jget event "$m"; then
+    ev=$_TLSPORT_V
+    _tlsport_jget id "$m" && _tlsport_is_id "$_TLSPORT_V" && id=$_TLSPORT_V || id=_
+    _tlsport_push "$id" "$ev"$'\t'"$m"
+  elif _tlsport_jget ref "$m"; then
+    _TLSPORT_MREF=$_TLSPORT_V
+    printf '%s\n' "$m" > "$TLSPORT_DIR/rep/$_TLSPORT_V"
+  else
+    # A reply without ref: the daemon could not read one of our lines.
+    _tlsport_reply_error "$m"
+    _tlsport_err tlsportd "$_TLSPORT_EKIND" "$_TLSPORT_EMSG"
+  fi
+}
+
+# _tlsport_reply_error JSON -- error kind and message of a reply into
+# _TLSPORT_EKIND and _TLSPORT_EMSG.
+_tlsport_reply_error() {
+  _tlsport_jget kind "$1"; _TLSPORT_EKIND=${_TLSPORT_V:-unknown}
+  _tlsport_jget message "$1"; _TLSPORT_EMSG=$_TLSPORT_V
 }
 
 # _tlsport_wait_reply REF DEADLINE -- wait for the reply to REF, keeping
@@ -194,7 +223,7 @@ _tlsport_wait_reply() {
   local ref=$1 dl=$2 rc
   while :; do
     if [[ -f $TLSPORT_DIR/rep/$ref ]]; then
-      _TLSPORT_RJSON=$(<"$TLSPORT_DIR/rep/$ref")
+      IFS= read -r _TLSPORT_RJSON < "$TLSPORT_DIR/rep/$ref"
       rm -f "$TLSPORT_DIR/rep/$ref"
       return 0
     fi
@@ -206,13 +235,10 @@ _tlsport_wait_reply() {
 
 # _tlsport_check_reply FUNC -- 0 when _TLSPORT_RJSON is ok, else report it.
 _tlsport_check_reply() {
-  local c ok kind msg
   TLSPORT_REPLY=$_TLSPORT_RJSON
-  c=$(jq -r '[(.ok|tostring), (.error.kind // "unknown" | tostring),
-              (.error.message // "" | tostring)] | @tsv' <<<"$_TLSPORT_RJSON" 2>/dev/null)
-  IFS=$'\t' read -r ok kind msg <<<"$c"
-  [[ $ok == true ]] && return 0
-  _tlsport_err "$1" "$kind" "$msg"
+  _tlsport_jget ok "$TLSPORT_REPLY" && [[ $_TLSPORT_V == true ]] && return 0
+  _tlsport_reply_error "$TLSPORT_REPLY"
+  _tlsport_err "$1" "$_TLSPORT_EKIND" "$_TLSPORT_EMSG"
   return 1
 }
 
@@ -228,14 +254,11 @@ _tlsport_call() {
   _tlsport_wait_reply "$ref" "$dl"; rc=$?
   case $rc in
     0) _tlsport_check_reply "$fn"; return ;;
-    124) _tlsport_err "$fn" timeout "no reply within ${2:-$TLSPORT_TIMEOUT}s"
-         _TLSPORT_TIMEDOUT_REF=$ref; return 124 ;;
+    124) _tlsport_err "$fn" timeout "no reply within ${2:-$TLSPORT_TIMEOUT}s"; return 124 ;;
     *) _tlsport_err "$fn" daemon "tlsportd has exited"; return 4 ;;
   esac
 }
 
-# _tlsport_field FILTER -- jq -r FILTER on TLSPORT_REPLY.
-_tlsport_field() { jq -r "$1" <<<"$TLSPORT_REPLY"; }
 
 # _tlsport_tls_opts FUNC ARGS... -- parse the options shared by connect and
 # listen into _TLSPORT_TLS (JSON or "false"), _TLSPORT_MODEJ, _TLSPORT_EXTRA
@@ -294,7 +317,13 @@ _tlsport_tls_opts() {
 tlsport_find_daemon() {
   local p
   if [[ -n ${TLSPORTD:-} ]]; then
-    [[ -x $TLSPORTD ]] && { printf '%s\n' "$TLSPORTD"; return 0; }
+    p=$TLSPORTD
+    [[ $p == */* ]] || p=$(command -v -- "$p")   # a bare name: look it up in PATH
+    if [[ -n $p && -f $p && -x $p ]]; then
+      [[ $p == /* ]] || p=$PWD/$p                 # relative: keep working after a cd
+      printf '%s\n' "$p"
+      return 0
+    fi
     _tlsport_err tlsport_find_daemon enoent "TLSPORTD=$TLSPORTD is not an executable"
     return 2
   fi
@@ -309,9 +338,14 @@ tlsport_find_daemon() {
 }
 
 _tlsport_new_session() {
-  TLSPORT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tlsport.XXXXXX") || return 2
-  mkdir "$TLSPORT_DIR/ev" "$TLSPORT_DIR/rep" "$TLSPORT_DIR/closed"
+  local d
+  d=$(mktemp -d "${TMPDIR:-/tmp}/tlsport.XXXXXX") || return 2
+  TLSPORT_DIR=$d
+  mkdir "$d/ev" "$d/rep" "$d/closed"
   TLSPORT_ERROR_KIND='' TLSPORT_ERROR_MESSAGE=''
+  # A guard removes the directory once this shell and the daemon (which
+  # inherits the pipe) are both gone, even without tlsport_stop.
+  exec {TLSPORT_GUARD}> >(exec > /dev/null 2>&1; cat; rm -rf -- "$d")
 }
 
 # Take the coprocess's pipe ends as ordinary descriptors (usable in
@@ -328,6 +362,8 @@ _tlsport_take_fds() {
 _tlsport_teardown() {
   local i pid=$TLSPORT_PID
   [[ -n $TLSPORT_OUT ]] && exec {TLSPORT_OUT}>&-
+  [[ -n ${TLSPORT_GUARD:-} ]] && exec {TLSPORT_GUARD}>&-
+  TLSPORT_GUARD=
   [[ -n $TLSPORT_IN ]] && exec {TLSPORT_IN}<&-
   TLSPORT_IN='' TLSPORT_OUT=''
   if [[ -n $pid ]]; then
@@ -350,7 +386,7 @@ _tlsport_hello_check() {
     _tlsport_teardown
     return 4
   fi
-  TLSPORT_CLIENT=$(_tlsport_field '.client // empty')
+  _tlsport_jget client "$TLSPORT_REPLY"; TLSPORT_CLIENT=$_TLSPORT_V
 }
 
 # tlsport_start [DAEMON_ARGS...] -- spawn tlsportd --control lines as a
@@ -417,7 +453,7 @@ tlsport_hello() {
   _tlsport_running tlsport_hello || return
   if [[ -n ${1:-} ]]; then _tlsport_jstr "$1"; json="{\"op\":\"hello\",\"name\":$_TLSPORT_J}"; fi
   _tlsport_call tlsport_hello "" "$json" || return
-  TLSPORT_CLIENT=$(_tlsport_field '.client // empty')
+  _tlsport_jget client "$TLSPORT_REPLY"; TLSPORT_CLIENT=$_TLSPORT_V
   printf '%s\n' "$TLSPORT_CLIENT"
 }
 
@@ -429,7 +465,6 @@ tlsport_request() {
   _tlsport_running tlsport_request || return
   json=$(jq -c 'if type == "object" and has("op") then del(.ref) else error("x") end' <<<"$json" 2>/dev/null) \
     || { _tlsport_err tlsport_request usage "usage: tlsport_request JSON_OBJECT_WITH_OP [TIMEOUT]"; return 2; }
-  [[ $json == '{}' ]] && json='{"op":null}'
   _tlsport_call tlsport_request "${2:-}" "$json"
   local rc=$?
   [[ -n $TLSPORT_REPLY && ( $rc == 0 || $rc == 1 ) ]] && printf '%s\n' "$TLSPORT_REPLY"
@@ -475,13 +510,16 @@ tlsport_connect() {
 }
 
 _tlsport_set_peer() {
-  local c
-  c=$(_tlsport_field '[(.id // "" | tostring), (.peer.host // ""), (.peer.port // "" | tostring)] | @tsv')
-  IFS=$'\t' read -r TLSPORT_ID TLSPORT_PEER_HOST TLSPORT_PEER_PORT <<<"$c"
+  local peer=''
+  _tlsport_jget id "$TLSPORT_REPLY"; TLSPORT_ID=$_TLSPORT_V
+  [[ $TLSPORT_REPLY =~ \"peer\"[[:space:]]*:[[:space:]]*(\{[^}]*\}) ]] && peer=${BASH_REMATCH[1]}
+  _tlsport_jget host "$peer"; TLSPORT_PEER_HOST=$_TLSPORT_V
+  _tlsport_jget port "$peer"; TLSPORT_PEER_PORT=$_TLSPORT_V
 }
 
 # tlsport_listen PORT [OPTIONS] -- listen (PORT 0 picks a free port); prints the
-# listener id; the port is in $TLSPORT_PORT (or: tlsport_port ID). Options:
+# listener id. The port: tlsport_port ID (or $TLSPORT_PORT when tlsport_listen
+# was not run inside $(...)). Options:
 #   --cert FILE --key FILE [--password P]   (required for TLS)
 #   --host ADDR (default 0.0.0.0)  --backlog N  --mode MODE  --packet-size BYTES
 #   --cacert FILE  --verify 0|1|2  --tls JSON  --plain
@@ -497,13 +535,16 @@ tlsport_listen() {
   [[ -n $_TLSPORT_MODEJ ]] && json+=",\"mode\":$_TLSPORT_MODEJ"
   json+="$_TLSPORT_EXTRA}"
   _tlsport_call tlsport_listen "${_TLSPORT_TO:-}" "$json" || return
-  IFS=$'\t' read -r TLSPORT_ID TLSPORT_PORT <<<"$(_tlsport_field '[(.id|tostring), (.port // "" | tostring)] | @tsv')"
+  _tlsport_jget id "$TLSPORT_REPLY"; TLSPORT_ID=$_TLSPORT_V
+  _tlsport_jget port "$TLSPORT_REPLY"; TLSPORT_PORT=$_TLSPORT_V
+  printf '%s\n' "$TLSPORT_PORT" > "$TLSPORT_DIR/port.$TLSPORT_ID"
   printf '%s\n' "$TLSPORT_ID"
 }
 
 # tlsport_accept LISTENER [TIMEOUT] -- wait for the next connection (TLS
-# handshake done); prints its socket id; the peer is in $TLSPORT_PEER_HOST and
-# $TLSPORT_PEER_PORT. On timeout the accept is cancelled (return 124).
+# handshake done); prints its socket id. The peer: tlsport_peername ID (or
+# $TLSPORT_PEER_HOST and $TLSPORT_PEER_PORT when not run inside $(...)).
+# On timeout the accept is cancelled (return 124).
 # The daemon does the server side of a handshake only while an accept is
 # outstanding: to connect to your own listener from the same shell, use
 # tlsport_accept_async before tlsport_connect and tlsport_accept_wait after.
@@ -542,7 +583,7 @@ tlsport_accept_wait() {
     TLSPORT_QUIET=1 _tlsport_call tlsport_accept 5 "{\"op\":\"cancel\",\"target\":$ref}"
     _tlsport_deadline 5
     _tlsport_wait_reply "$ref" "$_TLSPORT_DL"; rc=$?
-    if (( rc == 0 )) && [[ $(jq -r .ok <<<"$_TLSPORT_RJSON") != true ]]; then
+    if (( rc == 0 )) && ! { _tlsport_jget ok "$_TLSPORT_RJSON" && [[ $_TLSPORT_V == true ]]; }; then
       _tlsport_err tlsport_accept timeout "no connection within ${t:-$TLSPORT_TIMEOUT}s"
       return 124
     fi
@@ -569,16 +610,18 @@ _tlsport_deliver() {
       || { _tlsport_err "$fn" daemon "tlsportd is not running"; return 4; }
     _tlsport_wait_reply "$ref" "$dl"; rc=$?
   else
-    set +m
-    ( trap '' PIPE
-      { printf '{"op":"deliver","ref":%s,"id":%s,"data":"' "$ref" "$id"; cat "$f"; printf '"}\n'; } >&"$TLSPORT_OUT"
-    ) 2>/dev/null &
-    wpid=$!
-    # The reply comes once the daemon has read the whole line; meanwhile
-    # read (and keep) whatever it sends.
+    # A background writer (not a job of this shell: no job notices in an
+    # interactive shell). The reply comes once the daemon has read the whole
+    # line; meanwhile read (and keep) whatever it sends.
+    local pidf=$TLSPORT_DIR/writer.$BASHPID
+    ( ( trap '' PIPE; printf '%s\n' "$BASHPID" > "$pidf"
+        { printf '{"op":"deliver","ref":%s,"id":%s,"data":"' "$ref" "$id"; cat "$f"; printf '"}\n'; } \
+          >&"$TLSPORT_OUT" ) 2>/dev/null & )
     _tlsport_wait_reply "$ref" "$dl"; rc=$?
-    (( rc == 0 )) || kill "$wpid" 2>/dev/null
-    wait "$wpid" 2>/dev/null
+    if (( rc != 0 )) && [[ -f $pidf ]]; then
+      read -r wpid < "$pidf" && kill "$wpid" 2>/dev/null
+    fi
+    rm -f "$pidf"
   fi
   case $rc in
     0) _tlsport_check_reply "$fn" ;;
@@ -590,7 +633,7 @@ _tlsport_deliver() {
 # tlsport_send ID TEXT... -- send TEXT (the arguments joined by spaces, bytes
 # as they are, no newline added). Use $'...' or tlsport_printf for escapes.
 tlsport_send() {
-  local - id=${1:-} f rc
+  local - id=${1:-} f rc IFS=' '
   set +eu +o pipefail
   _tlsport_running tlsport_send || return
   if ! _tlsport_is_id "$id" || (( $# < 2 )); then
@@ -638,13 +681,37 @@ tlsport_send_file() {
   return $rc
 }
 
+# The event queue of socket ID: one file per event, ev/ID.N (a line
+# "EVENT<TAB>JSON"), N counting up from the head ev/ID.h to the tail ev/ID.t.
+# _tlsport_push ID LINE -- append LINE.
+_tlsport_push() {
+  local q=$TLSPORT_DIR/ev/$1 t=0
+  [[ -f $q.t ]] && read -r t < "$q.t"
+  printf '%s\n' "$2" > "$q.$t"
+  printf '%s\n' $(( t + 1 )) > "$q.t"
+}
+
+# _tlsport_queued ID -- true when socket ID has queued events.
+_tlsport_queued() {
+  local q=$TLSPORT_DIR/ev/$1 h=0
+  [[ -f $q.h ]] && read -r h < "$q.h"
+  [[ -f $q.$h ]]
+}
+
+# _tlsport_drop_queue ID -- forget the queued events of ID.
+_tlsport_drop_queue() {
+  rm -f "$TLSPORT_DIR/ev/$1".*
+}
+
 # _tlsport_pop ID -- take the first queued event of socket ID into
 # _TLSPORT_EVNAME / _TLSPORT_EVJSON. Returns 1 when there is none.
 _tlsport_pop() {
-  local q=$TLSPORT_DIR/ev/$1 line
-  [[ -s $q ]] || return 1
-  IFS= read -r line < "$q"
-  tail -n +2 "$q" > "$q.tmp" && mv -f "$q.tmp" "$q"
+  local q=$TLSPORT_DIR/ev/$1 h=0 line
+  [[ -f $q.h ]] && read -r h < "$q.h"
+  [[ -f $q.$h ]] || return 1
+  IFS= read -r line < "$q.$h"
+  rm -f "$q.$h"
+  printf '%s\n' $(( h + 1 )) > "$q.h"
   _TLSPORT_EVNAME=${line%%$'\t'*}
   _TLSPORT_EVJSON=${line#*$'\t'}
 }
@@ -664,9 +731,12 @@ _tlsport_next_event() {
 # _TLSPORT_EVJSON closed ID; its reason ("normal" or "KIND<TAB>MESSAGE") goes
 # to TLSPORT_CLOSE_REASON.
 _tlsport_mark_closed() {
-  TLSPORT_CLOSE_REASON=$(jq -r 'if (.reason|type) == "object"
-      then "\(.reason.kind // "unknown")\t\(.reason.message // "")"
-      else (.reason // "normal" | tostring) end' <<<"$_TLSPORT_EVJSON")
+  if _tlsport_jget reason "$_TLSPORT_EVJSON"; then
+    TLSPORT_CLOSE_REASON=$_TLSPORT_V
+  else
+    _tlsport_reply_error "$_TLSPORT_EVJSON"
+    TLSPORT_CLOSE_REASON=$_TLSPORT_EKIND$'\t'$_TLSPORT_EMSG
+  fi
   printf '%s\n' "$TLSPORT_CLOSE_REASON" > "$TLSPORT_DIR/closed/$1"
 }
 
@@ -682,7 +752,7 @@ tlsport_recv() {
   _tlsport_deadline "$t" || { _tlsport_err tlsport_recv usage "bad timeout: $t"; return 2; }
   local dl=$_TLSPORT_DL
   while :; do
-    if [[ ! -s $TLSPORT_DIR/ev/$id && -f $TLSPORT_DIR/closed/$id ]]; then
+    if [[ -f $TLSPORT_DIR/closed/$id ]] && ! _tlsport_queued "$id"; then
       TLSPORT_CLOSE_REASON=$(<"$TLSPORT_DIR/closed/$id")
       return 3
     fi
@@ -752,17 +822,18 @@ tlsport_close() {
   _tlsport_running tlsport_close || return
   _tlsport_is_id "$id" || { _tlsport_err tlsport_close usage "usage: tlsport_close ID"; return 2; }
   if [[ -f $TLSPORT_DIR/closed/$id ]]; then
-    rm -f "$TLSPORT_DIR/ev/$id"; return 0
+    _tlsport_drop_queue "$id"; return 0
   fi
   TLSPORT_QUIET=1 _tlsport_call tlsport_close "" "{\"op\":\"close\",\"id\":$id}"; rc=$?
   if (( rc == 1 )) && [[ $TLSPORT_ERROR_KIND == no_such_socket ]] \
-     && grep -q '^socket_closed' "$TLSPORT_DIR/ev/$id" 2>/dev/null; then
+     && cat "$TLSPORT_DIR/ev/$id".[0-9]* 2>/dev/null | grep -q '^socket_closed'; then
     rc=0   # the peer closed it first
   elif (( rc != 0 )); then
     _tlsport_err tlsport_close "$TLSPORT_ERROR_KIND" "$TLSPORT_ERROR_MESSAGE"
   fi
   if (( rc == 0 )); then
-    rm -f "$TLSPORT_DIR/ev/$id"
+    _tlsport_drop_queue "$id"
+    rm -f "$TLSPORT_DIR/port.$id"
     printf 'local\n' > "$TLSPORT_DIR/closed/$id"
   fi
   return $rc
@@ -777,12 +848,18 @@ _tlsport_name() {
   _tlsport_running "tlsport_$op" || return
   _tlsport_is_id "$id" || { _tlsport_err "tlsport_$op" usage "usage: tlsport_$op ID"; return 2; }
   _tlsport_call "tlsport_$op" "" "{\"op\":\"$op\",\"id\":$id}" || return
-  _tlsport_field '"\(.host) \(.port)"'
+  local host
+  _tlsport_jget host "$TLSPORT_REPLY"; host=$_TLSPORT_V
+  _tlsport_jget port "$TLSPORT_REPLY"
+  printf '%s %s\n' "$host" "$_TLSPORT_V"
 }
 
 # tlsport_port ID -- print the local port of a socket or listener.
 tlsport_port() {
-  local hp
+  local hp p
+  if [[ -n ${1:-} && -n $TLSPORT_DIR && -f $TLSPORT_DIR/port.$1 ]]; then
+    read -r p < "$TLSPORT_DIR/port.$1" && [[ -n $p ]] && { printf '%s\n' "$p"; return 0; }
+  fi
   hp=$(tlsport_sockname "$@") || return
   printf '%s\n' "${hp##* }"
 }
@@ -794,5 +871,5 @@ tlsport_info() {
   _tlsport_running tlsport_info || return
   _tlsport_is_id "$id" || { _tlsport_err tlsport_info usage "usage: tlsport_info ID"; return 2; }
   _tlsport_call tlsport_info "" "{\"op\":\"info\",\"id\":$id}" || return
-  _tlsport_field 'del(.ref, .ok)' | jq -c .
+  jq -c 'del(.ref, .ok)' <<<"$TLSPORT_REPLY"
 }

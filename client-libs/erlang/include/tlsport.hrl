@@ -1,8 +1,11 @@
 %% Handles of the modern API (tlsport). Treat them as opaque: match them
 %% whole (`{tlsport, S, Data}` with S bound), do not take them apart.
 
-%% A connected TLS socket: its process and the daemon's socket id.
--record(tlsport_socket, {pid :: pid(), id :: pos_integer()}).
+%% A connected TLS socket: its process, the daemon's socket id, and what
+%% send/2 needs to write to the daemon's port without a detour through
+%% the socket process: the port, the framing mode and a closed flag.
+-record(tlsport_socket, {pid :: pid(), id :: pos_integer(), port :: port(),
+                         mode :: binary(), state :: atomics:atomics_ref()}).
 
 %% A listening socket: the library's key for it and the TCP port.
 -record(tlsport_listen, {key :: pos_integer(), port :: inet:port_number()}).

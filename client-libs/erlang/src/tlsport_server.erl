@@ -1,0 +1,676 @@
+%% The one process that owns the tlsportd port.
+%%
+%% It sends the commands that are not about one socket (listen, accept,
+%% connect, resolve, ...), matches every reply to its caller by `ref',
+%% routes events and received data to the socket processes, and keeps the
+%% listeners. Socket processes write their own commands to the port (so
+%% that everything about one socket leaves in order, and a busy port
+%% suspends the sender, not this server); they announce the ref of each
+%% command with an `{expect, Ref, Pid}' message first.
+%%
+%% When the daemon exits, every caller waiting here gets `{error, closed}',
+%% every socket process sees this server go down, and the supervisor starts
+%% a new daemon.
+-module(tlsport_server).
+-behaviour(gen_server).
+
+-export([start_link/0, find_daemon/0, port/0, os_pid/0, hello/0,
+         request/2, command/3, send_command/2,
+         listen/3, accept/3, connect/3, close_listener/1, listener_request/3]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-include_lib("kernel/include/logger.hrl").
+-include("tlsport.hrl").
+
+-define(SERVER, ?MODULE).
+-define(CALL_TIMEOUT, 60000).
+
+-record(st, {
+    port :: port(),
+    writer :: pid(),
+    os_pid :: integer() | undefined,
+    path :: string(),
+    hello = #{} :: map(),
+    hello_waiters = [] :: [gen_server:from()],
+    %% daemon ref => what to do with the reply
+    pending = #{} :: #{integer() => term()},
+    %% replies that arrived before their {expect, ...} (should not happen)
+    early = #{} :: #{integer() => term()},
+    %% socket id => socket process; monitor => socket id
+    sockets = #{} :: #{integer() => pid()},
+    sock_mons = #{} :: #{reference() => integer()},
+    %% listener key => listener; accept id => accept waiter
+    listeners = #{} :: #{integer() => map()},
+    accepts = #{} :: #{reference() => map()},
+    %% monitors of accept callers and listener owners
+    mons = #{} :: #{reference() => {accept, reference()} | {listener, integer()}}
+}).
+
+%%% ================================================================ API
+
+start_link() ->
+    gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
+
+%% @doc Where the daemon binary is: the application environment
+%% (`tlsportd'), $TLSPORTD, then the build tree (<repo>/build/daemon/tlsportd).
+-spec find_daemon() -> {ok, string()} | {error, {tlsportd_not_found, [string()]}}.
+find_daemon() ->
+    Candidates =
+        [P || P <- [case application:get_env(tlsport, tlsportd) of
+                        {ok, Path} -> Path;
+                        undefined -> undefined
+                    end,
+                    case os:getenv("TLSPORTD") of
+                        false -> undefined;
+                        "" -> undefined;
+                        Env -> Env
+                    end | build_tree_paths()],
+              P =/= undefined],
+    case [P || P <- Candidates, filelib:is_regular(P)] of
+        [Found | _] -> {ok, Found};
+        [] -> {error, {tlsportd_not_found, Candidates}}
+    end.
+
+build_tree_paths() ->
+    AppDirs =
+        case code:lib_dir(tlsport) of
+            {error, _} -> [];
+            Lib ->
+                Abs = filename:absname(Lib),
+                %% Under rebar3 the application lives in <app>/_build/<profile>/lib/tlsport.
+                case string:split(Abs, "/_build/", trailing) of
+                    [Src, _] -> [Src, Abs];
+                    _ -> [Abs]
+                end
+        end,
+    lists:usort([normalize(filename:join([D, "..", "..", "build", "daemon", "tlsportd"]))
+                 || D <- AppDirs]).
+
+normalize(Path) ->
+    normalize(filename:split(Path), []).
+normalize([], Acc) -> filename:join(lists:reverse(Acc));
+normalize([".." | T], [Prev | Acc]) when Prev =/= "/" -> normalize(T, Acc);
+normalize(["." | T], Acc) -> normalize(T, Acc);
+normalize([H | T], Acc) -> normalize(T, [H | Acc]).
+
+%% @doc The daemon's port (socket processes write to it directly).
+port() -> gen_server:call(?SERVER, port, ?CALL_TIMEOUT).
+
+%% @doc The daemon's OS process id.
+os_pid() -> gen_server:call(?SERVER, os_pid, ?CALL_TIMEOUT).
+
+%% @doc The daemon's answer to hello (version, capabilities).
+hello() -> gen_server:call(?SERVER, hello, ?CALL_TIMEOUT).
+
+%% @doc Sends a command (a map without `ref') and waits for its reply:
+%% `{ok, ReplyMap}' or `{error, ErrorMap | closed}'.
+-spec request(map(), timeout()) -> {ok, map()} | {error, term()}.
+request(Command, Timeout) ->
+    safe_call({request, Command}, Timeout).
+
+%% @doc Called by a socket process: writes a command about its own socket
+%% to the port; the reply comes as `{tlsport_reply, Ref, Result}'.
+-spec command(port(), pid(), map()) -> {ok, integer()} | {error, closed}.
+command(Port, Server, Command) ->
+    Ref = erlang:unique_integer([positive, monotonic]),
+    Server ! {expect, Ref, self()},
+    case send_command(Port, Command#{ref => Ref}) of
+        ok -> {ok, Ref};
+        Error -> Error
+    end.
+
+%% @doc Writes one command frame, no reply expected by anyone.
+-spec send_command(port(), map()) -> ok | {error, closed}.
+send_command(Port, Command) ->
+    try erlang:port_command(Port, [0, term_to_binary(Command)]) of
+        true -> ok
+    catch error:badarg -> {error, closed}
+    end.
+
+%% @doc Opens a listener. `Style' is seed (plain TCP until the first
+%% accept brings the SSLFlags, see accept/3) or modern (TLS from the start).
+-spec listen(seed | modern, map(), pid()) -> {ok, integer(), inet:port_number()} | {error, term()}.
+listen(Style, Params, Owner) ->
+    safe_call({listen, Style, Params, Owner}, infinity).
+
+%% @doc Waits for a connection on the listener `Key'. `How' is
+%% `{seed, Flags}' or `{modern, SocketOpts}'. Killing the caller cancels it.
+-spec accept(integer(), term(), timeout()) -> {ok, pid() | #tlsport_socket{}} | {error, term()}.
+accept(Key, How, Timeout) ->
+    safe_call({accept, Key, How, Timeout}, infinity).
+
+%% @doc Connects; the new socket process is owned by the caller.
+-spec connect(map(), map(), timeout()) -> {ok, pid() | #tlsport_socket{}} | {error, term()}.
+connect(Command, SockArgs, _Timeout) ->
+    safe_call({connect, Command, SockArgs}, infinity).
+
+%% @doc Closes a listener.
+-spec close_listener(integer()) -> ok | {error, term()}.
+close_listener(Key) ->
+    safe_call({close_listener, Key}, ?CALL_TIMEOUT).
+
+%% @doc A command about a listener (e.g. sockname), by key.
+-spec listener_request(integer(), map(), timeout()) -> {ok, map()} | {error, term()}.
+listener_request(Key, Command, Timeout) ->
+    safe_call({listener_request, Key, Command}, Timeout).
+
+safe_call(Msg, Timeout) ->
+    try gen_server:call(?SERVER, Msg, Timeout)
+    catch
+        exit:{noproc, _} -> {error, not_started};
+        exit:{timeout, _} -> {error, timeout};
+        exit:{_, _} -> {error, closed}
+    end.
+
+%%% ================================================================ gen_server
+
+init([]) ->
+    process_flag(trap_exit, true),
+    case find_daemon() of
+        {ok, Path} ->
+            Args = application:get_env(tlsport, tlsportd_args, []),
+            Env = application:get_env(tlsport, tlsportd_env, []),
+            Cd = case application:get_env(tlsport, tlsportd_cd) of
+                     {ok, Dir} -> [{cd, Dir}];
+                     undefined -> []
+                 end,
+            try open_port({spawn_executable, Path},
+                          [{packet, 4}, binary, exit_status, use_stdio,
+                           {args, Args}, {env, Env} | Cd]) of
+                Port ->
+                    OsPid = case erlang:port_info(Port, os_pid) of
+                                {os_pid, P} -> P;
+                                undefined -> undefined
+                            end,
+                    %% The first command is ETF, so the daemon answers in ETF.
+                    ok = send_command(Port, #{op => hello, ref => 0}),
+                    %% This server's commands go through a writer process: a
+                    %% busy port suspends the writer, never this server, which
+                    %% keeps routing events and can always stop.
+                    Writer = spawn_link(fun() -> writer(Port) end),
+                    {ok, #st{port = Port, writer = Writer, os_pid = OsPid, path = Path}}
+            catch error:Reason ->
+                ?LOG_ERROR("tlsport: cannot start ~s: ~p", [Path, Reason]),
+                {stop, {cannot_start_tlsportd, Path, Reason}}
+            end;
+        {error, {tlsportd_not_found, Tried}} = Error ->
+            ?LOG_ERROR("tlsport: no tlsportd binary found; set the application "
+                       "environment tlsport/tlsportd or $TLSPORTD, or build it "
+                       "into <repo>/build/daemon. Tried: ~p", [Tried]),
+            {stop, element(2, Error)}
+    end.
+
+handle_call(port, _From, St) ->
+    {reply, St#st.port, St};
+handle_call(os_pid, _From, St) ->
+    {reply, St#st.os_pid, St};
+handle_call(hello, From, #st{hello = Hello} = St) when map_size(Hello) =:= 0 ->
+    {noreply, St#st{hello_waiters = [From | St#st.hello_waiters]}};
+handle_call(hello, _From, St) ->
+    {reply, St#st.hello, St};
+handle_call({request, Command}, From, St) ->
+    {noreply, send(Command, {call, From}, St)};
+handle_call({listen, Style, Params, Owner}, From, St) ->
+    Tls = case Style of
+              seed -> false;
+              modern -> maps:get(tls, Params)
+          end,
+    Command = maps:with([host, port, mode, backlog, packet_size, handshake_timeout_ms], Params),
+    {noreply, send(Command#{op => listen, tls => Tls},
+                   {listen, From, Style, Params, Owner}, St)};
+handle_call({accept, Key, How, Timeout}, {Caller, _} = From, St) ->
+    case maps:find(Key, St#st.listeners) of
+        {ok, #{state := closed}} -> {reply, {error, closed}, St};
+        {ok, #{style := Style}} when element(1, How) =/= Style -> {reply, {error, einval}, St};
+        {ok, L} ->
+            AId = make_ref(),
+            Mon = erlang:monitor(process, Caller),
+            Timer = case Timeout of
+                        infinity -> undefined;
+                        _ -> erlang:send_after(Timeout, self(), {accept_timeout, AId})
+                    end,
+            {Flags, SockOpts} = case How of
+                                    {seed, F} -> {F, #{}};
+                                    {modern, O} -> {modern, O}
+                                end,
+            A = #{key => Key, from => From, mon => Mon, timer => Timer, flags => Flags,
+                  opts => SockOpts, dref => undefined, status => waiting},
+            St1 = St#st{accepts = maps:put(AId, A, St#st.accepts),
+                        mons = maps:put(Mon, {accept, AId}, St#st.mons),
+                        listeners = maps:put(Key, L#{waiting => maps:get(waiting, L) ++ [AId]},
+                                             St#st.listeners)},
+            {noreply, pump(Key, St1)};
+        error -> {reply, {error, closed}, St}
+    end;
+handle_call({connect, Command, SockArgs}, {Caller, _} = From, St) ->
+    {noreply, send(Command#{op => connect}, {connect, From, SockArgs#{owner => Caller}}, St)};
+handle_call({close_listener, Key}, _From, St) ->
+    {reply, ok, close_listener(Key, closed, St)};
+handle_call({listener_request, Key, Command}, From, St) ->
+    case maps:find(Key, St#st.listeners) of
+        {ok, #{did := Did}} when is_integer(Did) ->
+            {noreply, send(Command#{id => Did}, {call, From}, St)};
+        _ -> {reply, {error, closed}, St}
+    end;
+handle_call(_Other, _From, St) ->
+    {reply, {error, badarg}, St}.
+
+handle_cast(_Msg, St) ->
+    {noreply, St}.
+
+handle_info({Port, {data, <<1, Id:32, Data/binary>>}}, #st{port = Port} = St) ->
+    case St#st.sockets of
+        #{Id := Pid} -> Pid ! {tlsport_data, Id, Data};
+        _ -> ok   % a socket being closed by its owner: nobody wants it
+    end,
+    {noreply, St};
+handle_info({Port, {data, <<0, Term/binary>>}}, #st{port = Port} = St) ->
+    case binary_to_term(Term) of
+        #{ok := false, error := #{kind := <<"emsgsize">>} = E} = M
+          when not is_map_key(ref, M), not is_map_key(id, M) ->
+            %% The daemon lost the framing of our input and drops us (it
+            %% does not exit then: a daemon bug). Start again with a new one.
+            ?LOG_ERROR("tlsport: tlsportd dropped the control channel: ~p", [E]),
+            {stop, {shutdown, {tlsportd_exit, control_channel_lost}}, St};
+        M ->
+            {noreply, control(M, St)}
+    end;
+handle_info({Port, {exit_status, Status}}, #st{port = Port} = St) ->
+    ?LOG_WARNING("tlsport: tlsportd exited with status ~p", [Status]),
+    {stop, {shutdown, {tlsportd_exit, Status}}, St};
+handle_info({'EXIT', Port, Reason}, #st{port = Port} = St) ->
+    ?LOG_WARNING("tlsport: the tlsportd port closed: ~p", [Reason]),
+    {stop, {shutdown, {tlsportd_exit, Reason}}, St};
+handle_info({expect, Ref, Pid}, St) ->
+    case maps:take(Ref, St#st.early) of
+        {Result, Early} ->
+            Pid ! {tlsport_reply, Ref, Result},
+            {noreply, St#st{early = Early}};
+        error ->
+            {noreply, St#st{pending = maps:put(Ref, {expect, Pid}, St#st.pending)}}
+    end;
+handle_info({socket_done, Id}, St) ->
+    {noreply, St#st{sockets = maps:remove(Id, St#st.sockets)}};
+handle_info({accept_timeout, AId}, St) ->
+    {noreply, abandon_accept(AId, timeout, St)};
+handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
+    case maps:take(Mon, St#st.sock_mons) of
+        {Id, SockMons} ->
+            St1 = St#st{sock_mons = SockMons},
+            case maps:take(Id, St1#st.sockets) of
+                {_, Sockets} ->
+                    %% The socket process died without closing its socket.
+                    {noreply, ignore(#{op => close, id => Id}, St1#st{sockets = Sockets})};
+                error ->
+                    {noreply, St1}
+            end;
+        error ->
+            case maps:take(Mon, St#st.mons) of
+                {{accept, AId}, Mons} ->
+                    {noreply, abandon_accept(AId, caller_down, St#st{mons = Mons})};
+                {{listener, Key}, Mons} ->
+                    {noreply, close_listener(Key, closed, St#st{mons = Mons})};
+                error ->
+                    {noreply, St}
+            end
+    end;
+handle_info({'EXIT', Writer, Reason}, #st{writer = Writer} = St) ->
+    {stop, {shutdown, {tlsportd_exit, Reason}}, St};
+handle_info({'EXIT', _Pid, _Reason}, St) ->
+    {noreply, St};
+handle_info(Other, St) ->
+    ?LOG_DEBUG("tlsport: unexpected message ~p", [Other]),
+    {noreply, St}.
+
+terminate(_Reason, St) ->
+    %% Nobody waits forever: every caller still waiting here hears now.
+    maps:foreach(fun(_Ref, W) -> fail_waiter(W, closed) end, St#st.pending),
+    maps:foreach(fun(_AId, #{from := From}) -> gen_server:reply(From, {error, closed}) end,
+                 St#st.accepts),
+    stop_daemon(St).
+
+%% Closes the port: the daemon sees EOF, sends close_notify to every peer
+%% and exits. A daemon that has stopped reading its input (it does while a
+%% socket's send buffer is full, and then misses the EOF) keeps the port
+%% open, since the runtime flushes a closing port's output first, and with
+%% it halt/0 of the whole node: such a daemon gets SIGTERM (the same orderly
+%% shutdown), then SIGKILL.
+stop_daemon(St) ->
+    unlink(St#st.writer),
+    exit(St#st.writer, kill),
+    catch erlang:port_close(St#st.port),
+    case St#st.os_pid of
+        OsPid when is_integer(OsPid) ->
+            gone(OsPid, 1000) orelse
+                begin
+                    ?LOG_WARNING("tlsport: tlsportd (~p) did not exit after EOF; terminating it", [OsPid]),
+                    _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+                    _ = gone(OsPid, 2000) orelse os:cmd("kill -KILL " ++ integer_to_list(OsPid))
+                end,
+            ok;
+        _ ->
+            ok
+    end.
+
+gone(OsPid, Ms) ->
+    case filelib:is_dir("/proc/self") of
+        false -> true;                      % no procfs: cannot tell, assume it left
+        true -> gone_poll("/proc/" ++ integer_to_list(OsPid), Ms)
+    end.
+
+gone_poll(Dir, Ms) ->
+    case filelib:is_dir(Dir) of
+        false -> true;
+        true when Ms =< 0 -> false;
+        true -> timer:sleep(20), gone_poll(Dir, Ms - 20)
+    end.
+
+writer(Port) ->
+    receive
+        {write, Frame} ->
+            try erlang:port_command(Port, Frame) of
+                true -> writer(Port)
+            catch error:badarg -> exit(port_closed)
+            end
+    end.
+
+%%% ================================================================ replies
+
+send(Command, Waiter, St) ->
+    Ref = erlang:unique_integer([positive, monotonic]),
+    write(Command#{ref => Ref}, St),
+    St#st{pending = maps:put(Ref, Waiter, St#st.pending)}.
+
+write(Command, St) ->
+    St#st.writer ! {write, [0, term_to_binary(Command)]},
+    ok.
+
+%% A command whose reply nobody needs (its errors are not worth a warning).
+ignore(Command, St) ->
+    send(Command, ignore, St).
+
+fail_waiter({call, From}, Reason) -> gen_server:reply(From, {error, Reason});
+fail_waiter({listen, From, _, _, _}, Reason) -> gen_server:reply(From, {error, Reason});
+fail_waiter({connect, From, _}, Reason) -> gen_server:reply(From, {error, Reason});
+fail_waiter(_, _) -> ok.
+
+result(#{ok := true} = M) -> {ok, M};
+result(#{error := E}) -> {error, E};
+result(M) -> {error, M}.
+
+control(#{event := _, id := Id} = Event, St) ->
+    Event1 = Event#{event := binary_to_atom(maps:get(event, Event), utf8)},
+    case St#st.sockets of
+        #{Id := Pid} ->
+            Pid ! {tlsport_event, Id, Event1},
+            case Event1 of
+                #{event := socket_closed} ->
+                    St#st{sockets = maps:remove(Id, St#st.sockets)};
+                _ -> St
+            end;
+        _ -> St
+    end;
+control(#{ref := 0} = Hello, St) ->
+    [gen_server:reply(W, Hello) || W <- St#st.hello_waiters],
+    St#st{hello = Hello, hello_waiters = []};
+control(#{ref := Ref} = Reply, St) ->
+    case maps:take(Ref, St#st.pending) of
+        {{expect, Pid}, Pending} ->
+            Pid ! {tlsport_reply, Ref, result(Reply)},
+            St#st{pending = Pending};
+        {Waiter, Pending} -> reply(Waiter, result(Reply), St#st{pending = Pending});
+        error -> St#st{early = maps:put(Ref, result(Reply), St#st.early)}
+    end;
+control(#{ok := false, id := Id, error := E}, St) ->
+    %% A deliver failed (no ref): tell the socket.
+    case St#st.sockets of
+        #{Id := Pid} -> Pid ! {tlsport_deliver_error, Id, E};
+        _ -> ok
+    end,
+    St;
+control(#{ok := false, error := E}, St) ->
+    ?LOG_WARNING("tlsport: tlsportd reported ~p", [E]),
+    St;
+control(_Other, St) ->
+    St.
+
+reply({call, From}, Result, St) ->
+    gen_server:reply(From, Result),
+    St;
+reply(ignore, _Result, St) ->
+    St;
+reply({listen, From, Style, Params, Owner}, {ok, #{id := Did, port := Port}}, St) ->
+    Key = erlang:unique_integer([positive]),
+    L0 = #{key => Key, style => Style, did => Did, port => Port, state => ready,
+           waiting => [], issued => 0, params => Params,
+           flags => case Style of seed -> placeholder; modern -> modern end},
+    {L, Mons} = case Style of
+                    modern ->
+                        Mon = erlang:monitor(process, Owner),
+                        {L0#{owner_mon => Mon}, maps:put(Mon, {listener, Key}, St#st.mons)};
+                    seed ->
+                        {L0, St#st.mons}
+                end,
+    gen_server:reply(From, {ok, Key, Port}),
+    St#st{listeners = maps:put(Key, L, St#st.listeners), mons = Mons};
+reply({listen, From, _, _, _}, {error, _} = Error, St) ->
+    gen_server:reply(From, Error),
+    St;
+reply({connect, From, SockArgs}, {ok, #{id := Id} = M}, St) ->
+    {St1, Result} = start_socket(Id, SockArgs#{peer => maps:get(peer, M, undefined)}, St),
+    gen_server:reply(From, Result),
+    St1;
+reply({connect, From, _}, {error, _} = Error, St) ->
+    gen_server:reply(From, Error),
+    St;
+reply({accept, AId}, Result, St) ->
+    accept_done(AId, Result, St);
+reply({swap, Key, Flags}, Result, St) ->
+    swap_done(Key, Flags, Result, St).
+
+%%% ================================================================ sockets
+
+start_socket(Id, Args, St) ->
+    Full = Args#{id => Id, port => St#st.port, server => self(), state => atomics:new(1, [])},
+    case tlsport_socket_sup:start_socket(Full) of
+        {ok, Pid} ->
+            Mon = erlang:monitor(process, Pid),
+            Handle = tlsport_socket:handle(Pid, Full),
+            {St#st{sockets = maps:put(Id, Pid, St#st.sockets),
+                   sock_mons = maps:put(Mon, Id, St#st.sock_mons)},
+             {ok, Handle}};
+        Error ->
+            ?LOG_ERROR("tlsport: cannot start a socket process: ~p", [Error]),
+            {ignore(#{op => close, id => Id}, St), {error, closed}}
+    end.
+
+%%% ================================================================ listeners
+
+%% Seed 004 gives SSLFlags to accept, the daemon wants its TLS settings at
+%% listen. A seed listener is therefore opened as plain TCP (to hold the
+%% port and report it); the first accept reopens it on the same port with
+%% its flags, and an accept with other flags reopens it again once the
+%% accepts before it are answered. See docs/erlang.md.
+pump(Key, St) ->
+    case maps:find(Key, St#st.listeners) of
+        {ok, #{state := ready, waiting := [AId | Rest]} = L} ->
+            #{flags := Flags} = A = maps:get(AId, St#st.accepts),
+            case maps:get(flags, L) of
+                Flags ->
+                    Ref = erlang:unique_integer([positive, monotonic]),
+                    ok = write(#{op => accept, id => maps:get(did, L), ref => Ref}, St),
+                    St1 = St#st{pending = maps:put(Ref, {accept, AId}, St#st.pending),
+                                accepts = maps:put(AId, A#{dref => Ref, status => issued},
+                                                   St#st.accepts),
+                                listeners = maps:put(Key, L#{waiting => Rest,
+                                                             issued => maps:get(issued, L) + 1},
+                                                     St#st.listeners)},
+                    pump(Key, St1);
+                _Other when map_get(issued, L) =:= 0 ->
+                    reopen(Key, L, Flags, St);
+                _Other ->
+                    St   % the accepts with the current flags finish first
+            end;
+        _ ->
+            St
+    end.
+
+reopen(Key, L, Flags, St) ->
+    #{did := Did, port := Port, params := Params} = L,
+    St0 = if is_integer(Did) -> ignore(#{op => close, id => Did}, St);
+             true -> St
+          end,
+    Tls = case Flags of
+              placeholder -> false;
+              _ -> #{flags => Flags}
+          end,
+    Command = (maps:with([host, mode, backlog, packet_size, handshake_timeout_ms], Params))#{
+                op => listen, port => Port, tls => Tls},
+    St1 = St0#st{listeners = maps:put(Key, L#{state => swapping, did => undefined}, St0#st.listeners)},
+    send(Command, {swap, Key, Flags}, St1).
+
+swap_done(Key, Flags, Result, St) ->
+    case {maps:find(Key, St#st.listeners), Result} of
+        {{ok, #{state := swapping} = L}, {ok, #{id := Did}}} ->
+            L1 = L#{state => ready, did => Did, flags => Flags},
+            pump(Key, St#st{listeners = maps:put(Key, L1, St#st.listeners)});
+        {{ok, #{state := swapping} = L}, {error, Error}} ->
+            %% Every accept waiting for these flags hears why; the port is
+            %% held again with a plain listener.
+            {Failed, Kept} = lists:partition(
+                               fun(AId) -> maps:get(flags, maps:get(AId, St#st.accepts)) =:= Flags end,
+                               maps:get(waiting, L)),
+            St1 = lists:foldl(fun(AId, S) -> finish_accept(AId, {error, Error}, S) end,
+                              St#st{listeners = maps:put(Key, L#{waiting => Kept}, St#st.listeners)},
+                              Failed),
+            L2 = maps:get(Key, St1#st.listeners),
+            case Flags of
+                placeholder ->
+                    %% Even plain TCP failed: the port is lost.
+                    St2 = lists:foldl(fun(AId, S) -> finish_accept(AId, {error, Error}, S) end,
+                                      St1, maps:get(waiting, L2)),
+                    St2#st{listeners = maps:put(Key, L2#{state => ready, waiting => [],
+                                                         did => undefined, flags => lost},
+                                                St2#st.listeners)};
+                _ ->
+                    reopen(Key, L2, placeholder, St1)
+            end;
+        {_, {ok, #{id := Did}}} ->
+            %% The listener was closed meanwhile.
+            ignore(#{op => close, id => Did}, St);
+        _ ->
+            St
+    end.
+
+close_listener(Key, Why, St) ->
+    case maps:take(Key, St#st.listeners) of
+        {L, Listeners} ->
+            St0 = case maps:get(did, L) of
+                      Did when is_integer(Did) -> ignore(#{op => close, id => Did},
+                                                         St#st{listeners = Listeners});
+                      _ -> St#st{listeners = Listeners}
+                  end,
+            Mons = case L of
+                       #{owner_mon := Mon} ->
+                           erlang:demonitor(Mon, [flush]),
+                           maps:remove(Mon, St0#st.mons);
+                       _ -> St0#st.mons
+                   end,
+            %% Issued accepts are answered `closed' by the daemon.
+            St1 = St0#st{listeners = maps:put(Key, L#{state => closed, waiting => []}, St0#st.listeners),
+                        mons = Mons},
+            St2 = lists:foldl(fun(AId, S) -> finish_accept(AId, {error, Why}, S) end,
+                              St1, maps:get(waiting, L)),
+            case maps:get(issued, L) of
+                0 -> St2#st{listeners = maps:remove(Key, St2#st.listeners)};
+                _ -> St2
+            end;
+        error ->
+            St
+    end.
+
+%% The caller died or its timeout passed: cancel its accept.
+abandon_accept(AId, Why, St) ->
+    case maps:find(AId, St#st.accepts) of
+        {ok, #{status := waiting, key := Key} = A} ->
+            St1 = case maps:find(Key, St#st.listeners) of
+                      {ok, L} ->
+                          St#st{listeners = maps:put(Key, L#{waiting => lists:delete(AId, maps:get(waiting, L))},
+                                                     St#st.listeners)};
+                      error -> St
+                  end,
+            St2 = finish_accept(AId, {error, reason_of(Why)}, St1#st{accepts = maps:put(AId, A, St1#st.accepts)}),
+            pump(Key, St2);
+        {ok, #{status := issued, dref := Ref} = A} ->
+            ignore(#{op => cancel, target => Ref},
+                   St#st{accepts = maps:put(AId, A#{status => Why}, St#st.accepts)});
+        _ ->
+            St
+    end.
+
+reason_of(caller_down) -> cancelled;
+reason_of(timeout) -> timeout.
+
+accept_done(AId, Result, St) ->
+    case maps:find(AId, St#st.accepts) of
+        {ok, #{key := Key} = A} ->
+            St1 = case maps:find(Key, St#st.listeners) of
+                      {ok, L} ->
+                          Issued = maps:get(issued, L) - 1,
+                          case maps:get(state, L) of
+                              closed when Issued =:= 0 ->
+                                  St#st{listeners = maps:remove(Key, St#st.listeners)};
+                              _ ->
+                                  St#st{listeners = maps:put(Key, L#{issued => Issued}, St#st.listeners)}
+                          end;
+                      error -> St
+                  end,
+            Outcome =
+                case {Result, maps:get(status, A)} of
+                    {{error, _}, timeout} -> {error, timeout};
+                    {{error, #{kind := <<"cancelled">>}}, _} -> {error, cancelled};
+                    {{error, #{kind := <<"closed">>}}, _} -> {error, closed};
+                    _ -> Result
+                end,
+            pump(Key, finish_accept(AId, Outcome, St1));
+        error ->
+            %% Unknown accept: if it brought a socket, nobody owns it.
+            case Result of
+                {ok, #{id := Id}} -> ignore(#{op => close, id => Id}, St);
+                _ -> St
+            end
+    end.
+
+%% Answers an accept and forgets it.
+finish_accept(AId, Result, St) ->
+    case maps:take(AId, St#st.accepts) of
+        {#{from := {Caller, _} = From, mon := Mon, timer := Timer, key := Key} = A, Accepts} ->
+            erlang:demonitor(Mon, [flush]),
+            _ = Timer =/= undefined andalso erlang:cancel_timer(Timer),
+            St1 = St#st{accepts = Accepts, mons = maps:remove(Mon, St#st.mons)},
+            case Result of
+                {ok, #{id := Id} = M} ->
+                    Args = sock_args(Key, A, St1),
+                    {St2, Reply} = start_socket(Id, Args#{owner => Caller,
+                                                          peer => maps:get(peer, M, undefined)}, St1),
+                    gen_server:reply(From, Reply),
+                    St2;
+                _ ->
+                    gen_server:reply(From, Result),
+                    St1
+            end;
+        error ->
+            St
+    end.
+
+sock_args(Key, #{flags := Flags}, St) ->
+    Params = case maps:find(Key, St#st.listeners) of
+                 {ok, #{params := P}} -> P;
+                 _ -> #{}
+             end,
+    Mode = maps:get(mode, Params, <<"raw">>),
+    case Flags of
+        modern -> (maps:get(sockopts, Params, #{}))#{style => modern, mode => Mode};
+        _ -> #{style => seed, mode => Mode,
+               format => case Mode of <<"binary_packet", _/binary>> -> binary; _ -> list end}
+    end.

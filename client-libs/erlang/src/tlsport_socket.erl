@@ -1,0 +1,685 @@
+%% One connected TLS socket: the process seed 004 puts "between the user
+%% and the actual socket".
+%%
+%% It writes its socket's commands and data to the daemon's port itself,
+%% receives the socket's data and events from tlsport_server, and sends
+%% them to its owner, in one of two styles:
+%%   seed   - {Socket, {fromsocket, Bytes}}, {Socket, {socket_closed, R}};
+%%            always active, as in seed 004;
+%%   modern - {tlsport, S, Data}, {tlsport_closed, S}, {tlsport_error, S, R},
+%%            {tlsport_passive, S}; active true | false | once | N, with the
+%%            daemon's setopts and recv doing the flow control.
+%% It monitors its owner and closes the socket when the owner dies.
+-module(tlsport_socket).
+-behaviour(gen_server).
+
+-export([start_link/1, handle/2]).
+-export([send/2, direct_send/2, close/1, controlling_process/2, recv/3, setopts/2, getopts/2,
+         peername/1, sockname/1, info/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-include_lib("kernel/include/logger.hrl").
+-include("tlsport.hrl").
+
+-record(s, {
+    id :: pos_integer(),
+    port :: port(),
+    server :: pid(),
+    server_mon :: reference(),
+    owner :: pid(),
+    owner_mon :: reference(),
+    style :: seed | modern,
+    format :: list | binary,
+    mode :: binary(),                 % the daemon's mode string
+    handle :: pid() | #tlsport_socket{},
+    peer :: term(),
+    %% modern flow control: true | false | once | {n, Count}
+    active = true :: true | false | once | {n, non_neg_integer()},
+    buf = queue:new() :: queue:queue(binary()),   % received, not yet handed out
+    buf_bytes = 0 :: non_neg_integer(),
+    recvq = queue:new() :: queue:queue({gen_server:from(), non_neg_integer(), reference() | undefined}),
+    recv_ref :: integer() | undefined,             % daemon recv outstanding
+    calls = #{} :: #{integer() => term()},         % daemon ref => what
+    %% closed: false, or {true, Reason} once the daemon said socket_closed
+    closed = false :: false | {true, term()},
+    closing = false :: false | {true, gen_server:from() | none},
+    %% controlling_process hand-over: events held for the new owner
+    holding = [] :: [{pid(), reference()}],   % old owners still handing over
+    held = [] :: [term()],
+    state :: atomics:atomics_ref() | undefined     % 1 once closed (read by direct_send/2)
+}).
+
+-define(RECV_FOREVER_MS, 86400000).
+
+%%% ================================================================ API
+
+start_link(Args) ->
+    gen_server:start_link(?MODULE, Args, []).
+
+%% @doc What the owner sees as the socket: the pid (seed) or a record.
+handle(Pid, #{style := seed}) -> Pid;
+handle(Pid, #{style := modern, id := Id, port := Port, mode := Mode, state := State}) ->
+    #tlsport_socket{pid = Pid, id = Id, port = Port, mode = Mode, state = State}.
+
+send(Pid, Data) -> call(Pid, {send, Data}, infinity).
+
+%% @doc tlsport:send/2: the caller writes the DATA frame to the port itself
+%% (no round trip through the socket process; a busy port suspends the
+%% caller, which is the back-pressure). Everything else about the socket
+%% goes through its process, which writes after this caller's frames.
+direct_send(#tlsport_socket{port = Port, id = Id, mode = Mode, state = State}, Data) ->
+    case atomics:get(State, 1) of
+        0 ->
+            case tlsport_lib:check_deliver(Mode, Data) of
+                {ok, Chunks} ->
+                    try
+                        [true = erlang:port_command(Port, [<<1, Id:32>> | C]) || C <- Chunks],
+                        ok
+                    catch error:badarg -> {error, closed}
+                    end;
+                Error ->
+                    Error
+            end;
+        _ ->
+            {error, closed}
+    end.
+
+close(Pid) -> call(Pid, close, infinity).
+
+recv(Pid, Length, Timeout) -> call(Pid, {recv, Length, Timeout}, infinity).
+
+setopts(Pid, Opts) -> call(Pid, {setopts, Opts}, infinity).
+
+getopts(Pid, Names) -> call(Pid, {getopts, Names}, infinity).
+
+peername(Pid) -> call(Pid, peername, infinity).
+
+sockname(Pid) -> call(Pid, sockname, infinity).
+
+info(Pid) -> call(Pid, info, infinity).
+
+%% @doc Makes NewOwner the owner. Runs in the old owner: what the socket
+%% has already sent to it is taken out of its mailbox and handed, in order
+%% and ahead of anything newer, to the new owner.
+controlling_process(Pid, NewOwner) when is_pid(NewOwner) ->
+    case call(Pid, {controlling_process, NewOwner}, infinity) of
+        same ->
+            ok;
+        {ok, Handle} ->
+            Pid ! {handover_done, self(), take_messages(Handle)},
+            ok;
+        {error, closed} = Error ->
+            %% Already gone: still pass on what it left in our mailbox.
+            case take_messages(Pid) ++ take_messages_modern(Pid) of
+                [] -> Error;
+                Msgs -> [NewOwner ! M || M <- Msgs], ok
+            end;
+        Other ->
+            Other
+    end;
+controlling_process(_Pid, _NewOwner) ->
+    {error, badarg}.
+
+take_messages(Pid) when is_pid(Pid) ->
+    receive
+        {Pid, {fromsocket, _}} = M -> [M | take_messages(Pid)];
+        {Pid, {socket_closed, _}} = M -> [M | take_messages(Pid)]
+    after 0 -> []
+    end;
+take_messages(#tlsport_socket{} = S) ->
+    receive
+        {tlsport, S, _} = M -> [M | take_messages(S)];
+        {tlsport_closed, S} = M -> [M | take_messages(S)];
+        {tlsport_error, S, _} = M -> [M | take_messages(S)];
+        {tlsport_passive, S} = M -> [M | take_messages(S)]
+    after 0 -> []
+    end.
+
+take_messages_modern(Pid) ->
+    receive
+        {tlsport, #tlsport_socket{pid = Pid}, _} = M -> [M | take_messages_modern(Pid)];
+        {tlsport_closed, #tlsport_socket{pid = Pid}} = M -> [M | take_messages_modern(Pid)];
+        {tlsport_error, #tlsport_socket{pid = Pid}, _} = M -> [M | take_messages_modern(Pid)];
+        {tlsport_passive, #tlsport_socket{pid = Pid}} = M -> [M | take_messages_modern(Pid)]
+    after 0 -> []
+    end.
+
+call(Pid, Msg, Timeout) ->
+    try gen_server:call(Pid, Msg, Timeout)
+    catch exit:{_, _} -> {error, closed}
+    end.
+
+%%% ================================================================ gen_server
+
+init(#{id := Id, port := Port, server := Server, owner := Owner, style := Style,
+       mode := Mode} = Args) ->
+    process_flag(trap_exit, true),
+    S0 = #s{id = Id, port = Port, server = Server,
+            server_mon = erlang:monitor(process, Server),
+            owner = Owner, owner_mon = erlang:monitor(process, Owner),
+            style = Style, format = maps:get(format, Args, list), mode = Mode,
+            handle = handle(self(), Args), state = maps:get(state, Args, undefined),
+            peer = tlsport_lib:peer(maps:get(peer, Args, undefined))},
+    case Style of
+        seed ->
+            {ok, S0};
+        modern ->
+            %% The daemon starts every socket active; anything else is set
+            %% before the first byte can arrive... almost: data read before
+            %% the setopts is kept in the buffer, never lost.
+            case maps:get(active, Args, true) of
+                true -> {ok, S0};
+                Active ->
+                    case setopt({active, Active}, {S0#s{active = false}, []}) of
+                        {S1, []} -> {ok, S1};
+                        {S1, Opts} ->
+                            {noreply, S2} = daemon_call((maps:from_list(Opts))#{op => setopts},
+                                                        {setopts, none}, S1),
+                            {ok, S2}
+                    end
+            end
+    end.
+
+handle_call({send, Data}, _From, S) ->
+    {reply, deliver(Data, S), S};
+handle_call(close, From, S) ->
+    start_close(From, S);
+handle_call({controlling_process, Caller}, {Caller, _}, #s{owner = Caller} = S) ->
+    {reply, same, S};
+handle_call({controlling_process, NewOwner}, {Caller, _}, #s{owner = Caller} = S) ->
+    erlang:demonitor(S#s.owner_mon, [flush]),
+    OldMon = erlang:monitor(process, Caller),
+    {reply, {ok, S#s.handle},
+     S#s{owner = NewOwner, owner_mon = erlang:monitor(process, NewOwner),
+         holding = [{Caller, OldMon} | S#s.holding]}};
+handle_call({controlling_process, _}, _From, S) ->
+    {reply, {error, not_owner}, S};
+handle_call(peername, _From, S) ->
+    {reply, case S#s.peer of undefined -> {error, enotconn}; P -> {ok, P} end, S};
+handle_call(sockname, From, S) ->
+    daemon_call(#{op => sockname}, {endpoint, From}, S);
+handle_call(info, From, S) ->
+    daemon_call(#{op => info}, {info, From}, S);
+handle_call({recv, _Len, _Timeout}, _From, #s{style = modern, active = A} = S) when A =/= false ->
+    {reply, {error, einval}, S};
+handle_call({recv, Len, Timeout}, From, #s{style = modern} = S) ->
+    TRef = case Timeout of
+               infinity -> undefined;
+               _ -> erlang:start_timer(Timeout, self(), recv_timeout)
+           end,
+    S1 = S#s{recvq = queue:in({From, Len, TRef}, S#s.recvq)},
+    {noreply, serve_recv(S1)};
+handle_call({setopts, Opts}, From, #s{style = modern} = S) ->
+    setopts_call(Opts, From, S);
+handle_call({getopts, Names}, _From, S) ->
+    {reply, {ok, [{N, getopt(N, S)} || N <- Names, getopt(N, S) =/= undefined]}, S};
+handle_call(_Other, _From, S) ->
+    {reply, {error, einval}, S}.
+
+handle_cast(_Msg, S) ->
+    {noreply, S}.
+
+%% Data and events from the daemon.
+handle_info({tlsport_data, _Id, Data}, S) ->
+    continue(packet(Data, S));
+handle_info({tlsport_event, _Id, #{event := socket_closed, reason := Reason}}, S) ->
+    continue(peer_closed(close_reason(Reason), S));
+handle_info({tlsport_event, _Id, #{event := passive}}, S) ->
+    continue(passive_event(S));
+handle_info({tlsport_event, _Id, _Other}, S) ->
+    {noreply, S};
+handle_info({tlsport_deliver_error, _Id, #{kind := Kind} = Error}, S)
+  when Kind =:= <<"closed">>; Kind =:= <<"no_such_socket">> ->
+    %% Data that met the socket's close on the way: nothing to tell.
+    ?LOG_DEBUG("tlsport: socket ~p: deliver after close: ~p", [S#s.id, Error]),
+    {noreply, S};
+handle_info({tlsport_deliver_error, _Id, Error}, S) ->
+    ?LOG_WARNING("tlsport: socket ~p: deliver failed: ~p", [S#s.id, Error]),
+    {noreply, S};
+handle_info({tlsport_reply, Ref, Result}, S) ->
+    case maps:take(Ref, S#s.calls) of
+        {What, Calls} -> continue(reply(What, Result, S#s{calls = Calls}));
+        error -> {noreply, S}
+    end;
+%% Seed 004 messages.
+handle_info({_From, {deliver, Data}}, S) ->
+    case deliver(Data, S) of
+        ok -> ok;
+        {error, Reason} ->
+            tlsport_lib:set_last_error(Reason),
+            ?LOG_WARNING("tlsport: socket ~p: deliver failed: ~p", [S#s.id, Reason])
+    end,
+    {noreply, S};
+handle_info({_From, close}, S) ->
+    start_close(none, S);
+%% controlling_process, second half.
+handle_info({handover_done, Old, Msgs}, #s{} = S) ->
+    case lists:keytake(Old, 1, S#s.holding) of
+        {value, {Old, Mon}, Holding} ->
+            erlang:demonitor(Mon, [flush]),
+            [S#s.owner ! M || M <- Msgs],
+            continue(release(S#s{holding = Holding}));
+        false ->
+            {noreply, S}
+    end;
+handle_info({'DOWN', Mon, process, _, _}, #s{owner_mon = Mon} = S) ->
+    %% "automatically closed when the process terminates"
+    start_close(none, S#s{holding = [], held = []});
+handle_info({'DOWN', Mon, process, _, _} = Down, S) ->
+    case lists:keytake(Mon, 2, S#s.holding) of
+        {value, _, Holding} ->
+            %% An old owner died during its hand-over.
+            continue(release(S#s{holding = Holding}));
+        false ->
+            other_down(Down, S)
+    end;
+handle_info({timeout, TRef, recv_timeout}, S) ->
+    {noreply, recv_timed_out(TRef, S)};
+handle_info({'EXIT', _Pid, shutdown}, S) ->
+    {stop, shutdown, S};
+handle_info({'EXIT', _Pid, _}, S) ->
+    {noreply, S};
+handle_info(_Other, S) ->
+    {noreply, S}.
+
+other_down({'DOWN', Mon, process, _, Reason}, #s{server_mon = Mon} = S) ->
+    Why = server_down_reason(Reason),
+    S1 = fail_all(closed, S),
+    continue(peer_closed({error, Why}, S1#s{calls = #{}, recv_ref = undefined}));
+other_down(_Down, S) ->
+    {noreply, S}.
+
+server_down_reason({shutdown, R}) -> R;
+server_down_reason(shutdown) -> stopped;
+server_down_reason(R) -> R.
+
+terminate(shutdown, #s{closed = false} = S) ->
+    %% tlsport is stopping, or restarting after the daemon died (then the
+    %% supervisor's shutdown can overtake the server's 'DOWN'): the owner
+    %% hears which.
+    Why = case is_process_alive(S#s.server) of
+              true -> stopped;
+              false ->
+                  Mon = S#s.server_mon,
+                  receive {'DOWN', Mon, process, _, R} -> server_down_reason(R)
+                  after 200 -> stopped
+                  end
+          end,
+    notify_closed({error, Why}, S#s{holding = []}),
+    ok;
+terminate(_Reason, _S) ->
+    ok.
+
+%%% ================================================================ sending
+
+deliver(_Data, #s{closed = {true, _}}) -> {error, closed};
+deliver(_Data, #s{closing = {true, _}}) -> {error, closed};
+deliver(Data, #s{port = Port, id = Id, mode = Mode}) ->
+    case tlsport_lib:check_deliver(Mode, Data) of
+        {ok, Chunks} ->
+            try
+                [true = erlang:port_command(Port, [<<1, Id:32>> | C]) || C <- Chunks],
+                ok
+            catch error:badarg -> {error, closed}
+            end;
+        Error ->
+            Error
+    end.
+
+%% Sends a command about this socket; `What' says what to do with the reply.
+daemon_call(Command, What, S) ->
+    case S#s.closed of
+        {true, _} ->
+            {reply, {error, closed}, S};
+        false ->
+            case tlsport_server:command(S#s.port, S#s.server, Command#{id => S#s.id}) of
+                {ok, Ref} -> {noreply, S#s{calls = maps:put(Ref, What, S#s.calls)}};
+                Error -> {reply, Error, S}
+            end
+    end.
+
+start_close(From, #s{closed = {true, _}} = S) ->
+    reply_to(From, ok),
+    {stop, normal, S};
+start_close(From, #s{closing = {true, _}} = S) ->
+    reply_to(From, ok),
+    {noreply, S};
+start_close(From, S) ->
+    mark_closed(S),
+    %% From here on the server forgets the id: events still on their way
+    %% are dropped, as the daemon promises none after the close.
+    S#s.server ! {socket_done, S#s.id},
+    case tlsport_server:command(S#s.port, S#s.server, #{op => close, id => S#s.id}) of
+        {ok, Ref} when From =/= none ->
+            {noreply, S#s{closing = {true, From}, calls = maps:put(Ref, closed, S#s.calls)}};
+        _ ->
+            reply_to(From, ok),
+            {stop, normal, S#s{closing = {true, none}}}
+    end.
+
+reply_to(none, _) -> ok;
+reply_to(From, Reply) -> gen_server:reply(From, Reply).
+
+reply(closed, _Result, #s{closing = {true, From}} = S) ->
+    reply_to(From, ok),
+    S#s{closed = {true, closed}, closing = {true, none}};
+reply({endpoint, From}, {ok, #{host := H, port := P}}, S) ->
+    gen_server:reply(From, {ok, {tlsport_lib:parse_ip(H), P}}),
+    S;
+reply({info, From}, {ok, M}, S) ->
+    gen_server:reply(From, {ok, maps:without([ok, ref], M)}),
+    S;
+reply({setopts, From}, {ok, _}, S) ->
+    reply_to(From, ok),
+    S;
+reply({recv, Ref}, Result, #s{recv_ref = Ref} = S) ->
+    recv_reply(Result, S#s{recv_ref = undefined});
+reply({recv, _}, _Result, S) ->
+    S;
+reply({_What, From}, {error, E}, S) when From =/= none ->
+    gen_server:reply(From, {error, tlsport_lib:error_reason(E)}),
+    S;
+reply(_What, _Result, S) ->
+    S.
+
+%% Stops once there is nothing left to hand out.
+continue(#s{closing = {true, From}, closed = {true, _}} = S) ->
+    reply_to(From, ok),
+    {stop, normal, S};
+continue(#s{closed = {true, _}, holding = []} = S) ->
+    case S#s.style =:= seed orelse (queue:is_empty(S#s.buf) andalso S#s.active =/= false) of
+        true -> {stop, normal, S};
+        false -> {noreply, S}
+    end;
+continue(S) ->
+    {noreply, S}.
+
+%%% ================================================================ receiving
+
+packet(_Data, #s{closing = {true, _}} = S) ->
+    S;
+packet(Data, #s{style = seed} = S) ->
+    emit({self(), {fromsocket, convert(Data, S)}}, S);
+packet(Data, #s{active = true} = S) ->
+    emit({tlsport, S#s.handle, convert(Data, S)}, S);
+packet(Data, #s{active = once} = S) ->
+    emit({tlsport, S#s.handle, convert(Data, S)}, S#s{active = false});
+packet(Data, #s{active = {n, N}} = S) when N > 0 ->
+    S1 = emit({tlsport, S#s.handle, convert(Data, S)}, S),
+    case N - 1 of
+        0 -> S1#s{active = false};   % the daemon's passive event follows
+        M -> S1#s{active = {n, M}}
+    end;
+packet(Data, S) ->
+    %% Passive: kept for recv (data that was on its way when the owner
+    %% switched to passive, or that a recv brought).
+    serve_recv(buffer(Data, S)).
+
+passive_event(#s{style = modern} = S) ->
+    emit({tlsport_passive, S#s.handle}, S);
+passive_event(S) ->
+    S.
+
+buffer(Data, S) ->
+    S#s{buf = queue:in(Data, S#s.buf), buf_bytes = S#s.buf_bytes + byte_size(Data)}.
+
+convert(Data, #s{format = binary}) -> Data;
+convert(Data, #s{format = list}) -> binary_to_list(Data).
+
+close_reason(<<"normal">>) -> normal;
+close_reason(#{} = E) -> {error, tlsport_lib:error_reason(E)};
+close_reason(Other) -> {error, Other}.
+
+peer_closed(Reason, S) ->
+    mark_closed(S),
+    peer_closed1(Reason, S).
+
+mark_closed(#s{state = undefined}) -> ok;
+mark_closed(#s{state = State}) -> atomics:put(State, 1, 1).
+
+peer_closed1(_Reason, #s{closed = {true, R}} = S) when R =/= pending ->
+    S;
+peer_closed1(Reason, #s{closing = {true, _}} = S) ->
+    S#s{closed = {true, Reason}};
+peer_closed1(Reason, #s{style = seed} = S) ->
+    S1 = S#s{closed = {true, Reason}},
+    emit({self(), {socket_closed, Reason}}, S1);
+peer_closed1(Reason, S) ->
+    S1 = serve_recv(S#s{closed = {true, Reason}}),
+    case S1#s.active of
+        false -> S1;                 % told when active again, or by recv
+        _ -> notify_closed(Reason, S1)
+    end.
+
+notify_closed(Reason, #s{style = seed} = S) ->
+    emit({self(), {socket_closed, Reason}}, S);
+notify_closed(normal, S) ->
+    emit({tlsport_closed, S#s.handle}, S);
+notify_closed({error, Why}, S) ->
+    S1 = emit({tlsport_error, S#s.handle, Why}, S),
+    emit({tlsport_closed, S#s.handle}, S1).
+
+%% Every message to the owner goes through here: during a hand-over it is
+%% held back until the old owner's mailbox has been passed on.
+emit(Msg, #s{holding = [_ | _]} = S) ->
+    S#s{held = [Msg | S#s.held]};
+emit(Msg, S) ->
+    S#s.owner ! Msg,
+    S.
+
+release(#s{holding = [_ | _]} = S) ->
+    S;
+release(S) ->
+    Owner = S#s.owner,
+    [Owner ! M || M <- lists:reverse(S#s.held)],
+    S#s{held = []}.
+
+%%% ================================================================ passive mode
+
+%% Answers waiting recv calls from the buffer; asks the daemon for more
+%% when the buffer does not suffice.
+serve_recv(S) ->
+    case queue:peek(S#s.recvq) of
+        empty -> S;
+        {value, {From, Len, TRef}} ->
+            case take(Len, S) of
+                {ok, Data, S1} ->
+                    cancel_timer(TRef),
+                    gen_server:reply(From, {ok, convert(Data, S1)}),
+                    serve_recv(S1#s{recvq = queue:drop(S1#s.recvq)});
+                more ->
+                    case S#s.closed of
+                        {true, _} ->
+                            cancel_timer(TRef),
+                            gen_server:reply(From, {error, closed}),
+                            serve_recv(S#s{recvq = queue:drop(S#s.recvq)});
+                        false when S#s.recv_ref =:= undefined ->
+                            ask_daemon(TRef, S);
+                        false ->
+                            S
+                    end
+            end
+    end.
+
+ask_daemon(TRef, S) ->
+    Ms = case TRef of
+             undefined -> ?RECV_FOREVER_MS;
+             _ -> case erlang:read_timer(TRef) of
+                      false -> 0;
+                      T -> min(T, ?RECV_FOREVER_MS)
+                  end
+         end,
+    case tlsport_server:command(S#s.port, S#s.server,
+                                #{op => recv, id => S#s.id, timeout_ms => Ms}) of
+        {ok, Ref} ->
+            S#s{recv_ref = Ref, calls = maps:put(Ref, {recv, Ref}, S#s.calls)};
+        {error, closed} ->
+            mark_closed(S),
+            serve_recv(S#s{closed = {true, {error, closed}}})
+    end.
+
+recv_reply({ok, #{data := Data}}, S) ->
+    serve_recv(buffer(Data, S));
+recv_reply({error, #{kind := <<"timeout">>}}, S) ->
+    %% Callers are answered by their own timers; whoever still waits (a
+    %% later caller, or one without a timeout) asks again.
+    serve_recv(S);
+recv_reply({error, #{kind := <<"closed">>}}, S) ->
+    %% socket_closed follows and says how.
+    mark_closed(S),
+    serve_recv(S#s{closed = {true, pending}});
+recv_reply({error, #{kind := <<"cancelled">>}}, S) ->
+    serve_recv(S);
+recv_reply({error, E}, S) ->
+    case queue:out(S#s.recvq) of
+        {{value, {From, _, TRef}}, Q} ->
+            cancel_timer(TRef),
+            gen_server:reply(From, {error, tlsport_lib:error_reason(E)}),
+            serve_recv(S#s{recvq = Q});
+        {empty, _} -> S
+    end.
+
+recv_timed_out(TRef, S) ->
+    {Timed, Rest} = lists:partition(fun({_, _, T}) -> T =:= TRef end, queue:to_list(S#s.recvq)),
+    [gen_server:reply(From, {error, timeout}) || {From, _, _} <- Timed],
+    S#s{recvq = queue:from_list(Rest)}.
+
+cancel_timer(undefined) -> ok;
+cancel_timer(TRef) -> _ = erlang:cancel_timer(TRef), ok.
+
+%% Takes Len bytes (raw mode; 0 = all there is) or one packet.
+take(_Len, #s{buf_bytes = 0} = S) ->
+    case queue:is_empty(S#s.buf) of
+        true -> more;
+        false -> take_packet(S)       % an empty packet is a packet
+    end;
+take(Len, #s{mode = Mode} = S) when Mode =:= <<"raw">>; Mode =:= <<"binary_packet:0">> ->
+    if
+        Len =:= 0 ->
+            {ok, iolist_to_binary(queue:to_list(S#s.buf)), S#s{buf = queue:new(), buf_bytes = 0}};
+        Len =< S#s.buf_bytes ->
+            All = iolist_to_binary(queue:to_list(S#s.buf)),
+            <<Data:Len/binary, Rest/binary>> = All,
+            Buf = case Rest of <<>> -> queue:new(); _ -> queue:from_list([Rest]) end,
+            {ok, Data, S#s{buf = Buf, buf_bytes = byte_size(Rest)}};
+        true ->
+            more
+    end;
+take(_Len, S) ->
+    take_packet(S).
+
+take_packet(S) ->
+    {{value, P}, Q} = queue:out(S#s.buf),
+    {ok, P, S#s{buf = Q, buf_bytes = S#s.buf_bytes - byte_size(P)}}.
+
+%% Fails every waiting recv (the daemon is gone).
+fail_all(Reason, S) ->
+    [begin cancel_timer(T), gen_server:reply(F, {error, Reason}) end
+     || {F, _, T} <- queue:to_list(S#s.recvq)],
+    maps:foreach(fun(_Ref, {_, From}) when From =/= none, not is_integer(From) ->
+                         catch gen_server:reply(From, {error, Reason});
+                    (_, _) -> ok
+                 end, S#s.calls),
+    case S#s.closing of
+        {true, From} -> reply_to(From, ok);
+        false -> ok
+    end,
+    S#s{recvq = queue:new()}.
+
+%%% ================================================================ options
+
+setopts_call(Opts, From, S) ->
+    try lists:foldl(fun setopt/2, {S, []}, normalize_opts(Opts)) of
+        {S1, []} ->
+            {reply, ok, S1};
+        {S1, _} when S1#s.closed =/= false ->
+            {reply, ok, S1};
+        {S1, DaemonOpts} ->
+            daemon_call((maps:from_list(DaemonOpts))#{op => setopts}, {setopts, From}, S1)
+    catch throw:Reason ->
+        {reply, {error, Reason}, S}
+    end.
+
+normalize_opts(Opts) when is_map(Opts) -> maps:to_list(Opts);
+normalize_opts(Opts) when is_list(Opts) ->
+    [case O of
+         binary -> {mode, binary};
+         list -> {mode, list};
+         {_, _} -> O;
+         _ -> throw(einval)
+     end || O <- Opts];
+normalize_opts(_) -> throw(einval).
+
+%% Returns the new state and the daemon setopts fields to send.
+setopt({active, A}, {S, D}) ->
+    Active = case A of
+                 N when is_integer(N), N =< 0 -> false;   % as inet: the count is used up
+                 N when is_integer(N), N > 32767 -> throw(einval);
+                 N when is_integer(N) -> N;
+                 _ when is_boolean(A); A =:= once -> A;
+                 _ -> throw(einval)
+             end,
+    case apply_active(Active, S) of
+        {S1, skip} -> {S1, lists:keydelete(active, 1, D)};
+        {S1, DA} -> {S1, lists:keystore(active, 1, D, {active, DA})}
+    end;
+setopt({mode, M}, {S, D}) when M =:= binary; M =:= list ->
+    {S#s{format = M}, D};
+setopt({packet_size, N}, {S, D}) when is_integer(N), N > 0 ->
+    {S, [{packet_size, N} | D]};
+setopt(_, _) ->
+    throw(einval).
+
+%% Switches the active mode. Packets already buffered (they arrived while
+%% passive) are handed out first and count against once/N. Returns what
+%% the daemon is to be told, or skip.
+apply_active(false, S) ->
+    {S#s{active = false}, false};
+apply_active(true, S) ->
+    S1 = flush_buffer(S#s{active = true}),
+    {closed_now_active(S1), true};
+apply_active(once, S) ->
+    case queue:out(S#s.buf) of
+        {{value, P}, Q} ->
+            S1 = S#s{buf = Q, buf_bytes = S#s.buf_bytes - byte_size(P), active = false},
+            {emit({tlsport, S#s.handle, convert(P, S)}, S1), skip};
+        {empty, _} ->
+            {closed_now_active(S#s{active = once}), once}
+    end;
+apply_active(N, S) when is_integer(N) ->
+    Have = case S#s.active of {n, C} -> C; _ -> 0 end,
+    {S1, Left} = hand_out(N, S),
+    if
+        Left =:= 0, Have =:= 0 ->
+            %% The buffer used the whole count: passive again at once.
+            {emit({tlsport_passive, S1#s.handle}, S1#s{active = false}), skip};
+        Left =:= 0 ->
+            {S1, skip};
+        true ->
+            %% The daemon adds N to what it has left, as inet does.
+            {closed_now_active(S1#s{active = {n, Have + Left}}), Left}
+    end.
+
+closed_now_active(#s{closed = {true, R}} = S) -> notify_closed(R, S);
+closed_now_active(S) -> S.
+
+hand_out(0, S) -> {S, 0};
+hand_out(N, S) ->
+    case queue:out(S#s.buf) of
+        {{value, P}, Q} ->
+            S1 = emit({tlsport, S#s.handle, convert(P, S)},
+                      S#s{buf = Q, buf_bytes = S#s.buf_bytes - byte_size(P)}),
+            hand_out(N - 1, S1);
+        {empty, _} -> {S, N}
+    end.
+
+flush_buffer(S) ->
+    S1 = lists:foldl(fun(P, Acc) -> emit({tlsport, S#s.handle, convert(P, S)}, Acc) end,
+                     S, queue:to_list(S#s.buf)),
+    S1#s{buf = queue:new(), buf_bytes = 0}.
+
+getopt(active, #s{active = {n, N}}) -> N;
+getopt(active, #s{active = A}) -> A;
+getopt(mode, #s{format = F}) -> F;
+getopt(packet, #s{mode = M}) -> M;
+getopt(_, _) -> undefined.

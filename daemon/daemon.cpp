@@ -170,7 +170,7 @@ bool Daemon::open_unix_socket() {
   }
   unix_acceptor_ = std::make_unique<stream_protocol::acceptor>(io_);
   unix_acceptor_->open(stream_protocol(), ec);
-  mode_t old_mask = ::umask(077);
+  mode_t old_mask = ::umask(0177);  // created 0600, never wider even for a moment
   if (!ec) unix_acceptor_->bind(stream_protocol::endpoint(path), ec);
   ::umask(old_mask);
   if (!ec) ::chmod(path.c_str(), 0600);

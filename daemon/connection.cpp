@@ -275,13 +275,10 @@ bool Connection::emit(std::string_view packet) {
     recv_client_ = 0;
     timer_.reset();  // cancels the recv timeout; a passive socket waiting for its next recv keeps
                      // no timer
-    if (ControlClient* c = daemon_.client(client)) {
-      json reply = {
-          {"ok", true},
-          {"data", json::binary(std::vector<std::uint8_t>(packet.begin(), packet.end()))}};
-      if (!recv_ref_.is_null()) reply["ref"] = recv_ref_;
-      c->send(reply);
-    }
+    if (ControlClient* c = daemon_.client(client))
+      c->reply_ok(
+          recv_ref_,
+          {{"data", json::binary(std::vector<std::uint8_t>(packet.begin(), packet.end()))}});
     recv_ref_ = nullptr;
     return can_read();
   }
@@ -343,32 +340,23 @@ std::optional<ErrorInfo> Connection::recv(std::uint32_t client, json ref,
   recv_ref_ = std::move(ref);
   timer().expires_after(timeout);
   timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
-    if (ec || self->recv_client_ == 0) return;
-    std::uint32_t waiting = self->recv_client_;
-    self->recv_client_ = 0;
-    if (ControlClient* c = self->daemon_.client(waiting)) {
-      json reply = {{"ok", false}, {"error", {{"kind", "timeout"}, {"message", "recv timed out"}}}};
-      if (!self->recv_ref_.is_null()) reply["ref"] = self->recv_ref_;
-      c->send(reply);
-    }
-    self->recv_ref_ = nullptr;
+    if (!ec) self->fail_recv({"timeout", "recv timed out"});
   });
   asio::post(socket_.get_executor(), [self = shared_from_this()] { self->read_some(); });
   return std::nullopt;
 }
 
+void Connection::fail_recv(const ErrorInfo& error) {
+  if (recv_client_ == 0) return;
+  if (ControlClient* c = daemon_.client(recv_client_))
+    c->reply_error(recv_ref_, error.kind, error.message);
+  recv_client_ = 0;
+  recv_ref_ = nullptr;
+}
+
 void Connection::set_owner(std::uint32_t owner) {
   owner_ = owner;
-  if (recv_client_ != 0) {
-    if (ControlClient* c = daemon_.client(recv_client_)) {
-      json reply = {{"ok", false},
-                    {"error", {{"kind", "cancelled"}, {"message", "socket handed over"}}}};
-      if (!recv_ref_.is_null()) reply["ref"] = recv_ref_;
-      c->send(reply);
-    }
-    recv_client_ = 0;
-    recv_ref_ = nullptr;
-  }
+  fail_recv({"cancelled", "socket handed over"});
   if (owner_paused_) {
     // The old owner's waiting list may still name us; resuming twice is harmless.
     owner_paused_ = false;
@@ -546,14 +534,7 @@ void Connection::peer_closed() {
       event["reason"] = {{"kind", "closed"}, {"message", "peer closed inside a packet"}};
     owner->send(event);
   }
-  if (recv_client_ != 0) {
-    if (ControlClient* c = daemon_.client(recv_client_)) {
-      json reply = {{"ok", false}, {"error", {{"kind", "closed"}, {"message", "peer closed"}}}};
-      if (!recv_ref_.is_null()) reply["ref"] = recv_ref_;
-      c->send(reply);
-    }
-    recv_client_ = 0;
-  }
+  fail_recv({"closed", "peer closed"});
   daemon_.forget_socket(id_);
   state_ = State::closing;
   timer().expires_after(kCloseTimeout);
@@ -571,14 +552,7 @@ void Connection::fail(ErrorInfo error) {
   if (was_open) {
     if (ControlClient* owner = daemon_.client(owner_))
       owner->send({{"event", "socket_closed"}, {"id", id_}, {"reason", error.to_json()}});
-    if (recv_client_ != 0) {
-      if (ControlClient* c = daemon_.client(recv_client_)) {
-        json reply = {{"ok", false}, {"error", error.to_json()}};
-        if (!recv_ref_.is_null()) reply["ref"] = recv_ref_;
-        c->send(reply);
-      }
-      recv_client_ = 0;
-    }
+    fail_recv(error);
   }
   // After a fatal TLS error no close_notify may be sent.
   if (ssl_ != nullptr) SSL_set_quiet_shutdown(ssl_, 1);

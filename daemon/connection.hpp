@@ -112,6 +112,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void drain();
   void peer_closed();
   void fail(ErrorInfo error);
+  /// Answers a waiting recv with an error, if one waits.
+  void fail_recv(const ErrorInfo& error);
   void finish();
   ErrorInfo ssl_error(int ret, const char* during);
   /// The timer, created when first needed.

@@ -83,9 +83,7 @@ void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
     return;
   }
   std::uint32_t id = daemon_.register_connection(connection_, request_.client);
-  json reply = {{"ok", true}, {"id", id}, {"peer", connection_->endpoint(true)}};
-  if (!request_.ref.is_null()) reply["ref"] = request_.ref;
-  client->send(reply);
+  client->reply_ok(request_.ref, {{"id", id}, {"peer", connection_->endpoint(true)}});
   ActiveMode active = request_.active.value_or(ActiveMode{});
   connection_->init_active(active.count, active.once);
   connection_->open(id, request_.client);
@@ -94,11 +92,8 @@ void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
 
 void Connector::fail(const ErrorInfo& error) {
   if (done_) return;
-  if (ControlClient* client = daemon_.client(request_.client)) {
-    json reply = {{"ok", false}, {"error", error.to_json()}};
-    if (!request_.ref.is_null()) reply["ref"] = request_.ref;
-    client->send(reply);
-  }
+  if (ControlClient* client = daemon_.client(request_.client))
+    client->reply_error(request_.ref, error.kind, error.message);
   if (connection_) connection_->abort();
   finish();
 }

@@ -103,11 +103,11 @@ void ControlClient::process(std::string_view bytes) {
         }
         std::string message = make_error_code(error).message();
         if (!detail.empty()) message += ": " + detail;
-        send({{"ok", false}, {"error", {{"kind", "bad_request"}, {"message", message}}}});
+        reply_error(nullptr, "bad_request", message);
       });
   if (ec) {
     log(LogLevel::warning, "client %u: %s; disconnecting it", number_, ec.message().c_str());
-    send({{"ok", false}, {"error", {{"kind", "emsgsize"}, {"message", ec.message()}}}});
+    reply_error(nullptr, "emsgsize", ec.message());
     close_after_flush();
   }
 }
@@ -132,6 +132,19 @@ void ControlClient::send(const json& message) {
     encoder_.append_message(out_, error);
   }
   schedule_flush();
+}
+
+void ControlClient::reply_ok(const json& ref, json body) {
+  body["ok"] = true;
+  if (!ref.is_null()) body["ref"] = ref;
+  send(body);
+}
+
+void ControlClient::reply_error(const json& ref, const std::string& kind,
+                                const std::string& message) {
+  json body = {{"ok", false}, {"error", {{"kind", kind}, {"message", message}}}};
+  if (!ref.is_null()) body["ref"] = ref;
+  send(body);
 }
 
 bool ControlClient::send_data(std::uint32_t socket_id, std::string_view data, bool splittable) {

@@ -33,6 +33,10 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   void start();
   /// Queues a reply or event.
   void send(const nlohmann::json& message);
+  /// Queues {"ok":true, ...body} with `ref` (when not null).
+  void reply_ok(const nlohmann::json& ref, nlohmann::json body = nlohmann::json::object());
+  /// Queues {"ok":false,"error":{kind,message}} with `ref` (when not null).
+  void reply_error(const nlohmann::json& ref, const std::string& kind, const std::string& message);
   /// Queues fromsocket events for `data`; raw data too big for one frame is
   /// split when `splittable`. False when it cannot be sent (too big).
   bool send_data(std::uint32_t socket_id, std::string_view data, bool splittable);

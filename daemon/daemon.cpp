@@ -27,17 +27,11 @@ constexpr std::size_t kMaxPacketSize = std::size_t{1} << 30;
 /// Default packet_size.
 constexpr std::size_t kDefaultPacketSize = 64u << 20;
 
-void send_reply(ControlClient& c, const json& ref, json body) {
-  body["ok"] = true;
-  if (!ref.is_null()) body["ref"] = ref;
-  c.send(body);
-}
+void send_reply(ControlClient& c, const json& ref, json body) { c.reply_ok(ref, std::move(body)); }
 
 void send_error(ControlClient& c, const json& ref, const std::string& kind,
                 const std::string& message) {
-  json body = {{"ok", false}, {"error", {{"kind", kind}, {"message", message}}}};
-  if (!ref.is_null()) body["ref"] = ref;
-  c.send(body);
+  c.reply_error(ref, kind, message);
 }
 
 void send_error(ControlClient& c, const json& ref, const ErrorInfo& e) {

@@ -42,11 +42,10 @@ bool Listener::wants_connection() const {
 bool Listener::cancel(std::uint32_t client, const json& ref) {
   for (auto it = pending_.begin(); it != pending_.end(); ++it) {
     if (it->client == client && it->ref == ref) {
-      json reply = {{"ref", it->ref},
-                    {"ok", false},
-                    {"error", {{"kind", "cancelled"}, {"message", "accept cancelled"}}}};
+      json ref_copy = it->ref;
       pending_.erase(it);
-      if (ControlClient* c = daemon_.client(client)) c->send(reply);
+      if (ControlClient* c = daemon_.client(client))
+        c->reply_error(ref_copy, "cancelled", "accept cancelled");
       return true;
     }
   }
@@ -60,11 +59,7 @@ void Listener::drop_accepts(std::uint32_t client, const char* kind, const char* 
       keep.push_back(std::move(p));
       continue;
     }
-    if (ControlClient* c = daemon_.client(client)) {
-      json reply = {{"ok", false}, {"error", {{"kind", kind}, {"message", message}}}};
-      if (!p.ref.is_null()) reply["ref"] = p.ref;
-      c->send(reply);
-    }
+    if (ControlClient* c = daemon_.client(client)) c->reply_error(p.ref, kind, message);
   }
   pending_.swap(keep);
 }
@@ -78,11 +73,8 @@ void Listener::close() {
   auto pending = std::move(pending_);
   pending_.clear();
   for (auto& p : pending) {
-    if (ControlClient* c = daemon_.client(p.client)) {
-      json reply = {{"ok", false}, {"error", {{"kind", "closed"}, {"message", "listener closed"}}}};
-      if (!p.ref.is_null()) reply["ref"] = p.ref;
-      c->send(reply);
-    }
+    if (ControlClient* c = daemon_.client(p.client))
+      c->reply_error(p.ref, "closed", "listener closed");
   }
   for (auto& conn : ready_) conn->abort();
   ready_.clear();
@@ -202,9 +194,7 @@ void Listener::hand_over(PendingAccept& accept, const std::shared_ptr<Connection
     return;
   }
   std::uint32_t id = daemon_.register_connection(conn, accept.client);
-  json reply = {{"ok", true}, {"id", id}, {"peer", conn->endpoint(true)}};
-  if (!accept.ref.is_null()) reply["ref"] = accept.ref;
-  client->send(reply);
+  client->reply_ok(accept.ref, {{"id", id}, {"peer", conn->endpoint(true)}});
   ActiveMode active = accept.active.value_or(settings_.active);
   conn->init_active(active.count, active.once);
   conn->open(id, accept.client);

@@ -4,7 +4,7 @@
 # {packet,2} echo over 64 connections (round trips/s, p50/p99), full TLS 1.3
 # handshakes/s and memory per idle connection, with ratios.
 #
-#   scripts/bench_erlang.sh [seconds N] [conns N] [idle N] [bulk_mb N]
+#   scripts/bench_erlang.sh [seconds N] [conns N] [idle N] [bulk_mb N] [rounds N] [only PHASE]
 #
 # The daemon: $TLSPORTD, else build/daemon/tlsportd (scripts/build.sh).
 set -euo pipefail

@@ -365,6 +365,21 @@ def unix_daemon(tmp_path: pathlib.Path):
         d.proc.kill()
 
 
+def is_listening(port: int) -> bool:
+    """True when some socket listens on this TCP port (from /proc/net/tcp{,6})."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

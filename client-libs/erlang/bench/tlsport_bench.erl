@@ -10,6 +10,9 @@
 %%            with the library under test, 8 at a time; per second.
 %%  idle      memory per idle TLS connection end: Erlang memory plus, for
 %%            tlsport, the daemon's resident size.
+%% bulk, echo and handshake run `rounds' times (default 3), the two
+%% libraries alternating, and the median of each figure is reported: the
+%% machine may be shared, and one run of each can mislead.
 %% Every loop is bounded by a duration or a count.
 -module(tlsport_bench).
 
@@ -23,7 +26,7 @@ main() -> main([]).
 
 main(Args) ->
     Opts = parse(Args, #{seconds => 5, conns => 64, idle => 1000, bulk_mb => 512,
-                         handshake_concurrency => 8, only => all}),
+                         handshake_concurrency => 8, only => all, rounds => 3}),
     logger:set_primary_config(level, error),
     Dir = certs(),
     {ok, _} = application:ensure_all_started(ssl),
@@ -33,22 +36,44 @@ main(Args) ->
                maps:get(version, tlsport:daemon_info(), <<"?">>)]),
     io:format("settings: ~p~n~n", [Opts]),
     Ctx = Opts#{dir => Dir},
-    Run = fun(Phase, F) ->
+    Run = fun(Phase, F, Rounds) ->
                   case maps:get(only, Opts) of
                       Only when Only =:= all; Only =:= Phase ->
-                          [{Lib, F(Lib, Ctx)} || Lib <- [tlsport, ssl]];
+                          Runs = [[{Lib, F(Lib, Ctx)} || Lib <- [tlsport, ssl]]
+                                  || _ <- lists:seq(1, Rounds)],
+                          Rounds > 1 andalso show_rounds(Phase, Runs),
+                          [{Lib, median([proplists:get_value(Lib, R) || R <- Runs])}
+                           || Lib <- [tlsport, ssl]];
                       _ -> [{Lib, #{}} || Lib <- [tlsport, ssl]]
                   end
           end,
+    Rounds = max(1, maps:get(rounds, Opts)),
     %% Memory first, each library on a fresh start (a daemon's resident size
     %% does not shrink after earlier phases).
-    Idle = Run(idle, fun idle/2),
-    Bulk = Run(bulk, fun bulk/2),
-    Echo = Run(echo, fun echo/2),
-    Hs = Run(handshake, fun handshakes/2),
+    Idle = Run(idle, fun idle/2, 1),
+    Bulk = Run(bulk, fun bulk/2, Rounds),
+    Echo = Run(echo, fun echo/2, Rounds),
+    Hs = Run(handshake, fun handshakes/2, Rounds),
     report(Bulk, Echo, Hs, Idle),
     application:stop(tlsport),
     _ = os:cmd("rm -rf '" ++ Dir ++ "'"),
+    ok.
+
+%% The median of each figure over the rounds.
+median(Maps) ->
+    maps:map(fun(K, _) ->
+                     Sorted = lists:sort([maps:get(K, M) || M <- Maps]),
+                     lists:nth((length(Sorted) + 1) div 2, Sorted)
+             end, hd(Maps)).
+
+show_rounds(Phase, Runs) ->
+    Keys = case Phase of bulk -> [mb_s]; echo -> [rtt_s, cpu_us_per_rt]; handshake -> [per_s] end,
+    [begin
+         Figures = [{fmt(maps:get(Key, proplists:get_value(tlsport, R))),
+                     fmt(maps:get(Key, proplists:get_value(ssl, R)))} || R <- Runs],
+         io:format("~p rounds (~p, tlsport/ssl): ~s~n",
+                   [Phase, Key, lists:join(", ", [[T, "/", S] || {T, S} <- Figures])])
+     end || Key <- Keys],
     ok.
 
 parse([], M) -> M;
@@ -148,8 +173,10 @@ echo(Lib, #{conns := Conns, seconds := Secs} = Ctx) ->
     {Clients, Cleanup} = connect_pairs(Lib, Conns, [{packet, 2}], Ctx, echo),
     Msg = binary:copy(<<"e">>, 100),
     Self = self(),
-    Deadline = erlang:monotonic_time(microsecond) + Secs * 1000000,
+    %% One second of warm-up, then Secs measured.
     Warm = erlang:monotonic_time(microsecond) + 1000000,
+    Deadline = Warm + Secs * 1000000,
+    Sampler = spawn_link(fun() -> Self ! {cpu, self(), cpu_between(Lib, Warm, Deadline)} end),
     Pids = [begin
                 Pid = spawn_link(fun() ->
                                          own(C),
@@ -160,10 +187,49 @@ echo(Lib, #{conns := Conns, seconds := Secs} = Ctx) ->
                 Pid
             end || C <- Clients],
     Lats = lists:append([receive {lat, P, L} -> L after (Secs + 30) * 1000 -> [] end || P <- Pids]),
+    {NodeCpu, DaemonCpu} = receive {cpu, Sampler, C} -> C after (Secs + 30) * 1000 -> {0, 0} end,
     Cleanup(),
     Sorted = lists:sort(Lats),
     N = length(Sorted),
-    #{rtt_s => N / Secs, p50_us => pct(Sorted, N, 0.50), p99_us => pct(Sorted, N, 0.99)}.
+    #{rtt_s => N / Secs, p50_us => pct(Sorted, N, 0.50), p99_us => pct(Sorted, N, 0.99),
+      cpu_us_per_rt => case N of 0 -> 0; _ -> (NodeCpu + DaemonCpu) / N end,
+      daemon_cpu_us_per_rt => case N of 0 -> 0; _ -> DaemonCpu / N end}.
+
+%% CPU time (microseconds) the node and, for tlsport, the daemon used
+%% between two moments.
+cpu_between(Lib, From, To) ->
+    sleep_until(From),
+    {N0, D0} = cpu_us(Lib),
+    sleep_until(To),
+    {N1, D1} = cpu_us(Lib),
+    {N1 - N0, D1 - D0}.
+
+sleep_until(T) ->
+    timer:sleep(max(0, (T - erlang:monotonic_time(microsecond)) div 1000)).
+
+cpu_us(Lib) ->
+    Tck = clock_ticks(),
+    Daemon = case Lib of
+                 tlsport -> proc_ticks(integer_to_list(tlsport_server:os_pid()));
+                 ssl -> 0
+             end,
+    {proc_ticks("self") * 1000000 div Tck, Daemon * 1000000 div Tck}.
+
+proc_ticks(Pid) ->
+    case file:read_file("/proc/" ++ Pid ++ "/stat") of
+        {ok, Stat} ->
+            %% utime and stime: fields 14 and 15, counted after the ")".
+            [_, After] = string:split(Stat, ")", trailing),
+            Fields = string:lexemes(After, " "),
+            binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields));
+        _ -> 0
+    end.
+
+clock_ticks() ->
+    case string:to_integer(os:cmd("getconf CLK_TCK")) of
+        {N, _} when is_integer(N), N > 0 -> N;
+        _ -> 100
+    end.
 
 pct(_, 0, _) -> 0;
 pct(Sorted, N, P) -> lists:nth(max(1, round(N * P)), Sorted).
@@ -372,6 +438,9 @@ report(Bulk, Echo, Hs, Idle) ->
     Row("echo p50 latency, us (lower is better)", T3, S3, R(S3, T3)),
     T4 = G(Echo, tlsport, p99_us), S4 = G(Echo, ssl, p99_us),
     Row("echo p99 latency, us (lower is better)", T4, S4, R(S4, T4)),
+    T7 = G(Echo, tlsport, cpu_us_per_rt), S7 = G(Echo, ssl, cpu_us_per_rt),
+    Row("echo CPU per round trip, us (node+daemon)", T7, S7, R(S7, T7)),
+    io:format("~-44s ~14s~n", ["  of which tlsportd, us", fmt(G(Echo, tlsport, daemon_cpu_us_per_rt))]),
     T5 = G(Hs, tlsport, per_s), S5 = G(Hs, ssl, per_s),
     Row("full TLS 1.3 handshakes/s", T5, S5, R(T5, S5)),
     T6 = G(Idle, tlsport, total_kib), S6 = G(Idle, ssl, total_kib),

@@ -58,7 +58,10 @@ listen(Port, Opts) when is_integer(Port), Port >= 0, Port =< 65535 ->
               {ok, M} = ok(tlsport_lib:listen_options(Opts)),
               {ok, Tls} = ok(tlsport_lib:tls_options(M, server)),
               {ok, Host} = ok(tlsport_lib:host_string(maps:get(ip, M, maps:get(ifaddr, M, "0.0.0.0")))),
+              %% Accepted sockets start in their active mode: a passive one
+              %% is not read before its owner asks.
               Params0 = #{host => Host, port => Port, mode => maps:get(daemon_mode, M), tls => Tls,
+                          active => tlsport_lib:daemon_active(maps:get(active, M)),
                           sockopts => maps:with([format, active], M)},
               Params = add_opt(backlog, maps:get(backlog, M, undefined),
                        add_opt(packet_size, maps:get(packet_size, M, undefined),
@@ -101,7 +104,8 @@ connect(Host, Port, Opts, Timeout) when is_integer(Port), Port > 0, Port =< 6553
               {ok, Tls} = ok(tlsport_lib:tls_options(M, client)),
               {ok, H} = ok(tlsport_lib:host_string(Host)),
               Mode = maps:get(daemon_mode, M),
-              Command0 = #{host => H, port => Port, mode => Mode, tls => Tls},
+              Command0 = #{host => H, port => Port, mode => Mode, tls => Tls,
+                           active => tlsport_lib:daemon_active(maps:get(active, M))},
               Command = add_opt(timeout_ms, case Timeout of infinity -> undefined; T -> max(T, 1) end,
                         add_opt(packet_size, maps:get(packet_size, M, undefined), Command0)),
               SockArgs = #{style => modern, mode => Mode, format => maps:get(format, M),
@@ -115,8 +119,10 @@ connect(_Host, Port, _Opts, _Timeout) ->
     {error, {badarg, Port}}.
 
 %% @doc Sends iodata: one packet in packet modes. Returns once the data is
-%% on its way to the daemon; blocks while the daemon is not reading (its
-%% buffers for this node are full), which is the back-pressure.
+%% on its way to the daemon. While the socket is busy (the daemon holds
+%% over 1 MiB for a peer that reads slowly) the caller waits, as with a
+%% busy port in gen_tcp, until the socket is ready again (`ok') or closes
+%% (`{error, closed}').
 -spec send(socket(), iodata()) -> ok | {error, reason()}.
 send(#tlsport_socket{} = S, Data) -> tlsport_socket:direct_send(S, Data).
 

@@ -2,7 +2,8 @@
 %% error terms. Nothing here talks to the daemon.
 -module(tlsport_lib).
 
--export([seed_mode/1, modern_mode/1, max_deliver/1, check_deliver/2,
+-export([seed_mode/1, modern_mode/1, max_deliver/1, check_deliver/2, chunks/2,
+         daemon_active/1,
          host_string/1, parse_ip/1, peer/1,
          tls_options/2, listen_options/1, connect_options/1,
          error_reason/1, set_last_error/1, last_error/0,
@@ -20,6 +21,8 @@
 %% Largest body of one deliver: the daemon's default --max-message
 %% (64 MiB + 64 KiB) less room for the frame envelope.
 -define(MAX_FRAME_DATA, (64 * 1024 * 1024)).
+%% Raw data is delivered in pieces of at most this size.
+-define(RAW_CHUNK, (128 * 1024)).
 %% Kinds whose message is kept in the reason.
 -define(DETAILED, [tls, bad_tls_config, bad_request, unsupported_protocol, bad_packet]).
 
@@ -62,23 +65,45 @@ max_deliver(_) -> ?MAX_FRAME_DATA.
 %% only; a packet is never split), or an error.
 -spec check_deliver(binary(), iodata()) -> {ok, [iodata()]} | {error, emsgsize | badarg}.
 check_deliver(Mode, Data) ->
+    case chunks(Mode, Data) of
+        {ok, Sized} -> {ok, [C || {_, C} <- Sized]};
+        Error -> Error
+    end.
+
+%% @doc As check_deliver/2, with the size of every chunk. Raw data is cut
+%% into pieces of at most ?RAW_CHUNK bytes, so that flow control (see
+%% tlsport_socket) can hold a long send between two of them; a packet is
+%% one chunk whatever its size.
+-spec chunks(binary(), iodata()) ->
+          {ok, [{non_neg_integer(), iodata()}]} | {error, emsgsize | badarg}.
+chunks(Mode, Data) ->
     try iolist_size(Data) of
         Size ->
-            Max = max_deliver(Mode),
             Raw = Mode =:= <<"raw">> orelse Mode =:= <<"binary_packet:0">>,
             if
-                Size =< Max -> {ok, [Data]};
-                Raw -> {ok, split(iolist_to_binary(Data), Max)};
-                true -> {error, emsgsize}
+                Raw, Size > ?RAW_CHUNK -> {ok, split(iolist_to_binary(Data), ?RAW_CHUNK)};
+                Raw -> {ok, [{Size, Data}]};
+                true ->
+                    case Size =< max_deliver(Mode) of
+                        true -> {ok, [{Size, Data}]};
+                        false -> {error, emsgsize}
+                    end
             end
     catch
         error:badarg -> {error, badarg}
     end.
 
-split(Bin, Max) when byte_size(Bin) =< Max -> [Bin];
+split(Bin, Max) when byte_size(Bin) =< Max -> [{byte_size(Bin), Bin}];
 split(Bin, Max) ->
     <<Head:Max/binary, Rest/binary>> = Bin,
-    [Head | split(Rest, Max)].
+    [{Max, Head} | split(Rest, Max)].
+
+%% @doc A modern `{active, A}' value as the daemon's `active' field
+%% (true, false, once or a count; a count =< 0 is passive, as in inet).
+-spec daemon_active(boolean() | once | integer()) -> boolean() | once | pos_integer().
+daemon_active(N) when is_integer(N), N > 0 -> N;
+daemon_active(N) when is_integer(N) -> false;
+daemon_active(A) when is_boolean(A); A =:= once -> A.
 
 %%% ---------------------------------------------------------------- hosts
 

@@ -2,11 +2,16 @@
 %%
 %% It sends the commands that are not about one socket (listen, accept,
 %% connect, resolve, ...), matches every reply to its caller by `ref',
-%% routes events and received data to the socket processes, and keeps the
-%% listeners. Socket processes write their own commands to the port (so
-%% that everything about one socket leaves in order, and a busy port
-%% suspends the sender, not this server); they announce the ref of each
-%% command with an `{expect, Ref, Pid}' message first.
+%% routes events and received data, and keeps the listeners. Socket
+%% processes write their own commands to the port (so that everything
+%% about one socket leaves in order, and a busy port suspends the sender,
+%% not this server); they announce the ref of each command with an
+%% `{expect, Ref, Pid}' message first.
+%%
+%% Received data goes to the socket's process or, while the socket
+%% process allows it (an active socket, see tlsport_socket), straight to
+%% the socket's owner as the message the owner expects: one process hop
+%% instead of two.
 %%
 %% When the daemon exits, every caller waiting here gets `{error, closed}',
 %% every socket process sees this server go down, and the supervisor starts
@@ -15,7 +20,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, find_daemon/0, port/0, os_pid/0, hello/0,
-         request/2, command/3, send_command/2,
+         request/2, command/3, send_command/2, route_via/2,
          listen/3, accept/3, connect/3, close_listener/1, listener_request/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
@@ -24,6 +29,14 @@
 
 -define(SERVER, ?MODULE).
 -define(CALL_TIMEOUT, 60000).
+
+%% Where a socket's data goes: its process; straight to its owner
+%% ({direct, Owner, Kind, Tag, SocketPid}); or held here until the socket
+%% process confirms the switch to direct ({pending, Gen, Direct,
+%% SocketPid, HeldDataReversed}).
+-type route() :: pid()
+               | {direct, pid(), atom(), term(), pid()}
+               | {pending, integer(), tuple(), pid(), [binary()]}.
 
 -record(st, {
     port :: port(),
@@ -36,8 +49,8 @@
     pending = #{} :: #{integer() => term()},
     %% replies that arrived before their {expect, ...} (should not happen)
     early = #{} :: #{integer() => term()},
-    %% socket id => socket process; monitor => socket id
-    sockets = #{} :: #{integer() => pid()},
+    %% socket id => route (see route/0); monitor => socket id
+    sockets = #{} :: #{integer() => route()},
     sock_mons = #{} :: #{reference() => integer()},
     %% listener key => listener; accept id => accept waiter
     listeners = #{} :: #{integer() => map()},
@@ -119,6 +132,14 @@ command(Port, Server, Command) ->
         Error -> Error
     end.
 
+%% @doc Called by a socket process: from the moment this returns, the
+%% socket's data goes through the socket process.
+-spec route_via(pid(), integer()) -> ok | {error, closed}.
+route_via(Server, Id) ->
+    try gen_server:call(Server, {route_via, Id}, infinity)
+    catch exit:_ -> {error, closed}
+    end.
+
 %% @doc Writes one command frame, no reply expected by anyone.
 -spec send_command(port(), map()) -> ok | {error, closed}.
 send_command(Port, Command) ->
@@ -127,8 +148,8 @@ send_command(Port, Command) ->
     catch error:badarg -> {error, closed}
     end.
 
-%% @doc Opens a listener. `Style' is seed (plain TCP until the first
-%% accept brings the SSLFlags, see accept/3) or modern (TLS from the start).
+%% @doc Opens a listener. `Style' is seed (no TLS settings: every accept
+%% brings its SSLFlags) or modern (the TLS settings are the listener's).
 -spec listen(seed | modern, map(), pid()) -> {ok, integer(), inet:port_number()} | {error, term()}.
 listen(Style, Params, Owner) ->
     safe_call({listen, Style, Params, Owner}, infinity).
@@ -211,41 +232,46 @@ handle_call(hello, _From, St) ->
 handle_call({request, Command}, From, St) ->
     {noreply, send(Command, {call, From}, St)};
 handle_call({listen, Style, Params, Owner}, From, St) ->
-    Tls = case Style of
-              seed -> false;
-              modern -> maps:get(tls, Params)
-          end,
-    Command = maps:with([host, port, mode, backlog, packet_size, handshake_timeout_ms], Params),
-    {noreply, send(Command#{op => listen, tls => Tls},
-                   {listen, From, Style, Params, Owner}, St)};
+    Command0 = maps:with([host, port, mode, backlog, packet_size, handshake_timeout_ms, active],
+                         Params),
+    %% Without `tls' the daemon takes each accept's own (seed 004).
+    Command = case Style of
+                  seed -> Command0;
+                  modern -> Command0#{tls => maps:get(tls, Params)}
+              end,
+    {noreply, send(Command#{op => listen}, {listen, From, Style, Params, Owner}, St)};
 handle_call({accept, Key, How, Timeout}, {Caller, _} = From, St) ->
     case maps:find(Key, St#st.listeners) of
         {ok, #{state := closed}} -> {reply, {error, closed}, St};
         {ok, #{style := Style}} when element(1, How) =/= Style -> {reply, {error, einval}, St};
-        {ok, L} ->
+        {ok, #{did := Did, params := Params, style := Style} = L} ->
             AId = make_ref(),
             Mon = erlang:monitor(process, Caller),
             Timer = case Timeout of
                         infinity -> undefined;
                         _ -> erlang:send_after(Timeout, self(), {accept_timeout, AId})
                     end,
-            {Flags, SockOpts} = case How of
-                                    {seed, F} -> {F, #{}};
-                                    {modern, O} -> {modern, O}
-                                end,
-            A = #{key => Key, from => From, mon => Mon, timer => Timer, flags => Flags,
-                  opts => SockOpts, dref => undefined, status => waiting},
-            St1 = St#st{accepts = maps:put(AId, A, St#st.accepts),
-                        mons = maps:put(Mon, {accept, AId}, St#st.mons),
-                        listeners = maps:put(Key, L#{waiting => maps:get(waiting, L) ++ [AId]},
-                                             St#st.listeners)},
-            {noreply, pump(Key, St1)};
+            Extra = case How of
+                        {seed, Flags} -> #{tls => #{flags => Flags}};
+                        {modern, _} -> maps:with([active], Params)
+                    end,
+            Ref = erlang:unique_integer([positive, monotonic]),
+            ok = write(Extra#{op => accept, id => Did, ref => Ref}, St),
+            A = #{key => Key, from => From, mon => Mon, timer => Timer, dref => Ref,
+                  status => issued, sock_args => sock_args(Style, Params)},
+            {noreply, St#st{accepts = maps:put(AId, A, St#st.accepts),
+                            mons = maps:put(Mon, {accept, AId}, St#st.mons),
+                            pending = maps:put(Ref, {accept, AId}, St#st.pending),
+                            listeners = maps:put(Key, L#{issued => maps:get(issued, L) + 1},
+                                                 St#st.listeners)}};
         error -> {reply, {error, closed}, St}
     end;
 handle_call({connect, Command, SockArgs}, {Caller, _} = From, St) ->
     {noreply, send(Command#{op => connect}, {connect, From, SockArgs#{owner => Caller}}, St)};
 handle_call({close_listener, Key}, _From, St) ->
     {reply, ok, close_listener(Key, closed, St)};
+handle_call({route_via, Id}, _From, St) ->
+    {reply, ok, St#st{sockets = to_via(Id, St#st.sockets)}};
 handle_call({listener_request, Key, Command}, From, St) ->
     case maps:find(Key, St#st.listeners) of
         {ok, #{did := Did}} when is_integer(Did) ->
@@ -258,12 +284,19 @@ handle_call(_Other, _From, St) ->
 handle_cast(_Msg, St) ->
     {noreply, St}.
 
-handle_info({Port, {data, <<1, Id:32, Data/binary>>}}, #st{port = Port} = St) ->
-    case St#st.sockets of
-        #{Id := Pid} -> Pid ! {tlsport_data, Id, Data};
-        _ -> ok   % a socket being closed by its owner: nobody wants it
-    end,
-    {noreply, St};
+handle_info({Port, {data, <<1, Id:32, Data/binary>>}}, #st{port = Port, sockets = Sockets} = St) ->
+    case Sockets of
+        #{Id := {direct, Owner, Kind, Tag, _}} ->
+            Owner ! direct_message(Kind, Tag, Data),
+            {noreply, St};
+        #{Id := Pid} when is_pid(Pid) ->
+            Pid ! {tlsport_data, Id, Data},
+            {noreply, St};
+        #{Id := {pending, Gen, Direct, Pid, Held}} ->
+            {noreply, St#st{sockets = Sockets#{Id := {pending, Gen, Direct, Pid, [Data | Held]}}}};
+        _ ->
+            {noreply, St}   % a socket being closed by its owner: nobody wants it
+    end;
 handle_info({Port, {data, <<0, Term/binary>>}}, #st{port = Port} = St) ->
     case binary_to_term(Term) of
         #{ok := false, error := #{kind := <<"emsgsize">>} = E} = M
@@ -288,6 +321,34 @@ handle_info({expect, Ref, Pid}, St) ->
             {noreply, St#st{early = Early}};
         error ->
             {noreply, St#st{pending = maps:put(Ref, {expect, Pid}, St#st.pending)}}
+    end;
+handle_info({route_direct, Id, Pid, Gen, Direct}, #st{sockets = Sockets} = St) ->
+    %% The socket process wants its data sent to the owner directly. Data
+    %% is held from now on; the marker tells the socket process when it has
+    %% handled everything sent to it before.
+    case Sockets of
+        #{Id := Route} ->
+            case route_pid(Route) of
+                Pid ->
+                    Held = case Route of
+                               {pending, _, _, _, H} -> H;
+                               _ -> []
+                           end,
+                    Pid ! {route_marker, Id, Gen},
+                    {noreply, St#st{sockets = Sockets#{Id := {pending, Gen, Direct, Pid, Held}}}};
+                _ ->
+                    {noreply, St}
+            end;
+        _ ->
+            {noreply, St}
+    end;
+handle_info({route_confirm, Id, Gen}, #st{sockets = Sockets} = St) ->
+    case Sockets of
+        #{Id := {pending, Gen, {direct, Owner, Kind, Tag, _} = Direct, _, Held}} ->
+            [Owner ! direct_message(Kind, Tag, D) || D <- lists:reverse(Held)],
+            {noreply, St#st{sockets = Sockets#{Id := Direct}}};
+        _ ->
+            {noreply, St}
     end;
 handle_info({socket_done, Id}, St) ->
     {noreply, St#st{sockets = maps:remove(Id, St#st.sockets)}};
@@ -401,12 +462,16 @@ result(M) -> {error, M}.
 control(#{event := _, id := Id} = Event, St) ->
     Event1 = Event#{event := binary_to_atom(maps:get(event, Event), utf8)},
     case St#st.sockets of
-        #{Id := Pid} ->
-            Pid ! {tlsport_event, Id, Event1},
+        #{Id := _} ->
             case Event1 of
                 #{event := socket_closed} ->
-                    St#st{sockets = maps:remove(Id, St#st.sockets)};
-                _ -> St
+                    %% After all the socket's data (held data included).
+                    Sockets = to_via(Id, St#st.sockets),
+                    maps:get(Id, Sockets) ! {tlsport_event, Id, Event1},
+                    St#st{sockets = maps:remove(Id, Sockets)};
+                _ ->
+                    route_pid(maps:get(Id, St#st.sockets)) ! {tlsport_event, Id, Event1},
+                    St
             end;
         _ -> St
     end;
@@ -424,7 +489,7 @@ control(#{ref := Ref} = Reply, St) ->
 control(#{ok := false, id := Id, error := E}, St) ->
     %% A deliver failed (no ref): tell the socket.
     case St#st.sockets of
-        #{Id := Pid} -> Pid ! {tlsport_deliver_error, Id, E};
+        #{Id := Route} -> route_pid(Route) ! {tlsport_deliver_error, Id, E};
         _ -> ok
     end,
     St;
@@ -442,8 +507,7 @@ reply(ignore, _Result, St) ->
 reply({listen, From, Style, Params, Owner}, {ok, #{id := Did, port := Port}}, St) ->
     Key = erlang:unique_integer([positive]),
     L0 = #{key => Key, style => Style, did => Did, port => Port, state => ready,
-           waiting => [], issued => 0, params => Params,
-           flags => case Style of seed -> placeholder; modern -> modern end},
+           issued => 0, params => Params},
     {L, Mons} = case Style of
                     modern ->
                         Mon = erlang:monitor(process, Owner),
@@ -464,19 +528,18 @@ reply({connect, From, _}, {error, _} = Error, St) ->
     gen_server:reply(From, Error),
     St;
 reply({accept, AId}, Result, St) ->
-    accept_done(AId, Result, St);
-reply({swap, Key, Flags}, Result, St) ->
-    swap_done(Key, Flags, Result, St).
+    accept_done(AId, Result, St).
 
 %%% ================================================================ sockets
 
 start_socket(Id, Args, St) ->
-    Full = Args#{id => Id, port => St#st.port, server => self(), state => atomics:new(1, [])},
+    Full = Args#{id => Id, port => St#st.port, server => self(), state => atomics:new(2, [])},
     case tlsport_socket_sup:start_socket(Full) of
         {ok, Pid} ->
             Mon = erlang:monitor(process, Pid),
             Handle = tlsport_socket:handle(Pid, Full),
-            {St#st{sockets = maps:put(Id, Pid, St#st.sockets),
+            Route = tlsport_socket:initial_route(Full, Pid),
+            {St#st{sockets = maps:put(Id, Route, St#st.sockets),
                    sock_mons = maps:put(Mon, Id, St#st.sock_mons)},
              {ok, Handle}};
         Error ->
@@ -484,132 +547,63 @@ start_socket(Id, Args, St) ->
             {ignore(#{op => close, id => Id}, St), {error, closed}}
     end.
 
+%%% ================================================================ routes
+
+%% The message an owner gets for a packet, built here for direct routes.
+direct_message(modern_binary, S, Data) -> {tlsport, S, Data};
+direct_message(modern_list, S, Data) -> {tlsport, S, binary_to_list(Data)};
+direct_message(seed_binary, Pid, Data) -> {Pid, {fromsocket, Data}};
+direct_message(seed_list, Pid, Data) -> {Pid, {fromsocket, binary_to_list(Data)}}.
+
+route_pid(Pid) when is_pid(Pid) -> Pid;
+route_pid({direct, _, _, _, Pid}) -> Pid;
+route_pid({pending, _, _, Pid, _}) -> Pid.
+
+%% Back to the socket process; held data goes to it first.
+to_via(Id, Sockets) ->
+    case Sockets of
+        #{Id := {pending, _, _, Pid, Held}} ->
+            [Pid ! {tlsport_data, Id, D} || D <- lists:reverse(Held)],
+            Sockets#{Id := Pid};
+        #{Id := {direct, _, _, _, Pid}} ->
+            Sockets#{Id := Pid};
+        _ ->
+            Sockets
+    end.
+
 %%% ================================================================ listeners
 
-%% Seed 004 gives SSLFlags to accept, the daemon wants its TLS settings at
-%% listen. A seed listener is therefore opened as plain TCP (to hold the
-%% port and report it); the first accept reopens it on the same port with
-%% its flags, and an accept with other flags reopens it again once the
-%% accepts before it are answered. See docs/erlang.md.
-pump(Key, St) ->
-    case maps:find(Key, St#st.listeners) of
-        {ok, #{state := ready, waiting := [AId | Rest]} = L} ->
-            #{flags := Flags} = A = maps:get(AId, St#st.accepts),
-            case maps:get(flags, L) of
-                Flags ->
-                    Ref = erlang:unique_integer([positive, monotonic]),
-                    ok = write(#{op => accept, id => maps:get(did, L), ref => Ref}, St),
-                    St1 = St#st{pending = maps:put(Ref, {accept, AId}, St#st.pending),
-                                accepts = maps:put(AId, A#{dref => Ref, status => issued},
-                                                   St#st.accepts),
-                                listeners = maps:put(Key, L#{waiting => Rest,
-                                                             issued => maps:get(issued, L) + 1},
-                                                     St#st.listeners)},
-                    pump(Key, St1);
-                _Other when map_get(issued, L) =:= 0 ->
-                    reopen(Key, L, Flags, St);
-                _Other ->
-                    St   % the accepts with the current flags finish first
-            end;
-        _ ->
-            St
-    end.
-
-reopen(Key, L, Flags, St) ->
-    #{did := Did, port := Port, params := Params} = L,
-    St0 = if is_integer(Did) -> ignore(#{op => close, id => Did}, St);
-             true -> St
-          end,
-    Tls = case Flags of
-              placeholder -> false;
-              _ -> #{flags => Flags}
-          end,
-    Command = (maps:with([host, mode, backlog, packet_size, handshake_timeout_ms], Params))#{
-                op => listen, port => Port, tls => Tls},
-    St1 = St0#st{listeners = maps:put(Key, L#{state => swapping, did => undefined}, St0#st.listeners)},
-    send(Command, {swap, Key, Flags}, St1).
-
-swap_done(Key, Flags, Result, St) ->
-    case {maps:find(Key, St#st.listeners), Result} of
-        {{ok, #{state := swapping} = L}, {ok, #{id := Did}}} ->
-            L1 = L#{state => ready, did => Did, flags => Flags},
-            pump(Key, St#st{listeners = maps:put(Key, L1, St#st.listeners)});
-        {{ok, #{state := swapping} = L}, {error, Error}} ->
-            %% Every accept waiting for these flags hears why; the port is
-            %% held again with a plain listener.
-            {Failed, Kept} = lists:partition(
-                               fun(AId) -> maps:get(flags, maps:get(AId, St#st.accepts)) =:= Flags end,
-                               maps:get(waiting, L)),
-            St1 = lists:foldl(fun(AId, S) -> finish_accept(AId, {error, Error}, S) end,
-                              St#st{listeners = maps:put(Key, L#{waiting => Kept}, St#st.listeners)},
-                              Failed),
-            L2 = maps:get(Key, St1#st.listeners),
-            case Flags of
-                placeholder ->
-                    %% Even plain TCP failed: the port is lost.
-                    St2 = lists:foldl(fun(AId, S) -> finish_accept(AId, {error, Error}, S) end,
-                                      St1, maps:get(waiting, L2)),
-                    St2#st{listeners = maps:put(Key, L2#{state => ready, waiting => [],
-                                                         did => undefined, flags => lost},
-                                                St2#st.listeners)};
-                _ ->
-                    reopen(Key, L2, placeholder, St1)
-            end;
-        {_, {ok, #{id := Did}}} ->
-            %% The listener was closed meanwhile.
-            ignore(#{op => close, id => Did}, St);
-        _ ->
-            St
-    end.
-
-close_listener(Key, Why, St) ->
+close_listener(Key, _Why, St) ->
     case maps:take(Key, St#st.listeners) of
         {L, Listeners} ->
-            St0 = case maps:get(did, L) of
-                      Did when is_integer(Did) -> ignore(#{op => close, id => Did},
-                                                         St#st{listeners = Listeners});
-                      _ -> St#st{listeners = Listeners}
-                  end,
+            St0 = ignore(#{op => close, id => maps:get(did, L)}, St#st{listeners = Listeners}),
             Mons = case L of
                        #{owner_mon := Mon} ->
                            erlang:demonitor(Mon, [flush]),
                            maps:remove(Mon, St0#st.mons);
                        _ -> St0#st.mons
                    end,
-            %% Issued accepts are answered `closed' by the daemon.
-            St1 = St0#st{listeners = maps:put(Key, L#{state => closed, waiting => []}, St0#st.listeners),
-                        mons = Mons},
-            St2 = lists:foldl(fun(AId, S) -> finish_accept(AId, {error, Why}, S) end,
-                              St1, maps:get(waiting, L)),
+            %% Its accepts are answered `closed' by the daemon; the entry
+            %% stays (closed) until they are.
             case maps:get(issued, L) of
-                0 -> St2#st{listeners = maps:remove(Key, St2#st.listeners)};
-                _ -> St2
+                0 -> St0#st{mons = Mons};
+                _ -> St0#st{listeners = maps:put(Key, L#{state => closed}, St0#st.listeners),
+                            mons = Mons}
             end;
         error ->
             St
     end.
 
-%% The caller died or its timeout passed: cancel its accept.
+%% The caller died or its timeout passed: cancel its accept (the daemon
+%% answers it `cancelled', or with a connection that came first).
 abandon_accept(AId, Why, St) ->
     case maps:find(AId, St#st.accepts) of
-        {ok, #{status := waiting, key := Key} = A} ->
-            St1 = case maps:find(Key, St#st.listeners) of
-                      {ok, L} ->
-                          St#st{listeners = maps:put(Key, L#{waiting => lists:delete(AId, maps:get(waiting, L))},
-                                                     St#st.listeners)};
-                      error -> St
-                  end,
-            St2 = finish_accept(AId, {error, reason_of(Why)}, St1#st{accepts = maps:put(AId, A, St1#st.accepts)}),
-            pump(Key, St2);
         {ok, #{status := issued, dref := Ref} = A} ->
             ignore(#{op => cancel, target => Ref},
                    St#st{accepts = maps:put(AId, A#{status => Why}, St#st.accepts)});
         _ ->
             St
     end.
-
-reason_of(caller_down) -> cancelled;
-reason_of(timeout) -> timeout.
 
 accept_done(AId, Result, St) ->
     case maps:find(AId, St#st.accepts) of
@@ -632,7 +626,7 @@ accept_done(AId, Result, St) ->
                     {{error, #{kind := <<"closed">>}}, _} -> {error, closed};
                     _ -> Result
                 end,
-            pump(Key, finish_accept(AId, Outcome, St1));
+            finish_accept(AId, Outcome, St1);
         error ->
             %% Unknown accept: if it brought a socket, nobody owns it.
             case Result of
@@ -644,13 +638,12 @@ accept_done(AId, Result, St) ->
 %% Answers an accept and forgets it.
 finish_accept(AId, Result, St) ->
     case maps:take(AId, St#st.accepts) of
-        {#{from := {Caller, _} = From, mon := Mon, timer := Timer, key := Key} = A, Accepts} ->
+        {#{from := {Caller, _} = From, mon := Mon, timer := Timer, sock_args := Args}, Accepts} ->
             erlang:demonitor(Mon, [flush]),
             _ = Timer =/= undefined andalso erlang:cancel_timer(Timer),
             St1 = St#st{accepts = Accepts, mons = maps:remove(Mon, St#st.mons)},
             case Result of
                 {ok, #{id := Id} = M} ->
-                    Args = sock_args(Key, A, St1),
                     {St2, Reply} = start_socket(Id, Args#{owner => Caller,
                                                           peer => maps:get(peer, M, undefined)}, St1),
                     gen_server:reply(From, Reply),
@@ -663,14 +656,10 @@ finish_accept(AId, Result, St) ->
             St
     end.
 
-sock_args(Key, #{flags := Flags}, St) ->
-    Params = case maps:find(Key, St#st.listeners) of
-                 {ok, #{params := P}} -> P;
-                 _ -> #{}
-             end,
+%% The socket process arguments of an accepted socket.
+sock_args(seed, Params) ->
     Mode = maps:get(mode, Params, <<"raw">>),
-    case Flags of
-        modern -> (maps:get(sockopts, Params, #{}))#{style => modern, mode => Mode};
-        _ -> #{style => seed, mode => Mode,
-               format => case Mode of <<"binary_packet", _/binary>> -> binary; _ -> list end}
-    end.
+    #{style => seed, mode => Mode,
+      format => case Mode of <<"binary_packet", _/binary>> -> binary; _ -> list end};
+sock_args(modern, Params) ->
+    (maps:get(sockopts, Params, #{}))#{style => modern, mode => maps:get(mode, Params, <<"raw">>)}.

@@ -10,16 +10,61 @@
 %%            {tlsport_passive, S}; active true | false | once | N, with the
 %%            daemon's setopts and recv doing the flow control.
 %% It monitors its owner and closes the socket when the owner dies.
+%%
+%% Receiving. While the socket is active (seed, or modern {active, true}),
+%% its owner is on this node and no hand-over is in progress, the data
+%% does not pass through this process: tlsport_server sends it straight
+%% to the owner (the route is `direct'). Everything else (passive modes,
+%% hand-overs, events) goes through here. Leaving the direct route is
+%% synchronous (route_via/2: whatever the server sent the owner before is
+%% in the owner's mailbox when it returns); taking it is a hand-shake
+%% (route_direct / route_marker / route_confirm) during which the server
+%% holds the socket's data, so that nothing this process still has to
+%% pass on is overtaken.
+%%
+%% Sending, and the daemon's busy/ready flow control. Data goes to the
+%% port as DATA frames, from this process (seed deliver messages) or from
+%% the caller of tlsport:send/2 directly. Two atomics shared with the
+%% handle say whether that is allowed:
+%%   ?FLAGS        0 - write; 1 - closed; 2 - go through this process
+%%                 (the socket is busy, or earlier data waits here);
+%%   ?UNCONFIRMED  bytes written since the last barrier was issued.
+%% The daemon reports `busy' when the socket's send buffer passes its mark
+%% (1 MiB) and `ready' below a quarter of it. An event arrives a little
+%% after the data that caused it, so writers also stop by themselves
+%% after ?WINDOW unconfirmed bytes: this process then sends a cheap
+%% command (a barrier) and lets them go on when its reply comes, by which
+%% time any `busy' the data caused has arrived before it. The daemon's send
+%% buffer therefore stays below its mark plus two windows (plus packets
+%% larger than a window, which wait until everything before them is
+%% confirmed), far below the 4x mark at which the daemon would stop
+%% reading the whole control channel.
 -module(tlsport_socket).
 -behaviour(gen_server).
 
--export([start_link/1, handle/2]).
+-export([start_link/1, handle/2, initial_route/2]).
 -export([send/2, direct_send/2, close/1, controlling_process/2, recv/3, setopts/2, getopts/2,
          peername/1, sockname/1, info/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
 -include("tlsport.hrl").
+
+%% Atomics of a socket (see above).
+-define(FLAGS, 1).
+-define(UNCONFIRMED, 2).
+-define(OPEN, 0).
+-define(CLOSED, 1).
+-define(HOLD, 2).
+%% Writers stop at this many unconfirmed bytes...
+-define(WINDOW, (512 * 1024)).
+%% ...and a barrier is sent once this many are unconfirmed.
+-define(BARRIER_AT, (128 * 1024)).
+%% How long a close waits for data still held here (the socket is busy).
+-define(CLOSE_FLUSH_MS, 5000).
+-define(RECV_FOREVER_MS, 86400000).
+
+-type kind() :: modern_binary | modern_list | seed_binary | seed_list.
 
 -record(s, {
     id :: pos_integer(),
@@ -46,10 +91,16 @@
     %% controlling_process hand-over: events held for the new owner
     holding = [] :: [{pid(), reference()}],   % old owners still handing over
     held = [] :: [term()],
-    state :: atomics:atomics_ref() | undefined     % 1 once closed (read by direct_send/2)
+    state :: atomics:atomics_ref(),
+    %% where tlsport_server sends received data
+    route = via :: via | {direct, kind()} | {pending, integer(), kind()},
+    gen = 0 :: non_neg_integer(),
+    %% sending
+    busy = false :: boolean(),
+    barrier :: integer() | undefined,              % daemon ref of the barrier out
+    outq = queue:new() :: queue:queue({gen_server:from() | none, non_neg_integer(), iodata()}),
+    close_wait :: undefined | {gen_server:from() | none, reference()}
 }).
-
--define(RECV_FOREVER_MS, 86400000).
 
 %%% ================================================================ API
 
@@ -61,27 +112,68 @@ handle(Pid, #{style := seed}) -> Pid;
 handle(Pid, #{style := modern, id := Id, port := Port, mode := Mode, state := State}) ->
     #tlsport_socket{pid = Pid, id = Id, port = Port, mode = Mode, state = State}.
 
-send(Pid, Data) -> call(Pid, {send, Data}, infinity).
+%% @doc How tlsport_server routes a new socket's data at first: straight
+%% to its owner (`{direct, Owner, Kind, Tag, Pid}') or through its
+%% process. The process starts with the same view (init/1).
+-spec initial_route(map(), pid()) -> pid() | {direct, pid(), kind(), term(), pid()}.
+initial_route(#{style := Style, owner := Owner} = Args, Pid) ->
+    Active = Style =:= seed orelse maps:get(active, Args, true) =:= true,
+    case Active andalso node(Owner) =:= node() of
+        true ->
+            Kind = kind(Style, maps:get(format, Args, list)),
+            {direct, Owner, Kind, handle(Pid, Args), Pid};
+        false ->
+            Pid
+    end.
 
-%% @doc tlsport:send/2: the caller writes the DATA frame to the port itself
-%% (no round trip through the socket process; a busy port suspends the
-%% caller, which is the back-pressure). Everything else about the socket
-%% goes through its process, which writes after this caller's frames.
-direct_send(#tlsport_socket{port = Port, id = Id, mode = Mode, state = State}, Data) ->
-    case atomics:get(State, 1) of
-        0 ->
-            case tlsport_lib:check_deliver(Mode, Data) of
-                {ok, Chunks} ->
-                    try
-                        [true = erlang:port_command(Port, [<<1, Id:32>> | C]) || C <- Chunks],
-                        ok
-                    catch error:badarg -> {error, closed}
-                    end;
-                Error ->
-                    Error
+kind(seed, binary) -> seed_binary;
+kind(seed, list) -> seed_list;
+kind(modern, binary) -> modern_binary;
+kind(modern, list) -> modern_list.
+
+%% @doc Sends through the socket process (waits while the socket is busy).
+send(Pid, Data) ->
+    case call(Pid, mode, infinity) of
+        {ok, Mode} ->
+            case tlsport_lib:chunks(Mode, Data) of
+                {ok, Chunks} -> call(Pid, {send, Chunks}, infinity);
+                Error -> Error
             end;
+        Error -> Error
+    end.
+
+%% @doc tlsport:send/2: the caller writes DATA frames to the port itself,
+%% no round trip through the socket process, as long as the socket's
+%% atomics allow it (see the top of this module). Otherwise the rest of
+%% the data is handed to the socket process, which writes it once the
+%% socket is ready; the caller waits for that, as for a busy port.
+direct_send(#tlsport_socket{mode = Mode, state = State} = S, Data) ->
+    case atomics:get(State, ?FLAGS) of
+        ?CLOSED -> {error, closed};
         _ ->
-            {error, closed}
+            case tlsport_lib:chunks(Mode, Data) of
+                {ok, Chunks} -> send_chunks(S, Chunks);
+                Error -> Error
+            end
+    end.
+
+send_chunks(_S, []) ->
+    ok;
+send_chunks(#tlsport_socket{port = Port, id = Id, state = State, pid = Pid} = S,
+            [{Size, Chunk} | Rest] = All) ->
+    case atomics:get(State, ?FLAGS) =:= ?OPEN andalso Size =< ?WINDOW
+        andalso atomics:get(State, ?UNCONFIRMED) < ?WINDOW of
+        true ->
+            N = atomics:add_get(State, ?UNCONFIRMED, Size),
+            try erlang:port_command(Port, [<<1, Id:32>> | Chunk]) of
+                true ->
+                    %% The writer that crosses the mark has the barrier sent.
+                    _ = N >= ?BARRIER_AT andalso N - Size < ?BARRIER_AT andalso (Pid ! window),
+                    send_chunks(S, Rest)
+            catch error:badarg -> {error, closed}
+            end;
+        false ->
+            call(Pid, {send, All}, infinity)
     end.
 
 close(Pid) -> call(Pid, close, infinity).
@@ -152,46 +244,44 @@ call(Pid, Msg, Timeout) ->
 %%% ================================================================ gen_server
 
 init(#{id := Id, port := Port, server := Server, owner := Owner, style := Style,
-       mode := Mode} = Args) ->
+       mode := Mode, state := State} = Args) ->
     process_flag(trap_exit, true),
-    S0 = #s{id = Id, port = Port, server = Server,
+    %% The daemon starts the socket in the active mode connect/accept gave.
+    Active = case Style of
+                 seed -> true;
+                 modern -> active_state(maps:get(active, Args, true))
+             end,
+    Route = case initial_route(Args, self()) of
+                {direct, _, Kind, _, _} -> {direct, Kind};
+                _ -> via
+            end,
+    {ok, #s{id = Id, port = Port, server = Server,
             server_mon = erlang:monitor(process, Server),
             owner = Owner, owner_mon = erlang:monitor(process, Owner),
             style = Style, format = maps:get(format, Args, list), mode = Mode,
-            handle = handle(self(), Args), state = maps:get(state, Args, undefined),
-            peer = tlsport_lib:peer(maps:get(peer, Args, undefined))},
-    case Style of
-        seed ->
-            {ok, S0};
-        modern ->
-            %% The daemon starts every socket active; anything else is set
-            %% before the first byte can arrive... almost: data read before
-            %% the setopts is kept in the buffer, never lost.
-            case maps:get(active, Args, true) of
-                true -> {ok, S0};
-                Active ->
-                    case setopt({active, Active}, {S0#s{active = false}, []}) of
-                        {S1, []} -> {ok, S1};
-                        {S1, Opts} ->
-                            {noreply, S2} = daemon_call((maps:from_list(Opts))#{op => setopts},
-                                                        {setopts, none}, S1),
-                            {ok, S2}
-                    end
-            end
-    end.
+            handle = handle(self(), Args), state = State, active = Active, route = Route,
+            peer = tlsport_lib:peer(maps:get(peer, Args, undefined))}}.
 
-handle_call({send, Data}, _From, S) ->
-    {reply, deliver(Data, S), S};
+active_state(true) -> true;
+active_state(once) -> once;
+active_state(N) when is_integer(N), N > 0 -> {n, N};
+active_state(_) -> false.
+
+handle_call({send, Chunks}, From, S) ->
+    continue(enqueue(Chunks, From, S));
+handle_call(mode, _From, S) ->
+    {reply, {ok, S#s.mode}, S};
 handle_call(close, From, S) ->
-    start_close(From, S);
+    request_close(From, S);
 handle_call({controlling_process, Caller}, {Caller, _}, #s{owner = Caller} = S) ->
     {reply, same, S};
 handle_call({controlling_process, NewOwner}, {Caller, _}, #s{owner = Caller} = S) ->
     erlang:demonitor(S#s.owner_mon, [flush]),
     OldMon = erlang:monitor(process, Caller),
-    {reply, {ok, S#s.handle},
-     S#s{owner = NewOwner, owner_mon = erlang:monitor(process, NewOwner),
-         holding = [{Caller, OldMon} | S#s.holding]}};
+    S1 = S#s{owner = NewOwner, owner_mon = erlang:monitor(process, NewOwner),
+             holding = [{Caller, OldMon} | S#s.holding]},
+    %% Off the direct route before the old owner empties its mailbox.
+    {reply, {ok, S#s.handle}, sync_route(S1)};
 handle_call({controlling_process, _}, _From, S) ->
     {reply, {error, not_owner}, S};
 handle_call(peername, _From, S) ->
@@ -226,8 +316,18 @@ handle_info({tlsport_event, _Id, #{event := socket_closed, reason := Reason}}, S
     continue(peer_closed(close_reason(Reason), S));
 handle_info({tlsport_event, _Id, #{event := passive}}, S) ->
     continue(passive_event(S));
+handle_info({tlsport_event, _Id, #{event := busy}}, S) ->
+    continue(pump(S#s{busy = true}));
+handle_info({tlsport_event, _Id, #{event := ready}}, S) ->
+    continue(pump(S#s{busy = false}));
+handle_info({tlsport_event, _Id, #{event := owned} = E}, S) ->
+    continue(pump(S#s{busy = maps:get(busy, E, false) =:= true}));
 handle_info({tlsport_event, _Id, _Other}, S) ->
     {noreply, S};
+handle_info(window, S) ->
+    continue(pump(S));
+handle_info({route_marker, _Id, Gen}, S) ->
+    {noreply, route_marker(Gen, S)};
 handle_info({tlsport_deliver_error, _Id, #{kind := Kind} = Error}, S)
   when Kind =:= <<"closed">>; Kind =:= <<"no_such_socket">> ->
     %% Data that met the socket's close on the way: nothing to tell.
@@ -243,15 +343,15 @@ handle_info({tlsport_reply, Ref, Result}, S) ->
     end;
 %% Seed 004 messages.
 handle_info({_From, {deliver, Data}}, S) ->
-    case deliver(Data, S) of
-        ok -> ok;
+    case tlsport_lib:chunks(S#s.mode, Data) of
+        {ok, Chunks} ->
+            continue(enqueue(Chunks, none, S));
         {error, Reason} ->
-            tlsport_lib:set_last_error(Reason),
-            ?LOG_WARNING("tlsport: socket ~p: deliver failed: ~p", [S#s.id, Reason])
-    end,
-    {noreply, S};
+            ?LOG_WARNING("tlsport: socket ~p: deliver failed: ~p", [S#s.id, Reason]),
+            {noreply, S}
+    end;
 handle_info({_From, close}, S) ->
-    start_close(none, S);
+    request_close(none, S);
 %% controlling_process, second half.
 handle_info({handover_done, Old, Msgs}, #s{} = S) ->
     case lists:keytake(Old, 1, S#s.holding) of
@@ -275,6 +375,9 @@ handle_info({'DOWN', Mon, process, _, _} = Down, S) ->
     end;
 handle_info({timeout, TRef, recv_timeout}, S) ->
     {noreply, recv_timed_out(TRef, S)};
+handle_info(close_flush_timeout, #s{close_wait = {From, _}} = S) ->
+    %% The peer has not read for a long time: what is still held is dropped.
+    start_close(From, S#s{close_wait = undefined});
 handle_info({'EXIT', _Pid, shutdown}, S) ->
     {stop, shutdown, S};
 handle_info({'EXIT', _Pid, _}, S) ->
@@ -285,7 +388,7 @@ handle_info(_Other, S) ->
 other_down({'DOWN', Mon, process, _, Reason}, #s{server_mon = Mon} = S) ->
     Why = server_down_reason(Reason),
     S1 = fail_all(closed, S),
-    continue(peer_closed({error, Why}, S1#s{calls = #{}, recv_ref = undefined}));
+    continue(peer_closed({error, Why}, S1#s{calls = #{}, recv_ref = undefined, barrier = undefined}));
 other_down(_Down, S) ->
     {noreply, S}.
 
@@ -310,21 +413,143 @@ terminate(shutdown, #s{closed = false} = S) ->
 terminate(_Reason, _S) ->
     ok.
 
+%%% ================================================================ routing
+
+%% Direct routing is for active sockets whose owner is on this node and
+%% not being changed.
+want_direct(#s{closed = false, closing = false, close_wait = undefined, holding = [],
+               owner = Owner} = S) ->
+    (S#s.style =:= seed orelse S#s.active =:= true) andalso node(Owner) =:= node()
+        andalso queue:is_empty(S#s.buf);
+want_direct(_) ->
+    false.
+
+%% Brings the server's route in line with what the state calls for.
+sync_route(S) ->
+    Want = case want_direct(S) of
+               true -> kind(S#s.style, S#s.format);
+               false -> none
+           end,
+    case {S#s.route, Want} of
+        {via, none} -> S;
+        {via, Kind} -> request_direct(Kind, S);
+        {{direct, Kind}, Kind} -> S;
+        {{pending, _, Kind}, Kind} -> S;
+        {_, none} -> to_via(S);
+        {_, Kind} -> request_direct(Kind, to_via(S))
+    end.
+
+%% Synchronous: once the server has answered, it sends nothing more to
+%% the owner directly, and what it sent is in the owner's mailbox.
+to_via(#s{route = via} = S) ->
+    S;
+to_via(S) ->
+    _ = tlsport_server:route_via(S#s.server, S#s.id),
+    S#s{route = via}.
+
+request_direct(Kind, S) ->
+    Gen = S#s.gen + 1,
+    Direct = {direct, S#s.owner, Kind, S#s.handle, self()},
+    S#s.server ! {route_direct, S#s.id, self(), Gen, Direct},
+    S#s{route = {pending, Gen, Kind}, gen = Gen}.
+
+%% Everything the server sent here before it started holding the
+%% socket's data has been handled: it may go direct.
+route_marker(Gen, #s{route = {pending, Gen, Kind}} = S) ->
+    S#s.server ! {route_confirm, S#s.id, Gen},
+    S#s{route = {direct, Kind}};
+route_marker(_Gen, S) ->
+    S.
+
 %%% ================================================================ sending
 
-deliver(_Data, #s{closed = {true, _}}) -> {error, closed};
-deliver(_Data, #s{closing = {true, _}}) -> {error, closed};
-deliver(Data, #s{port = Port, id = Id, mode = Mode}) ->
-    case tlsport_lib:check_deliver(Mode, Data) of
-        {ok, Chunks} ->
-            try
-                [true = erlang:port_command(Port, [<<1, Id:32>> | C]) || C <- Chunks],
-                ok
-            catch error:badarg -> {error, closed}
+%% Queues chunks to write (From is answered once the last is written).
+enqueue(_Chunks, From, #s{closed = Closed, closing = Closing, close_wait = Wait} = S)
+  when Closed =/= false; Closing =/= false; Wait =/= undefined ->
+    reply_to(From, {error, closed}),
+    S;
+enqueue([], From, S) ->
+    reply_to(From, ok),
+    S;
+enqueue(Chunks, From, S) ->
+    {Init, [{Size, Last}]} = lists:split(length(Chunks) - 1, Chunks),
+    Q = lists:foldl(fun({Sz, C}, Q0) -> queue:in({none, Sz, C}, Q0) end, S#s.outq, Init),
+    pump(S#s{outq = queue:in({From, Size, Last}, Q)}).
+
+%% Writes what may be written now, sends a barrier when one is due, and
+%% publishes the result in the flags.
+pump(#s{closed = Closed, closing = Closing} = S) when Closed =/= false; Closing =/= false ->
+    set_flags(fail_outq(S));
+pump(S0) ->
+    S = maybe_barrier(S0),
+    case queue:peek(S#s.outq) of
+        {value, {From, Size, Chunk}} ->
+            case writable(Size, S) of
+                true ->
+                    atomics:add(S#s.state, ?UNCONFIRMED, Size),
+                    Result = try erlang:port_command(S#s.port, [<<1, (S#s.id):32>> | Chunk]) of
+                                 true -> ok
+                             catch error:badarg -> {error, closed}
+                             end,
+                    reply_to(From, Result),
+                    pump(S#s{outq = queue:drop(S#s.outq)});
+                false ->
+                    set_flags(S)
             end;
-        Error ->
-            Error
+        empty ->
+            set_flags(S)
     end.
+
+writable(_Size, #s{busy = true}) ->
+    false;
+writable(Size, S) when Size > ?WINDOW ->
+    %% A large packet waits until everything before it is confirmed.
+    S#s.barrier =:= undefined andalso unconfirmed(S) =:= 0;
+writable(_Size, S) ->
+    unconfirmed(S) < ?WINDOW.
+
+unconfirmed(S) -> atomics:get(S#s.state, ?UNCONFIRMED).
+
+maybe_barrier(#s{barrier = undefined} = S) ->
+    N = unconfirmed(S),
+    LargeWaiting = case queue:peek(S#s.outq) of
+                       {value, {_, Size, _}} -> Size > ?WINDOW;
+                       empty -> false
+                   end,
+    case N >= ?BARRIER_AT orelse (N > 0 andalso LargeWaiting) of
+        true ->
+            atomics:sub(S#s.state, ?UNCONFIRMED, N),
+            %% Any command answers; the daemon writes its reply after the
+            %% events the data before it caused.
+            case tlsport_server:command(S#s.port, S#s.server, #{op => peername, id => S#s.id}) of
+                {ok, Ref} -> S#s{barrier = Ref, calls = maps:put(Ref, barrier, S#s.calls)};
+                {error, closed} -> S
+            end;
+        false ->
+            S
+    end;
+maybe_barrier(S) ->
+    S.
+
+set_flags(#s{state = State} = S) ->
+    Flags = if
+                S#s.closed =/= false; S#s.closing =/= false; S#s.close_wait =/= undefined -> ?CLOSED;
+                S#s.busy -> ?HOLD;
+                true -> case queue:is_empty(S#s.outq) of
+                            true -> ?OPEN;
+                            false -> ?HOLD
+                        end
+            end,
+    case atomics:get(State, ?FLAGS) of
+        ?CLOSED -> ok;
+        Flags -> ok;
+        _ -> atomics:put(State, ?FLAGS, Flags)
+    end,
+    S.
+
+fail_outq(S) ->
+    [reply_to(From, {error, closed}) || {From, _, _} <- queue:to_list(S#s.outq)],
+    S#s{outq = queue:new()}.
 
 %% Sends a command about this socket; `What' says what to do with the reply.
 daemon_call(Command, What, S) ->
@@ -338,23 +563,39 @@ daemon_call(Command, What, S) ->
             end
     end.
 
+%% A close waits for data still held here (a busy socket), at most
+%% ?CLOSE_FLUSH_MS; new data is refused meanwhile.
+request_close(From, #s{close_wait = {_, _}} = S) ->
+    reply_to(From, ok),
+    {noreply, S};
+request_close(From, S) ->
+    case queue:is_empty(S#s.outq) orelse S#s.closed =/= false orelse S#s.closing =/= false of
+        true ->
+            start_close(From, S);
+        false ->
+            TRef = erlang:send_after(?CLOSE_FLUSH_MS, self(), close_flush_timeout),
+            {noreply, set_flags(S#s{close_wait = {From, TRef}})}
+    end.
+
 start_close(From, #s{closed = {true, _}} = S) ->
     reply_to(From, ok),
-    {stop, normal, S};
+    {stop, normal, fail_outq(S)};
 start_close(From, #s{closing = {true, _}} = S) ->
     reply_to(From, ok),
     {noreply, S};
-start_close(From, S) ->
+start_close(From, S0) ->
+    S = fail_outq(S0),
     mark_closed(S),
     %% From here on the server forgets the id: events still on their way
     %% are dropped, as the daemon promises none after the close.
     S#s.server ! {socket_done, S#s.id},
     case tlsport_server:command(S#s.port, S#s.server, #{op => close, id => S#s.id}) of
         {ok, Ref} when From =/= none ->
-            {noreply, S#s{closing = {true, From}, calls = maps:put(Ref, closed, S#s.calls)}};
+            {noreply, S#s{closing = {true, From}, route = via,
+                          calls = maps:put(Ref, closed, S#s.calls)}};
         _ ->
             reply_to(From, ok),
-            {stop, normal, S#s{closing = {true, none}}}
+            {stop, normal, S#s{closing = {true, none}, route = via}}
     end.
 
 reply_to(none, _) -> ok;
@@ -363,6 +604,8 @@ reply_to(From, Reply) -> gen_server:reply(From, Reply).
 reply(closed, _Result, #s{closing = {true, From}} = S) ->
     reply_to(From, ok),
     S#s{closed = {true, closed}, closing = {true, none}};
+reply(barrier, _Result, S) ->
+    pump(S#s{barrier = undefined});
 reply({endpoint, From}, {ok, #{host := H, port := P}}, S) ->
     gen_server:reply(From, {ok, {tlsport_lib:parse_ip(H), P}}),
     S;
@@ -383,6 +626,14 @@ reply(_What, _Result, S) ->
     S.
 
 %% Stops once there is nothing left to hand out.
+continue(#s{close_wait = {From, TRef}} = S) ->
+    case queue:is_empty(S#s.outq) orelse S#s.closed =/= false of
+        true ->
+            _ = erlang:cancel_timer(TRef),
+            start_close(From, S#s{close_wait = undefined});
+        false ->
+            {noreply, S}
+    end;
 continue(#s{closing = {true, From}, closed = {true, _}} = S) ->
     reply_to(From, ok),
     {stop, normal, S};
@@ -430,12 +681,13 @@ close_reason(<<"normal">>) -> normal;
 close_reason(#{} = E) -> {error, tlsport_lib:error_reason(E)};
 close_reason(Other) -> {error, Other}.
 
+%% The server has forgotten the socket's route (socket_closed, or the
+%% server is gone).
 peer_closed(Reason, S) ->
     mark_closed(S),
-    peer_closed1(Reason, S).
+    peer_closed1(Reason, fail_outq(S#s{route = via})).
 
-mark_closed(#s{state = undefined}) -> ok;
-mark_closed(#s{state = State}) -> atomics:put(State, 1, 1).
+mark_closed(#s{state = State}) -> atomics:put(State, ?FLAGS, ?CLOSED).
 
 peer_closed1(_Reason, #s{closed = {true, R}} = S) when R =/= pending ->
     S;
@@ -472,7 +724,7 @@ release(#s{holding = [_ | _]} = S) ->
 release(S) ->
     Owner = S#s.owner,
     [Owner ! M || M <- lists:reverse(S#s.held)],
-    S#s{held = []}.
+    sync_route(S#s{held = []}).
 
 %%% ================================================================ passive mode
 
@@ -590,12 +842,16 @@ fail_all(Reason, S) ->
 
 setopts_call(Opts, From, S) ->
     try lists:foldl(fun setopt/2, {S, []}, normalize_opts(Opts)) of
-        {S1, []} ->
-            {reply, ok, S1};
-        {S1, _} when S1#s.closed =/= false ->
-            {reply, ok, S1};
         {S1, DaemonOpts} ->
-            daemon_call((maps:from_list(DaemonOpts))#{op => setopts}, {setopts, From}, S1)
+            %% Off the direct route (if the options call for it) before
+            %% the daemon hears of them: no data reaches the owner
+            %% directly once this call has returned.
+            S2 = sync_route(S1),
+            case DaemonOpts of
+                [] -> {reply, ok, S2};
+                _ when S2#s.closed =/= false -> {reply, ok, S2};
+                _ -> daemon_call((maps:from_list(DaemonOpts))#{op => setopts}, {setopts, From}, S2)
+            end
     catch throw:Reason ->
         {reply, {error, Reason}, S}
     end.

@@ -33,6 +33,13 @@ tlsport_test_() ->
       ?T(tls12_only),
       ?T(plain_tcp),
       ?T(big_raw_send),
+      ?T(bulk_same_node_passive),
+      ?T(bulk_same_node_once),
+      ?T(bulk_same_node_n),
+      ?T(send_blocks_while_peer_does_not_read),
+      ?T(blocked_send_fails_when_socket_closes),
+      ?T(initial_active_modes_on_accept),
+      ?T(initial_passive_connect),
       ?T(options_as_map),
       ?T(getopts_setopts_mode)]}.
 
@@ -430,9 +437,7 @@ plain_tcp() ->
     tlsport:close(L),
     gen_tcp:close(G).
 
-%% 8 MiB in one send, received in raw chunks. The receiver is active: a
-%% passive receiver on the same node as the sender deadlocks in the daemon
-%% (see docs/erlang.md, "Known limitations").
+%% 8 MiB in one send, received in raw chunks by an active receiver.
 big_raw_send() ->
     {S, C} = pair([]),
     Big = crypto:strong_rand_bytes(8 * 1024 * 1024),
@@ -464,3 +469,222 @@ getopts_setopts_mode() ->
     ok = tlsport:setopts(C, #{packet_size => 1000}),
     tlsport:close(C),
     tlsport:close(S).
+
+%%% ---------------------------------------------------------------- busy/ready
+
+%% 8 MiB between two tlsport sockets of this node, the receiver passive
+%% and slow. The sender's data passes the daemon's 1 MiB mark for the
+%% socket: it must hold further data (busy/ready), or the daemon stops
+%% reading the node's whole control channel, the receiver's recv with it
+%% (this used to deadlock).
+bulk_same_node_passive() ->
+    {S, C} = pair([], [{active, false}]),
+    Big = crypto:strong_rand_bytes(8 * 1024 * 1024),
+    watch_flow(S),
+    Sender = send_in_background(S, [Big]),
+    timer:sleep(300),                               % the buffers fill up
+    Got = slow_recv(C, byte_size(Big), []),
+    ?assertEqual(Big, Got),
+    ?assertEqual(ok, sent(Sender)),
+    ?assertEqual([busy, ready], flow_events(S)),
+    tlsport:close(C),
+    tlsport:close(S).
+
+%% The same with {active, once}, in 64 KiB {packet, 4} packets.
+bulk_same_node_once() ->
+    {S, C} = pair([{packet, 4}], [{packet, 4}, {active, once}]),
+    Packets = [crypto:strong_rand_bytes(64 * 1024) || _ <- lists:seq(1, 128)],
+    watch_flow(S),
+    Sender = send_in_background(S, Packets),
+    timer:sleep(300),
+    Got = [begin
+               D = data(C),
+               slow(I),
+               ok = tlsport:setopts(C, [{active, once}]),
+               D
+           end || I <- lists:seq(1, length(Packets))],
+    ?assertEqual(Packets, Got),
+    ?assertEqual(ok, sent(Sender)),
+    ?assertEqual([busy, ready], flow_events(S)),
+    tlsport:close(C),
+    tlsport:close(S).
+
+%% The same with {active, N}, raw.
+bulk_same_node_n() ->
+    {S, C} = pair([], [{active, 4}]),
+    Big = crypto:strong_rand_bytes(8 * 1024 * 1024),
+    watch_flow(S),
+    Sender = send_in_background(S, [Big]),
+    timer:sleep(300),
+    Got = n_collect(C, byte_size(Big), 0, []),
+    ?assertEqual(Big, Got),
+    ?assertEqual(ok, sent(Sender)),
+    ?assertEqual([busy, ready], flow_events(S)),
+    tlsport:close(C),
+    tlsport:close(S).
+
+%% Traces what the socket process of S receives, to see its busy/ready
+%% events.
+watch_flow(#tlsport_socket{pid = Pid}) ->
+    1 = erlang:trace(Pid, true, ['receive']).
+
+%% The busy and ready events S has had (at least one of each, in order,
+%% collapsed).
+flow_events(#tlsport_socket{pid = Pid}) ->
+    erlang:trace(Pid, false, ['receive']),
+    Events = flow_trace(Pid, []),
+    lists:reverse(lists:foldl(fun(E, [E | _] = Acc) -> Acc; (E, Acc) -> [E | Acc] end, [], Events)).
+
+flow_trace(Pid, Acc) ->
+    receive
+        {trace, Pid, 'receive', {tlsport_event, _, #{event := E}}} when E =:= busy; E =:= ready ->
+            flow_trace(Pid, [E | Acc]);
+        {trace, Pid, 'receive', _} ->
+            flow_trace(Pid, Acc)
+    after 200 -> lists:reverse(Acc)
+    end.
+
+send_in_background(S, Chunks) ->
+    Self = self(),
+    spawn_link(fun() ->
+                       R = lists:foldl(fun(D, ok) -> tlsport:send(S, D); (_, E) -> E end, ok, Chunks),
+                       Self ! {sent, self(), R}
+               end).
+
+sent(Sender) ->
+    receive {sent, Sender, R} -> R after 10000 -> timeout end.
+
+%% A pause of 1 ms now and then: the receiver is slower than the sender.
+slow(I) when I rem 8 =:= 0 -> timer:sleep(1);
+slow(_) -> ok.
+
+slow_recv(_C, 0, Acc) -> iolist_to_binary(lists:reverse(Acc));
+slow_recv(C, Left, Acc) ->
+    {ok, D} = tlsport:recv(C, 0, 5000),
+    slow(length(Acc)),
+    slow_recv(C, Left - byte_size(D), [D | Acc]).
+
+n_collect(_C, 0, _, Acc) -> iolist_to_binary(lists:reverse(Acc));
+n_collect(C, Left, I, Acc) ->
+    receive
+        {tlsport, C, D} -> slow(I), n_collect(C, Left - byte_size(D), I + 1, [D | Acc]);
+        {tlsport_passive, C} -> ok = tlsport:setopts(C, [{active, 4}]), n_collect(C, Left, I, Acc)
+    after 5000 -> error({stalled, Left})
+    end.
+
+%% tlsport:send/2 blocks while the socket is busy (the peer does not
+%% read) and returns once it is ready again. Meanwhile the daemon goes on
+%% serving the node's other commands.
+send_blocks_while_peer_does_not_read() ->
+    {S, C} = pair([], [{active, false}]),
+    Chunk = binary:copy(<<"b">>, 64 * 1024),
+    Total = 512,                                   % 32 MiB, far more than the buffers hold
+    Count = counters:new(1, []),
+    Self = self(),
+    Sender = spawn_link(fun() ->
+                                [begin ok = tlsport:send(S, Chunk), counters:add(Count, 1, 1) end
+                                 || _ <- lists:seq(1, Total)],
+                                Self ! {sent, self(), ok}
+                        end),
+    Blocked = stalled(Count, 10000),
+    ?assert(Blocked < Total),
+    ?assertMatch({status, waiting}, process_info(Sender, status)),
+    %% Not paused: the control channel still serves commands of both sockets.
+    ?assertMatch({ok, {{127, 0, 0, 1}, _}}, tlsport:sockname(S)),
+    ?assertMatch({ok, {{127, 0, 0, 1}, _}}, tlsport:sockname(C)),
+    %% The peer reads: the sender goes on and finishes.
+    ?assertEqual(Total * byte_size(Chunk), recv_bytes(C, Total * byte_size(Chunk), 0)),
+    ?assertEqual(ok, sent(Sender)),
+    ?assertEqual(Total, counters:get(Count, 1)),
+    tlsport:close(C),
+    tlsport:close(S).
+
+%% The counter once it has stopped moving for half a second.
+stalled(Count, Left) when Left > 0 ->
+    N0 = counters:get(Count, 1),
+    timer:sleep(500),
+    case counters:get(Count, 1) of
+        N0 -> N0;
+        _ -> stalled(Count, Left - 500)
+    end.
+
+recv_bytes(_C, Total, Total) -> Total;
+recv_bytes(C, Total, Got) ->
+    {ok, D} = tlsport:recv(C, 0, 5000),
+    recv_bytes(C, Total, Got + byte_size(D)).
+
+%% A sender blocked on a busy socket hears {error, closed} when the socket
+%% closes.
+blocked_send_fails_when_socket_closes() ->
+    {S, C} = pair([], [{active, false}]),
+    Chunk = binary:copy(<<"c">>, 64 * 1024),
+    Count = counters:new(1, []),
+    Self = self(),
+    Sender = spawn_link(fun() ->
+                                R = send_until_error(S, Chunk, Count),
+                                Self ! {sent, self(), R}
+                        end),
+    _ = stalled(Count, 10000),
+    ?assertMatch({status, waiting}, process_info(Sender, status)),
+    ok = tlsport:close(C),
+    ?assertEqual({error, closed}, sent(Sender)),
+    tlsport:close(S).
+
+send_until_error(S, Chunk, Count) ->
+    case tlsport:send(S, Chunk) of
+        ok -> counters:add(Count, 1, 1), send_until_error(S, Chunk, Count);
+        Error -> Error
+    end.
+
+%%% ---------------------------------------------------------------- initial active mode
+
+%% A listener's active mode is the accepted sockets' from the start.
+initial_active_modes_on_accept() ->
+    lists:foreach(
+      fun({Active, Check}) ->
+              {S, C} = pair([{packet, 2}, {active, Active}], [{packet, 2}]),
+              ?assertEqual({ok, [{active, Active}]}, tlsport:getopts(S, [active])),
+              [ok = tlsport:send(C, <<I>>) || I <- lists:seq(1, 3)],
+              Check(S),
+              tlsport:close(C),
+              tlsport:close(S)
+      end,
+      [{false, fun(S) ->
+                       nothing_from(S, 200),
+                       ?assertEqual([{ok, <<I>>} || I <- lists:seq(1, 3)],
+                                    [tlsport:recv(S, 0, 2000) || _ <- lists:seq(1, 3)])
+               end},
+       {once, fun(S) ->
+                      ?assertEqual(<<1>>, data(S)),
+                      nothing_from(S, 200),
+                      ?assertEqual({ok, [{active, false}]}, tlsport:getopts(S, [active]))
+              end},
+       {2, fun(S) ->
+                   ?assertEqual([<<1>>, <<2>>], [data(S), data(S)]),
+                   ?assertEqual(ok, receive {tlsport_passive, S} -> ok after 5000 -> timeout end),
+                   nothing_from(S, 200),
+                   ?assertEqual({ok, <<3>>}, tlsport:recv(S, 0, 2000))
+           end}]).
+
+%% A socket connected passive: what the peer sends at once (here an OTP
+%% ssl server) becomes no message, and recv has it.
+initial_passive_connect() ->
+    {ok, LS} = ssl:listen(0, [{certfile, cert("server.pem")}, {keyfile, cert("server.key")},
+                              {reuseaddr, true}, binary, {active, false}]),
+    {ok, {_, Port}} = ssl:sockname(LS),
+    Self = self(),
+    Hello = <<"first words">>,
+    spawn_link(fun() ->
+                       {ok, T} = ssl:transport_accept(LS, 5000),
+                       {ok, T2} = ssl:handshake(T, 5000),
+                       ok = ssl:send(T2, Hello),
+                       Self ! {sent, self(), ok},
+                       receive stop -> ssl:close(T2) after 10000 -> ok end
+               end),
+    {ok, C} = tlsport:connect("localhost", Port, [{active, false} | client_opts()], 5000),
+    ?assertEqual({ok, [{active, false}]}, tlsport:getopts(C, [active])),
+    receive {sent, _, ok} -> ok after 5000 -> error(not_sent) end,
+    nothing_from(C, 300),
+    ?assertEqual({ok, Hello}, tlsport:recv(C, 0, 2000)),
+    tlsport:close(C),
+    ssl:close(LS).

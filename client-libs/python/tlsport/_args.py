@@ -6,11 +6,13 @@ for bad arguments before anything is sent, and returns command dicts.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
+import signal
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from .codec import DEFAULT_MAX_MESSAGE
+from .codec import DEFAULT_MAX_MESSAGE, Reply
 
 __all__ = [
     "Active",
@@ -29,6 +31,12 @@ __all__ = [
     "check_data",
     "check_name",
     "peer_tuple",
+    "check_window",
+    "listen_command",
+    "connect_command",
+    "reply_body",
+    "decode_data",
+    "exit_description",
 ]
 
 Active = Union[bool, str, int]
@@ -253,3 +261,86 @@ def peer_tuple(obj: Any) -> Optional[Tuple[str, int]]:
     if isinstance(obj, dict) and "host" in obj and "port" in obj:
         return (str(obj["host"]), int(obj["port"]))
     return None
+
+
+def check_window(window: Any, max_buffer: Any) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, not {window!r}")
+    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+        raise ValueError(f"max_buffer must be an int >= 1, not {max_buffer!r}")
+
+
+def listen_command(
+    port: Any,
+    host: Any,
+    tls: TlsOptions,
+    mode: Mode,
+    backlog: Any,
+    packet_size: Any,
+    handshake_timeout: Any,
+) -> Dict[str, Any]:
+    cmd: Dict[str, Any] = {
+        "op": "listen",
+        "host": check_host(host),
+        "port": check_port(port, allow_zero=True),
+        "mode": normalize_mode(mode),
+    }
+    tls_value = check_tls(tls, default=None)
+    if tls_value is not None:  # None: every accept brings its own tls
+        cmd["tls"] = tls_value
+    if backlog is not None:
+        if isinstance(backlog, bool) or not isinstance(backlog, int):
+            raise TypeError("backlog must be an int")
+        if not 1 <= backlog <= 65535:
+            raise ValueError("backlog must be in 1..65535")
+        cmd["backlog"] = backlog
+    ps = check_packet_size(packet_size)
+    if ps is not None:
+        cmd["packet_size"] = ps
+    ht = check_timeout(handshake_timeout, "handshake_timeout")
+    if ht is not None:
+        cmd["handshake_timeout_ms"] = timeout_ms(ht)
+    return cmd
+
+
+def connect_command(
+    host: Any, port: Any, tls: TlsOptions, mode: Mode, timeout: Any, packet_size: Any
+) -> Dict[str, Any]:
+    cmd: Dict[str, Any] = {
+        "op": "connect",
+        "host": check_host(host),
+        "port": check_port(port, allow_zero=False),
+        "mode": normalize_mode(mode),
+        "tls": check_tls(tls, default={}),
+    }
+    t = check_timeout(timeout)
+    if t is not None:
+        cmd["timeout_ms"] = max(1, timeout_ms(t) or 1)
+    ps = check_packet_size(packet_size)
+    if ps is not None:
+        cmd["packet_size"] = ps
+    return cmd
+
+
+def reply_body(reply: Reply) -> Dict[str, Any]:
+    """A successful reply's fields without ``ok`` and ``ref``."""
+    return {k: v for k, v in reply.body.items() if k not in ("ok", "ref")}
+
+
+def decode_data(body: Mapping[str, Any]) -> bytes:
+    """The bytes of a JSON ``data`` (base64) or ``text`` field."""
+    if "data" in body:
+        return base64.b64decode(body["data"])
+    return str(body.get("text", "")).encode("utf-8")
+
+
+def exit_description(code: Optional[int]) -> str:
+    """How a daemon process ended, in words."""
+    if code is None:
+        return "closed its output"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"

@@ -13,10 +13,13 @@ peer down.  Memory held by the library for a socket is therefore bounded by
 about ``window`` packets (raw mode: chunks of at most 64 KiB), and no credit is
 granted while more than ``max_bytes`` are queued.
 
-Starting (or restarting, after a handoff) the window is ``setopts active:false``
-followed by ``setopts active:N``: after the reply to the second, the daemon's
-count is exactly N whatever it was before.  Events that arrive before that
-reply were sent under the old mode and are not counted.
+A socket the library accepts or connects is created with ``active: N`` in the
+``accept``/``connect`` command itself, so the window holds from the first byte.
+A socket handed over by another client may be in any mode: the window is
+restarted with ``setopts active:false`` followed by ``setopts active:N``; after
+the reply to the second, the daemon's count is exactly N whatever it was
+before.  Events that arrive before that reply were sent under the old mode and
+are not counted.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ __all__ = ["FlowState", "DEFAULT_WINDOW", "DEFAULT_MAX_BYTES"]
 DEFAULT_WINDOW = 8
 DEFAULT_MAX_BYTES = 1 << 20
 
-SetoptsCommand = Tuple[Dict[str, Any], Optional[int]]
-"""A setopts body (without op/id/ref) and the sync generation its reply completes."""
+Tag = Tuple[str, int]
+"""What the reply to a setopts completes: ``("sync", generation)`` or ``("grant", n)``."""
+SetoptsCommand = Tuple[Dict[str, Any], Optional[Tag]]
+"""A setopts body (without op/id/ref) and the tag to hand to :meth:`FlowState.acked`
+when its reply arrives."""
 
 
 class FlowState:
@@ -49,6 +55,7 @@ class FlowState:
         "generation",
         "restart_requested",
         "user_command",
+        "unacked",
     )
 
     def __init__(self, window: int = DEFAULT_WINDOW, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
@@ -62,8 +69,9 @@ class FlowState:
         self.outstanding = 0  # credits the daemon holds (managed mode, after sync)
         self.syncing = False  # a restart is in flight
         self.generation = 0
-        self.restart_requested = True  # a new socket starts managed
+        self.restart_requested = True  # an adopted socket starts with a restart
         self.user_command: Optional[Dict[str, Any]] = None
+        self.unacked = 0  # credits granted whose setopts reply has not come back
 
     # -- state ---------------------------------------------------------
     @property
@@ -84,15 +92,27 @@ class FlowState:
             self.outstanding -= 1
 
     def on_passive(self) -> None:
-        """The daemon's count ran out."""
-        if self.managed and not self.syncing:
-            self.outstanding = 0
+        """The daemon's count ran out.
 
-    def synced(self, generation: Optional[int]) -> None:
-        """The reply to a restart's ``active:N`` arrived."""
-        if generation is not None and generation == self.generation and self.syncing:
+        Replies and events come in the order the daemon produced them, so the
+        grants not yet acknowledged were applied after this event: the daemon
+        now holds exactly those credits.
+        """
+        if self.managed and not self.syncing:
+            self.outstanding = self.unacked
+
+    def acked(self, tag: Optional[Tag]) -> None:
+        """The reply to a setopts the library sent arrived."""
+        if tag is None:
+            return
+        kind, value = tag
+        if kind == "grant":
+            self.unacked = max(0, self.unacked - value)
+        elif kind == "sync" and value == self.generation and self.syncing:
+            # The restart's active:N is in force: the daemon holds exactly N.
             self.syncing = False
             self.outstanding = self.window
+            self.unacked = 0
 
     # -- application side ------------------------------------------------
     def pop(self) -> bytes:
@@ -113,8 +133,24 @@ class FlowState:
         self.active = active
         self.syncing = False
         self.outstanding = 0
+        self.unacked = 0
         self.restart_requested = active is True
         self.user_command = None if active is True else {"active": active}
+
+    def created_with(self, active: Active) -> None:
+        """The socket was made by an accept/connect that carried
+        ``active`` = :meth:`initial_active` of ``active``: no restart is needed."""
+        self.active = active
+        self.restart_requested = False
+        self.syncing = False
+        self.user_command = None
+        self.outstanding = self.window if active is True else 0
+        self.unacked = 0
+
+    def initial_active(self, active: Active) -> Active:
+        """What to put in an accept/connect's ``active`` for the mode ``active``:
+        the library's window for ``True``, the mode itself otherwise."""
+        return self.window if active is True else active
 
     def request_restart(self) -> None:
         """Restart the window (new socket, adopted socket)."""
@@ -136,7 +172,7 @@ class FlowState:
             self.generation += 1
             self.outstanding = 0
             out.append(({"active": False}, None))
-            out.append(({"active": self.window}, self.generation))
+            out.append(({"active": self.window}, ("sync", self.generation)))
             return out
         if self.syncing:
             return out
@@ -145,7 +181,8 @@ class FlowState:
             grant = self.window - held
             if grant > 0:
                 self.outstanding += grant
-                out.append(({"active": grant}, None))
+                self.unacked += grant
+                out.append(({"active": grant}, ("grant", grant)))
         return out
 
     def wants_flush(self) -> bool:

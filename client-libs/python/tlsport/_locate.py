@@ -51,10 +51,14 @@ def find_daemon(daemon: Optional[PathArg] = None) -> str:
             return str(path)
         raise DaemonNotFound(f"tlsportd not found or not executable: {path} (from $TLSPORTD)")
     tried.append("$TLSPORTD (not set)")
-    path = build_tree_daemon()
-    if _usable(path):
-        return str(path)
-    tried.append(str(path))
+    here = Path(__file__).resolve().parent
+    if here.parent.name == "python" and here.parent.parent.name == "client-libs":
+        path = build_tree_daemon()
+        if _usable(path):
+            return str(path)
+        tried.append(f"the build tree {path}")
+    else:
+        tried.append("no build tree (an installed package)")
     raise DaemonNotFound(
         "cannot find tlsportd; pass daemon=PATH, set TLSPORTD=/path/to/tlsportd, "
         "or build it (scripts/build.sh). Looked in: " + ", ".join(tried)

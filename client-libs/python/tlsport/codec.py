@@ -300,7 +300,9 @@ class Decoder:
             if length < 5:
                 raise CodecError("DATA frame shorter than its socket id")
             (sid,) = struct.unpack_from(">I", buf, start + 1)
-            return Data(sid, bytes(buf[start + 5 : end]))
+            with memoryview(buf) as view:  # one copy, not two
+                payload = bytes(view[start + 5 : end])
+            return Data(sid, payload)
         if kind == CONTROL:
             text = bytes(buf[start + 1 : end])
             if text[:1] != b"{":

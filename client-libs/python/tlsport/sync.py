@@ -26,7 +26,6 @@ import concurrent.futures
 import itertools
 import logging
 import os
-import signal
 import socket as _socket
 import subprocess
 import threading
@@ -43,12 +42,13 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 
 from . import _args
 from ._args import Active, Mode, TlsOptions
-from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW, FlowState
+from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW, FlowState, Tag
 from ._locate import PathArg, find_daemon
 from .codec import CodecError, Data, Decoder, Event, Reply, encode_command, encode_deliver
 from .errors import (
@@ -66,34 +66,24 @@ log = logging.getLogger("tlsport")
 
 _RAW_CHUNK = 256 * 1024
 _READ_SIZE = 256 * 1024
+_T = TypeVar("_T")
 _UNSET: Any = object()
 _END: Any = object()
+_callback_state = threading.local()  # .depth > 0 while a user callback runs
 
 DataCallback = Callable[[bytes], Any]
 CloseCallback = Callable[[Optional[TlsportError]], Any]
 
 
-def _decode_b64(body: Mapping[str, Any]) -> bytes:
-    import base64
-
-    if "data" in body:
-        return base64.b64decode(body["data"])
-    return str(body.get("text", "")).encode("utf-8")
-
-
-def _exit_description(code: Optional[int]) -> str:
-    if code is None:
-        return "closed its output"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
-
-
 # --------------------------------------------------------------------------
 # channels
+
+
+def _endpoint(reply: Reply) -> Tuple[str, int]:
+    ep = _args.peer_tuple(reply.body)
+    if ep is None:
+        raise ProtocolError(f"reply without host and port: {reply.body!r}")
+    return ep
 
 
 class _PipeChannel:
@@ -127,8 +117,9 @@ class _PipeChannel:
             self.proc.kill()
 
     def finish(self) -> None:
+        # In port mode the daemon exits within a second of its stdin's EOF.
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -144,7 +135,7 @@ class _PipeChannel:
             code: Optional[int] = self.proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             code = None
-        return f"tlsportd (pid {self.proc.pid}, {self.path}) {_exit_description(code)}"
+        return f"tlsportd (pid {self.proc.pid}, {self.path}) {_args.exit_description(code)}"
 
 
 class _UnixChannel:
@@ -161,8 +152,10 @@ class _UnixChannel:
         self.sock.sendall(data)
 
     def shutdown_write(self) -> None:
+        # A full shutdown: nothing the daemon still sends matters once we close,
+        # and the daemon closes our sockets as soon as it sees the connection end.
         try:
-            self.sock.shutdown(_socket.SHUT_WR)
+            self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -238,7 +231,7 @@ class Socket:
         self._data_cb: Optional[DataCallback] = None
         self._close_cb: Optional[CloseCallback] = None
         self._passive_cb: Optional[Callable[[], Any]] = None
-        self._recv_busy = False
+        self._busy = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -294,9 +287,15 @@ class Socket:
         if flush:
             self._client._schedule_flow(self)
 
-    def _synced(self, generation: Optional[int]) -> None:
+    def _set_busy(self, busy: bool) -> None:
         with self._lock:
-            self._flow.synced(generation)
+            self._busy = busy
+            if not busy:
+                self._cond.notify_all()
+
+    def _acked(self, tag: Optional[Tag]) -> None:
+        with self._lock:
+            self._flow.acked(tag)
             flush = self._flow.wants_flush()
         if flush:
             self._client._schedule_flow(self)
@@ -355,7 +354,7 @@ class Socket:
         if ms is not None:
             cmd["timeout_ms"] = ms
         try:
-            return self._client._call(cmd, lambda r: _decode_b64(r.body))
+            return self._client._call(cmd, lambda r: _args.decode_data(r.body))
         except SocketClosed:
             return _END
         except Timeout:
@@ -373,8 +372,21 @@ class Socket:
         ``recv``).
         """
         timeout = _args.check_timeout(timeout)
-        item = self._next(timeout)
+        item: bytes = self._next(timeout)
         return b"" if item is _END else item
+
+    def recv_buffered(self) -> List[bytes]:
+        """Return every packet already received and queued, without waiting (maybe none).
+
+        Useful before a handoff: after ``setopts(active=False)`` nothing more
+        arrives, so this is everything the old owner must deal with.
+        """
+        with self._lock:
+            items = self._flow.drain()
+            flush = self._flow.wants_flush()
+        if flush:
+            self._client._schedule_flow(self)
+        return items
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield packets until the peer closes (raise the close reason if it broke)."""
@@ -440,19 +452,32 @@ class Socket:
         if self._closed:
             if self._handed_over:
                 raise SocketClosed(f"socket {self.id} was handed over to another client")
+            if self._close_reason is not None:
+                raise self._close_reason
             raise SocketClosed(f"socket {self.id} is closed")
 
-    def send(self, data: Union[bytes, bytearray, memoryview], *, wait: bool = False) -> None:
+    def send(
+        self,
+        data: Union[bytes, bytearray, memoryview],
+        *,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+    ) -> None:
         """Send ``data`` to the peer (the mode's framing header is added by the daemon).
 
-        The data is queued by the daemon and written as the peer reads; when
-        the peer is slow the daemon stops reading the control channel and
-        this call blocks, which is the signal to slow down.  With
-        ``wait=True`` it waits until the daemon has queued the data and
-        raises its error, if any (e.g. ``emsgsize``).  A too-long packet for
-        the mode raises :class:`ValueError` before anything is sent.
+        The daemon queues the data and writes it as the peer reads.  When the
+        peer is slow the daemon marks the socket *busy*; this call then waits
+        until it is ready again (other sockets are not affected), which is the
+        signal to slow down — up to ``timeout`` seconds, then
+        :class:`~tlsport.errors.Timeout` (data not yet sent is dropped; raw
+        data is sent in pieces, some may have left).  From a callback it does
+        not wait.  With ``wait=True`` it also waits until the daemon has
+        queued the data and raises its error, if any (e.g. ``emsgsize``).  A
+        too-long packet for the mode raises :class:`ValueError` before
+        anything is sent.
         """
         payload = _args.check_data(data)
+        timeout = _args.check_timeout(timeout)
         limit = _args.deliver_limit(self.mode, self._packet_size)
         if limit is not None and len(payload) > limit:
             raise ValueError(
@@ -463,11 +488,30 @@ class Socket:
             chunks = [payload[i : i + _RAW_CHUNK] for i in range(0, len(payload), _RAW_CHUNK)]
         else:
             chunks = [payload]
-        if not wait:
-            self._client._write([encode_deliver(self.id, c) for c in chunks])
-            return
-        frames = [encode_deliver(self.id, c) for c in chunks[:-1]]
-        self._client._call({"op": "deliver", "id": self.id, "data": chunks[-1]}, frames_before=frames)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        may_wait = not self._client._in_callback()
+        for i, chunk in enumerate(chunks):
+            if may_wait:
+                self._wait_ready(deadline, timeout)
+            if wait and i == len(chunks) - 1:
+                self._client._call({"op": "deliver", "id": self.id, "data": chunk})
+            else:
+                self._client._write([encode_deliver(self.id, chunk)])
+
+    def _wait_ready(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        with self._lock:
+            while self._busy and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Timeout(f"socket {self.id} stayed busy (peer not reading) for {timeout} s")
+                self._cond.wait(remaining)
+        self._check_open()
+
+    @property
+    def busy(self) -> bool:
+        """Whether the daemon holds more than its high-water mark of unsent data for
+        this socket (the peer reads slowly); :meth:`send` waits while it is."""
+        return self._busy
 
     sendall = send
 
@@ -541,8 +585,8 @@ class Socket:
             with self._lock:
                 self._flow.drain()
 
-        if client._on_reader_thread():
-            client._call({"op": "close", "id": self.id}, done, wait=False)
+        if client._in_callback():  # cannot wait for the reply here
+            client._send_command({"op": "close", "id": self.id}, done)
             return
         try:
             client._call({"op": "close", "id": self.id}, done, timeout=timeout)
@@ -557,20 +601,20 @@ class Socket:
         """``(host, port)`` of the peer."""
         self._check_open()
         return self._client._call(
-            {"op": "peername", "id": self.id}, lambda r: _args.peer_tuple(r.body), timeout=timeout
+            {"op": "peername", "id": self.id}, _endpoint, timeout=timeout
         )
 
     def sockname(self, *, timeout: Optional[float] = None) -> Tuple[str, int]:
         """``(host, port)`` of the local end."""
         self._check_open()
         return self._client._call(
-            {"op": "sockname", "id": self.id}, lambda r: _args.peer_tuple(r.body), timeout=timeout
+            {"op": "sockname", "id": self.id}, _endpoint, timeout=timeout
         )
 
     def info(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """TLS details: ``protocol``, ``cipher``, ``bits``, ``peer_certificate``, ``verify_result``."""
         self._check_open()
-        return self._client._call({"op": "info", "id": self.id}, _body, timeout=timeout)
+        return self._client._call({"op": "info", "id": self.id}, _args.reply_body, timeout=timeout)
 
     def __enter__(self) -> "Socket":
         return self
@@ -582,10 +626,6 @@ class Socket:
             pass
 
 
-def _body(reply: Reply) -> Dict[str, Any]:
-    return {k: v for k, v in reply.body.items() if k not in ("ok", "ref")}
-
-
 class Listener:
     """A listening socket; :meth:`accept` returns :class:`Socket` objects."""
 
@@ -593,16 +633,19 @@ class Listener:
         self,
         client: "Client",
         sid: int,
-        port: Optional[int],
+        port: int,
         mode: Optional[str],
         *,
         packet_size: Optional[int] = None,
         previous_owner: Optional[Tuple[int, Optional[str]]] = None,
+        active: Active = True,
     ) -> None:
         self._client = client
         self.id: int = sid
         """The daemon's listener id."""
-        self.port: Optional[int] = port
+        self.active: Active = active
+        """The initial active mode of accepted sockets (see :meth:`Socket.setopts`)."""
+        self.port: int = port
         """The port listened on (the one chosen for port 0)."""
         self.mode = mode
         """The framing mode of accepted sockets (``None`` when unknown)."""
@@ -621,32 +664,55 @@ class Listener:
     def _on_closed(self, reason: Optional[TlsportError], *, handed_over: bool = False) -> None:
         self._closed = True
 
-    def _make_socket(self, reply: Reply) -> Socket:
-        body = reply.body
-        sock = Socket(
-            self._client,
-            int(body["id"]),
-            self.mode,
-            _args.peer_tuple(body.get("peer")),
-            packet_size=self._packet_size,
-        )
-        self._client._register_socket(sock)
-        return sock
+    def _socket_maker(self, active: Active) -> Callable[[Reply], Socket]:
+        def make(reply: Reply) -> Socket:
+            body = reply.body
+            sock = Socket(
+                self._client,
+                int(body["id"]),
+                self.mode,
+                _args.peer_tuple(body.get("peer")),
+                packet_size=self._packet_size,
+            )
+            sock._flow.created_with(active)
+            self._client._register_socket(sock)
+            return sock
 
-    def accept(self, timeout: Optional[float] = None) -> Socket:
+        return make
+
+    def accept(
+        self,
+        timeout: Optional[float] = None,
+        *,
+        active: Optional[Active] = None,
+        tls: TlsOptions = None,
+    ) -> Socket:
         """Wait for the next connection whose TLS handshake completed.
 
-        Raises :class:`~tlsport.errors.Timeout` after ``timeout`` seconds (the
-        daemon-side accept is cancelled; a connection that won the race is
-        returned), :class:`~tlsport.errors.SocketClosed` when the listener closes.
+        ``active`` overrides the listener's initial active mode for this
+        socket (``False``: nothing is read until you ask, e.g. before handing
+        it over); ``tls`` gives this connection its own TLS settings (needed
+        when the listener has none).  Raises :class:`~tlsport.errors.Timeout`
+        after ``timeout`` seconds (the daemon-side accept is cancelled; a
+        connection that won the race is returned),
+        :class:`~tlsport.errors.SocketClosed` when the listener closes.
         """
         timeout = _args.check_timeout(timeout)
+        mode: Active = self.active if active is None else _args.check_active(active)
+        tls_value = _args.check_tls(tls, default=None)
         if self._closed:
             raise SocketClosed(f"listener {self.id} is closed")
         client = self._client
-        ref, fut = client._send_command({"op": "accept", "id": self.id}, self._make_socket)
+        cmd: Dict[str, Any] = {"op": "accept", "id": self.id, "active": client._initial_active(mode)}
+        if tls_value is not None:
+            cmd["tls"] = tls_value
+        if client._in_callback():
+            raise RuntimeError("accept() cannot be called from a tlsport callback")
+        ref, fut = client._send_command(cmd, self._socket_maker(mode))
+        sock: Socket
         try:
-            return fut.result(timeout)
+            sock = fut.result(timeout)
+            return sock
         except concurrent.futures.TimeoutError:
             pass
         # Cancel the daemon-side accept; the connection may have won the race.
@@ -655,7 +721,8 @@ class Listener:
         except TlsportError:
             pass
         try:
-            return fut.result(10)
+            sock = fut.result(10)
+            return sock
         except concurrent.futures.TimeoutError:
             raise Timeout("accept was not answered after cancel") from None
         except TlsportError as err:
@@ -678,7 +745,7 @@ class Listener:
     def sockname(self, *, timeout: Optional[float] = None) -> Tuple[str, int]:
         """``(host, port)`` listened on."""
         return self._client._call(
-            {"op": "sockname", "id": self.id}, lambda r: _args.peer_tuple(r.body), timeout=timeout
+            {"op": "sockname", "id": self.id}, _endpoint, timeout=timeout
         )
 
     def controlling_process(self, to: Union[str, int], *, timeout: Optional[float] = None) -> None:
@@ -780,7 +847,7 @@ class Client:
             hello: Dict[str, Any] = {"op": "hello"}
             if name is not None:
                 hello["name"] = name
-            reply = self._call(hello, _body, timeout=hello_timeout)
+            reply = self._call(hello, _args.reply_body, timeout=hello_timeout)
         except BaseException:
             self.close()
             raise
@@ -814,7 +881,7 @@ class Client:
         The daemon exits when this client closes (or this process dies).
         """
         name = _args.check_name(name)
-        _check_window(window, max_buffer)
+        _args.check_window(window, max_buffer)
         if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
             raise TypeError("args must be a sequence of strings")
         path = find_daemon(daemon)
@@ -830,8 +897,8 @@ class Client:
             env=None if env is None else dict(env),
             bufsize=0,
         )
-        if unix_path is not None:
-            _wait_for_socket(os.fspath(unix_path), proc)
+        # The daemon listens on its Unix socket before it serves any channel: once
+        # hello is answered, others can attach.
         return cls(_PipeChannel(proc, path), name=name, window=window, max_buffer=max_buffer)
 
     @classmethod
@@ -848,7 +915,7 @@ class Client:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a path, not {type(path).__name__}")
         name = _args.check_name(name)
-        _check_window(window, max_buffer)
+        _args.check_window(window, max_buffer)
         timeout = _args.check_timeout(timeout)
         spath = os.fspath(path)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -865,11 +932,17 @@ class Client:
     def _on_reader_thread(self) -> bool:
         return threading.current_thread() is self._reader
 
+    def _in_callback(self) -> bool:
+        return self._on_reader_thread() or getattr(_callback_state, "depth", 0) > 0
+
     def _run_callback(self, cb: Callable[..., Any], *args: Any) -> None:
+        _callback_state.depth = getattr(_callback_state, "depth", 0) + 1
         try:
             cb(*args)
         except Exception:  # a user callback must not kill the reader
             log.exception("tlsport callback %r raised", cb)
+        finally:
+            _callback_state.depth -= 1
 
     def _write(self, frames: Sequence[bytes]) -> None:
         if self._gone is not None:
@@ -879,7 +952,14 @@ class Client:
                 for frame in frames:
                     self._chan.write(frame)
         except OSError as exc:
-            raise self._gone or DaemonGone(f"writing to the daemon failed: {exc}") from exc
+            raise self._write_failed(exc) from exc
+
+    def _write_failed(self, exc: OSError) -> TlsportError:
+        """The error for a failed write: the daemon is gone, and the reader, which sees
+        its end of output at once, knows how it ended."""
+        if not self._on_reader_thread():
+            self._reader.join(2.0)
+        return self._gone or DaemonGone(f"writing to the daemon failed: {exc}")
 
     def _register(self, transform: Optional[Callable[[Reply], Any]], future: bool = True) -> Tuple[int, Optional["concurrent.futures.Future[Any]"]]:
         fut: Optional["concurrent.futures.Future[Any]"] = concurrent.futures.Future() if future else None
@@ -913,23 +993,21 @@ class Client:
     def _call(
         self,
         cmd: Dict[str, Any],
-        transform: Optional[Callable[[Reply], Any]] = None,
+        transform: Optional[Callable[[Reply], _T]] = None,
         *,
         timeout: Optional[float] = None,
-        wait: bool = True,
         frames_before: Sequence[bytes] = (),
-    ) -> Any:
+    ) -> _T:
         """Send a command and return its (transformed) reply."""
-        if wait and self._on_reader_thread():
+        if self._in_callback():
             raise RuntimeError(
                 f"{cmd.get('op')}() waits for a reply and cannot be called from a tlsport callback"
             )
         timeout = _args.check_timeout(timeout)
         ref, fut = self._send_command(cmd, transform, frames_before)
-        if not wait:
-            return None
         try:
-            return fut.result(timeout)
+            result: _T = fut.result(timeout)
+            return result
         except concurrent.futures.TimeoutError:
             self._unregister(ref)
             raise Timeout(f"no reply to {cmd.get('op')} within {timeout} s") from None
@@ -942,6 +1020,10 @@ class Client:
                 fut.result(remaining)
             except concurrent.futures.TimeoutError:
                 raise Timeout(f"no reply within {timeout} s") from None
+
+    def _initial_active(self, active: Active) -> Active:
+        """The ``active`` of an accept/connect: the library's window for ``True``."""
+        return self._window if active is True else active
 
     def _register_socket(self, obj: Union[Socket, Listener]) -> None:
         with self._lock:
@@ -1005,10 +1087,8 @@ class Client:
                 cmds = sock._flow.take_commands()
                 if extra:
                     cmds.append((dict(extra), None))
-                for body, generation in cmds:
-                    hook = None
-                    if generation is not None:
-                        hook = _sync_hook(sock, generation)
+                for body, tag in cmds:
+                    hook = _ack_hook(sock, tag) if tag is not None else None
                     ref, fut = self._register(hook, future=wait)
                     refs.append(ref)
                     if fut is not None:
@@ -1022,7 +1102,7 @@ class Client:
             except OSError as exc:
                 for ref in refs:
                     self._unregister(ref)
-                raise self._gone or DaemonGone(f"writing to the daemon failed: {exc}") from exc
+                raise self._write_failed(exc) from exc
         return futures
 
     @property
@@ -1057,6 +1137,8 @@ class Client:
             else:
                 error = DaemonGone(self._chan.gone_message())
         self._fail_all(error)
+        if self._closing:
+            self._chan.finish()
 
     def _fail_all(self, error: TlsportError) -> None:
         with self._lock:
@@ -1098,6 +1180,8 @@ class Client:
                     obj = self._objects.get(sid) if isinstance(sid, int) else None
                 if isinstance(obj, Socket):
                     obj._on_async_error(err)
+                elif isinstance(sid, int):  # a deliver that raced with the socket's close
+                    log.debug("tlsportd: %s", err)
                 else:
                     log.warning("tlsportd: %s", err)
             return
@@ -1111,7 +1195,7 @@ class Client:
                 fut.set_exception(error_from_reply(reply.body))
             return
         try:
-            result = pending.transform(reply) if pending.transform is not None else _body(reply)
+            result = pending.transform(reply) if pending.transform is not None else _args.reply_body(reply)
         except Exception as exc:
             if fut is not None:
                 fut.set_exception(exc)
@@ -1138,6 +1222,8 @@ class Client:
             obj._on_closed(err)
         elif name == "passive" and isinstance(obj, Socket):
             obj._on_passive()
+        elif name in ("busy", "ready") and isinstance(obj, Socket):
+            obj._set_busy(name == "busy")
 
     def _on_owned(self, event: Event) -> None:
         body = event.body
@@ -1146,7 +1232,7 @@ class Client:
         obj: Union[Socket, Listener]
         if body.get("listener"):
             sockname = _args.peer_tuple(body.get("sockname"))
-            obj = Listener(self, sid, sockname[1] if sockname else None, None, previous_owner=prev)
+            obj = Listener(self, sid, sockname[1] if sockname else 0, None, previous_owner=prev)
         else:
             mode = body.get("mode")
             obj = Socket(
@@ -1156,6 +1242,7 @@ class Client:
                 _args.peer_tuple(body.get("peer")),
                 previous_owner=prev,
             )
+            obj._busy = bool(body.get("busy"))
         self._register_socket(obj)
         cb = self._adopt_cb
         if cb is not None:
@@ -1173,6 +1260,7 @@ class Client:
         *,
         tls: TlsOptions,
         mode: Mode = "raw",
+        active: Active = True,
         backlog: Optional[int] = None,
         packet_size: Optional[int] = None,
         handshake_timeout: Optional[float] = None,
@@ -1180,14 +1268,20 @@ class Client:
     ) -> Listener:
         """Listen on ``host:port`` (port 0: any free port, see :attr:`Listener.port`).
 
-        ``tls`` is a dict of TLS options (a server needs ``certfile``/``keyfile``)
-        or ``False`` for plain TCP.  ``mode`` is the framing of accepted sockets.
+        ``tls`` is required: a dict of TLS options (a server needs
+        ``certfile``/``keyfile``), ``False`` for plain TCP, or ``None`` when
+        every :meth:`Listener.accept` brings its own ``tls``.  ``mode`` is the
+        framing of accepted sockets, ``active`` their initial active mode
+        (see :meth:`Socket.setopts`).
         """
-        cmd = _listen_command(port, host, tls, mode, backlog, packet_size, handshake_timeout)
+        cmd = _args.listen_command(port, host, tls, mode, backlog, packet_size, handshake_timeout)
+        active = _args.check_active(active)
         norm = cmd["mode"]
 
         def make(reply: Reply) -> Listener:
-            lst = Listener(self, int(reply.body["id"]), reply.body.get("port"), norm, packet_size=packet_size)
+            lst = Listener(
+                self, int(reply.body["id"]), int(reply.body["port"]), norm, packet_size=packet_size, active=active
+            )
             self._register_socket(lst)
             return lst
 
@@ -1200,6 +1294,7 @@ class Client:
         *,
         tls: TlsOptions = None,
         mode: Mode = "raw",
+        active: Active = True,
         timeout: Optional[float] = None,
         packet_size: Optional[int] = None,
     ) -> Socket:
@@ -1208,13 +1303,17 @@ class Client:
         ``tls`` defaults to ``{}``: TLS >= 1.2, the peer verified against the
         system trust store and its host name checked.  ``tls=False`` is plain
         TCP.  ``timeout`` (seconds, default 30 in the daemon) covers
-        resolution, connection and handshake.
+        resolution, connection and handshake.  ``active`` is the socket's
+        initial active mode (see :meth:`Socket.setopts`).
         """
-        cmd = _connect_command(host, port, tls, mode, timeout, packet_size)
+        cmd = _args.connect_command(host, port, tls, mode, timeout, packet_size)
+        active = _args.check_active(active)
+        cmd["active"] = self._initial_active(active)
         norm = cmd["mode"]
 
         def make(reply: Reply) -> Socket:
             sock = Socket(self, int(reply.body["id"]), norm, _args.peer_tuple(reply.body.get("peer")), packet_size=packet_size)
+            sock._flow.created_with(active)
             self._register_socket(sock)
             return sock
 
@@ -1283,7 +1382,8 @@ class Client:
                 self._reader.join(5.0)
         if self._gone is None:
             self._fail_all(SocketClosed("the client was closed"))
-        self._flow_thread.join(5.0) if threading.current_thread() is not self._flow_thread else None
+        if threading.current_thread() is not self._flow_thread:
+            self._flow_thread.join(5.0)
         if not self._reader.is_alive():
             self._chan.finish()
 
@@ -1302,79 +1402,8 @@ class Client:
         return f"<tlsport.Client number={self.number} name={self.name!r} {'closed' if self.closed else 'open'}>"
 
 
-def _sync_hook(sock: Socket, generation: int) -> Callable[[Reply], None]:
+def _ack_hook(sock: Socket, tag: Tag) -> Callable[[Reply], None]:
     def hook(reply: Reply) -> None:
-        sock._synced(generation)
+        sock._acked(tag)
 
     return hook
-
-
-def _check_window(window: Any, max_buffer: Any) -> None:
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an int >= 1, not {window!r}")
-    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
-        raise ValueError(f"max_buffer must be an int >= 1, not {max_buffer!r}")
-
-
-def _wait_for_socket(path: str, proc: "subprocess.Popen[bytes]", timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            raise DaemonGone(f"tlsportd {_exit_description(proc.returncode)} before creating {path}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise Timeout(f"tlsportd did not create {path} within {timeout} s")
-        time.sleep(0.01)
-
-
-def _listen_command(
-    port: Any,
-    host: Any,
-    tls: TlsOptions,
-    mode: Mode,
-    backlog: Any,
-    packet_size: Any,
-    handshake_timeout: Any,
-) -> Dict[str, Any]:
-    cmd: Dict[str, Any] = {
-        "op": "listen",
-        "host": _args.check_host(host),
-        "port": _args.check_port(port, allow_zero=True),
-        "mode": _args.normalize_mode(mode),
-    }
-    tls_value = _args.check_tls(tls, default=None)
-    if tls_value is None:
-        raise TypeError("listen() needs tls: a dict with certfile/keyfile, or tls=False for plain TCP")
-    cmd["tls"] = tls_value
-    if backlog is not None:
-        if isinstance(backlog, bool) or not isinstance(backlog, int):
-            raise TypeError("backlog must be an int")
-        if not 1 <= backlog <= 65535:
-            raise ValueError("backlog must be in 1..65535")
-        cmd["backlog"] = backlog
-    ps = _args.check_packet_size(packet_size)
-    if ps is not None:
-        cmd["packet_size"] = ps
-    ht = _args.check_timeout(handshake_timeout, "handshake_timeout")
-    if ht is not None:
-        cmd["handshake_timeout_ms"] = _args.timeout_ms(ht)
-    return cmd
-
-
-def _connect_command(
-    host: Any, port: Any, tls: TlsOptions, mode: Mode, timeout: Any, packet_size: Any
-) -> Dict[str, Any]:
-    cmd: Dict[str, Any] = {
-        "op": "connect",
-        "host": _args.check_host(host),
-        "port": _args.check_port(port, allow_zero=False),
-        "mode": _args.normalize_mode(mode),
-        "tls": _args.check_tls(tls, default={}),
-    }
-    t = _args.check_timeout(timeout)
-    if t is not None:
-        cmd["timeout_ms"] = max(1, _args.timeout_ms(t) or 1)
-    ps = _args.check_packet_size(packet_size)
-    if ps is not None:
-        cmd["packet_size"] = ps
-    return cmd

@@ -313,3 +313,25 @@ def test_connect_errors(client, pki):
     assert r["ok"] is False and r["error"]["kind"] == "econnrefused"
     r = connect(client, 443, client_tls(pki), host="no-such-host.invalid")
     assert r["ok"] is False and r["error"]["kind"] in ("nxdomain", "timeout"), r
+
+
+def test_cacertdir_ciphersuites_and_depth(client, pki, tmp_path):
+    import shutil
+    cadir = tmp_path / "cadir"
+    cadir.mkdir()
+    shutil.copy(pki.ca, cadir / "ca.pem")
+    subprocess.run(["openssl", "rehash", str(cadir)], check=True)
+    lst = tls_listen(client, pki, ciphersuites="TLS_CHACHA20_POLY1305_SHA256")
+    aref = client.send({"op": "accept", "id": lst["id"]})
+    c = connect(client, lst["port"], {"cacertdir": str(cadir), "depth": 2})
+    assert c["ok"], c
+    client.reply(aref)
+    assert client.ok({"op": "info", "id": c["id"]})["cipher"] == "TLS_CHACHA20_POLY1305_SHA256"
+    # A directory without the issuer refuses the server.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    aref = client.send({"op": "accept", "id": lst["id"]})
+    bad = connect(client, lst["port"], {"cacertdir": str(empty)})
+    assert bad["ok"] is False and bad["error"]["kind"] == "tls", bad
+    client.call({"op": "cancel", "target": aref})
+

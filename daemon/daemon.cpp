@@ -119,16 +119,29 @@ Daemon::Daemon(asio::io_context& io, Options options)
     : io_(io),
       options_(std::move(options)),
       read_buffer_(kReadBufferSize),
-      signals_(io, SIGINT, SIGTERM) {}
+      signals_(io, SIGINT, SIGTERM, SIGHUP) {}
 
 Daemon::~Daemon() = default;
 
-bool Daemon::start() {
+void Daemon::wait_for_signal() {
   signals_.async_wait([this](const std::error_code& ec, int signal) {
     if (ec) return;
+    if (signal == SIGHUP) {
+      // A closed terminal must not kill the daemon. New listeners and
+      // connects read their certificate files afresh; live contexts stay.
+      log(LogLevel::info, "SIGHUP: client TLS contexts will be rebuilt on next use");
+      client_contexts_.clear();
+      server_contexts_.clear();
+      wait_for_signal();
+      return;
+    }
     log(LogLevel::info, "signal %d: shutting down", signal);
     shutdown();
   });
+}
+
+bool Daemon::start() {
+  wait_for_signal();
   if (!options_.unix_path.empty() && !open_unix_socket()) return false;
   if (options_.use_stdio) {
     int in = options_.nouse_stdio ? 3 : 0;

@@ -79,6 +79,8 @@ class Daemon {
   using Json = nlohmann::json;
   using Handler = void (Daemon::*)(ControlClient&, Json&, const Json&);
 
+  /// Handles the next signal: SIGINT/SIGTERM end the daemon, SIGHUP forgets cached contexts.
+  void wait_for_signal();
   bool open_unix_socket();
   void accept_unix_client();
   std::uint32_t add_client(int in_fd, int out_fd, bool is_port,
@@ -108,7 +110,7 @@ class Daemon {
   asio::io_context& io_;           ///< the one event loop
   Options options_;                ///< settings from flags and config
   std::vector<char> read_buffer_;  ///< shared by every read on this thread
-  asio::signal_set signals_;       ///< SIGINT/SIGTERM end the daemon
+  asio::signal_set signals_;       ///< SIGINT/SIGTERM end the daemon; SIGHUP
   std::unique_ptr<asio::local::stream_protocol::acceptor> unix_acceptor_;  ///< --unix
   std::map<std::uint32_t, std::shared_ptr<ControlClient>> clients_;        ///< by number
   std::map<std::string, std::uint32_t> client_names_;                      ///< names given in hello

@@ -62,6 +62,8 @@ class ContextCache {
   explicit ContextCache(TlsRole role) : role_(role) {}
   /// The context for these options, built on first use.
   SslCtxPtr get(const TlsOptions& options, ErrorInfo& error);
+  /// Forgets every context (connections keep theirs), so files are read again.
+  void clear() { contexts_.clear(); }
 
  private:
   TlsRole role_;                                   ///< which end the contexts serve

@@ -204,3 +204,11 @@ def test_epipe_on_output_ends_daemon_like_eof():
     proc.wait(timeout=3)
     assert proc.returncode == 0
     proc.stdin.close()
+
+
+def test_sighup_does_not_end_the_daemon(client, daemon):
+    import signal
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    assert client.ok({"op": "hello"})["ok"]
+    assert daemon.proc.poll() is None

@@ -201,7 +201,10 @@ void ControlClient::flush() {
         n < 0 ? std::strerror(errno) : "short write");
     out_.clear();
     out_start_ = 0;
-    on_input_end("output closed");
+    if (is_port_)
+      on_input_end("output closed");  // the daemon ends with its port
+    else
+      close_now();  // even when its input had already ended
     return;
   }
   out_.clear();
@@ -264,7 +267,7 @@ void ControlClient::watch_for_hangup() {
 void ControlClient::close_after_flush() {
   if (closed_) return;
   closing_ = true;
-  if (pending_output() == 0 || write_waiting_ == false) flush();
+  if (!write_waiting_) flush();  // closes once everything is written
   if (!closed_ && pending_output() == 0) close_now();
 }
 

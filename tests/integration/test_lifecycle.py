@@ -208,6 +208,7 @@ def test_epipe_on_output_ends_daemon_like_eof():
 
 def test_sighup_does_not_end_the_daemon(client, daemon):
     import signal
+    assert client.ok({"op": "hello"})["ok"]  # up and running, signal handlers in place
     daemon.proc.send_signal(signal.SIGHUP)
     time.sleep(0.2)
     assert client.ok({"op": "hello"})["ok"]

@@ -6,6 +6,11 @@
 #
 #   scripts/bench_erlang.sh [seconds N] [conns N] [idle N] [bulk_mb N] [rounds N] [only PHASE]
 #
+# PHASE: idle, bulk, echo or handshake. Emulator flags go in ERL_FLAGS, e.g.
+#   ERL_FLAGS="+sbwt none +sbwtdcpu none +sbwtdio none" scripts/bench_erlang.sh
+# (idle schedulers then sleep instead of spinning, which leaves tlsportd
+# more of a small machine's CPU).
+#
 # The daemon: $TLSPORTD, else build/daemon/tlsportd (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

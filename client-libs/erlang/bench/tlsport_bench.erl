@@ -34,7 +34,10 @@ main(Args) ->
     io:format("tlsport benchmark: loopback, ~p schedulers, OTP ~s, tlsportd ~s~n",
               [erlang:system_info(schedulers_online), erlang:system_info(otp_release),
                maps:get(version, tlsport:daemon_info(), <<"?">>)]),
-    io:format("settings: ~p~n~n", [Opts]),
+    io:format("settings: ~p~nERL_FLAGS: ~s~n~n", [Opts, case os:getenv("ERL_FLAGS") of
+                                                          false -> "(none)";
+                                                          F -> F
+                                                      end]),
     Ctx = Opts#{dir => Dir},
     Run = fun(Phase, F, Rounds) ->
                   case maps:get(only, Opts) of
@@ -348,9 +351,8 @@ handshakes(Lib, #{seconds := Secs, handshake_concurrency := K} = Ctx) ->
     LClose(),
     #{per_s => Total / Secs, total => Total}.
 
-%% The server closes at once and the client waits for that close: only
-%% the side with nothing unread closes (a close with unread input can hit
-%% a tlsportd bug that garbles the control channel; see the Erlang report).
+%% The server closes at once and the client waits for that close, then
+%% closes its end: one full handshake and an orderly close per loop.
 hs_loop(Lib, LL, Ctx, Deadline, N) ->
     case erlang:monotonic_time(millisecond) >= Deadline of
         true -> N;

@@ -301,8 +301,8 @@ handle_info({Port, {data, <<0, Term/binary>>}}, #st{port = Port} = St) ->
     case binary_to_term(Term) of
         #{ok := false, error := #{kind := <<"emsgsize">>} = E} = M
           when not is_map_key(ref, M), not is_map_key(id, M) ->
-            %% The daemon lost the framing of our input and drops us (it
-            %% does not exit then: a daemon bug). Start again with a new one.
+            %% The daemon lost the framing of our input and drops us (a
+            %% port daemon then exits too). Start again with a new one.
             ?LOG_ERROR("tlsport: tlsportd dropped the control channel: ~p", [E]),
             {stop, {shutdown, {tlsportd_exit, control_channel_lost}}, St};
         M ->
@@ -391,18 +391,21 @@ terminate(_Reason, St) ->
     stop_daemon(St).
 
 %% Closes the port: the daemon sees EOF, sends close_notify to every peer
-%% and exits. A daemon that has stopped reading its input (it does while a
-%% socket's send buffer is full, and then misses the EOF) keeps the port
-%% open, since the runtime flushes a closing port's output first, and with
-%% it halt/0 of the whole node: such a daemon gets SIGTERM (the same orderly
-%% shutdown), then SIGKILL.
+%% and exits (within a second, more when a peer is slow to take what is
+%% left). The library holds data for busy sockets, so the daemon never
+%% stops reading this node's commands on its account. A daemon that has
+%% stopped all the same (something wrote past the daemon's hard limit, or a packet larger than
+%% about 3 MiB went to a peer that does not read) keeps the port open:
+%% the runtime flushes a closing port's output first, and the daemon
+%% never sees the EOF (test stop_with_paused_daemon). Such a daemon gets
+%% SIGTERM (the same orderly shutdown), then SIGKILL.
 stop_daemon(St) ->
     unlink(St#st.writer),
     exit(St#st.writer, kill),
     catch erlang:port_close(St#st.port),
     case St#st.os_pid of
         OsPid when is_integer(OsPid) ->
-            gone(OsPid, 1000) orelse
+            gone(OsPid, 2000) orelse
                 begin
                     ?LOG_WARNING("tlsport: tlsportd (~p) did not exit after EOF; terminating it", [OsPid]),
                     _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),

@@ -184,6 +184,10 @@ SslCtxPtr build_context(const TlsOptions& options, TlsRole role, ErrorInfo& erro
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // One read() fetches as many records as are there, not a header then a
+  // body; the buffer is still given back when it empties. Safe here: reading
+  // always starts with SSL_read, never with a wait, once a socket may hold data.
+  SSL_CTX_set_read_ahead(c, 1);
   SSL_CTX_set_min_proto_version(c, options.min_version);
   if (options.max_version != 0) SSL_CTX_set_max_proto_version(c, options.max_version);
   if (!options.ciphers.empty() && SSL_CTX_set_cipher_list(c, options.ciphers.c_str()) != 1) {

@@ -6,6 +6,7 @@
 
 #include <asio/ip/address.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <climits>
 #include <cstring>
 
@@ -24,6 +25,8 @@ namespace {
 constexpr std::size_t kReadBufferSize = 64u << 10;
 /// Cap on one socket's packet_size.
 constexpr std::size_t kMaxPacketSize = std::size_t{1} << 30;
+/// Cap on outstanding accepts per listener.
+constexpr std::size_t kMaxPendingAccepts = 4096;
 /// Default packet_size.
 constexpr std::size_t kDefaultPacketSize = 64u << 20;
 
@@ -207,7 +210,13 @@ void Daemon::accept_unix_client() {
             add_client(owned, owned, false, std::nullopt, 4);
           }
         } else {
+          // EMFILE and the like: back off instead of spinning.
           log(LogLevel::warning, "Unix-socket accept failed: %s", ec.message().c_str());
+          auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+          timer->async_wait([this, timer](const std::error_code& e) {
+            if (!e && !shutting_down_) accept_unix_client();
+          });
+          return;
         }
         accept_unix_client();
       });
@@ -575,6 +584,11 @@ void Daemon::cmd_accept(ControlClient& c, json& cmd, const json& ref) {
   } else if (it->second->tls_per_accept()) {
     send_error(c, ref, "bad_request",
                "this listener was opened without tls: accept needs tls (an object, or false)");
+    return;
+  }
+  if (it->second->pending_accepts() >= kMaxPendingAccepts) {
+    send_error(c, ref, "overloaded",
+               "more than " + std::to_string(kMaxPendingAccepts) + " accepts outstanding");
     return;
   }
   it->second->add_accept(c.number(), ref, std::move(accept_tls), active);

@@ -57,6 +57,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
                   std::optional<ActiveMode> active);
   /// True when accepts must bring their own TLS settings.
   bool tls_per_accept() const { return settings_.tls_per_accept; }
+  /// Accepts waiting for a connection.
+  std::size_t pending_accepts() const { return pending_.size(); }
   /// Cancels the accept with this ref; false when there is none.
   bool cancel(std::uint32_t client, const nlohmann::json& ref);
   /// Answers `client`'s outstanding accepts with `kind` and forgets them.

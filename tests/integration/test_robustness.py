@@ -89,3 +89,12 @@ def test_many_clients_coming_and_going(unix_daemon):
     # Names of the clients that left are free again.
     n = unix_client(unix_daemon.path)
     assert n.ok({"op": "hello", "name": "c0"})["name"] == "c0"
+
+
+def test_outstanding_accepts_are_capped(client):
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    for i in range(4096):
+        client.send({"op": "accept", "ref": f"a{i}", "id": lst["id"]})
+    client.error({"op": "accept", "id": lst["id"]}, "overloaded")
+    client.ok({"op": "close", "id": lst["id"]})
+    assert client.reply("a0")["error"]["kind"] == "closed"

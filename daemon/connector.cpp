@@ -82,7 +82,7 @@ void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
     finish();
     return;
   }
-  std::uint32_t id = daemon_.register_connection(connection_, request_.client);
+  std::uint32_t id = daemon_.register_connection(connection_);
   client->reply_ok(request_.ref, {{"id", id}, {"peer", connection_->endpoint(true)}});
   ActiveMode active = request_.active.value_or(ActiveMode{});
   connection_->init_active(active.count, active.once);

@@ -25,6 +25,8 @@ namespace {
 constexpr std::size_t kReadBufferSize = 64u << 10;
 /// Cap on one socket's packet_size.
 constexpr std::size_t kMaxPacketSize = std::size_t{1} << 30;
+/// Cap on control clients at once.
+constexpr std::size_t kMaxClients = 1024;
 /// Cap on outstanding accepts per listener.
 constexpr std::size_t kMaxPendingAccepts = 4096;
 /// Default packet_size.
@@ -41,17 +43,20 @@ void send_error(ControlClient& c, const json& ref, const ErrorInfo& e) {
   send_error(c, ref, e.kind, e.message);
 }
 
+/// The bytes of a string or binary value.
+std::string bytes_of(const json& data) {
+  if (data.is_binary()) return std::string(data.get_binary().begin(), data.get_binary().end());
+  if (data.is_string()) return data.get<std::string>();
+  return std::string();
+}
+
 /// Reads an optional string field; false (after replying) when it has another type.
 bool get_string(ControlClient& c, const json& cmd, const json& ref, const char* field,
                 std::string& out) {
   auto it = cmd.find(field);
   if (it == cmd.end() || it->is_null()) return true;
-  if (it->is_string()) {
-    out = it->get<std::string>();
-    return true;
-  }
-  if (it->is_binary()) {
-    out.assign(it->get_binary().begin(), it->get_binary().end());
+  if (it->is_string() || it->is_binary()) {
+    out = bytes_of(*it);
     return true;
   }
   send_error(c, ref, "bad_request", std::string(field) + " must be a string");
@@ -108,12 +113,6 @@ bool get_active(ControlClient& c, const json& cmd, const json& ref,
   }
   out = mode;
   return true;
-}
-
-std::string bytes_of(const json& data) {
-  if (data.is_binary()) return std::string(data.get_binary().begin(), data.get_binary().end());
-  if (data.is_string()) return data.get<std::string>();
-  return std::string();
 }
 
 }  // namespace
@@ -205,6 +204,9 @@ void Daemon::accept_unix_client() {
           if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
             log(LogLevel::warning, "refused a Unix-socket client of another user (uid %d)",
                 static_cast<int>(cred.uid));
+          } else if (clients_.size() >= kMaxClients) {
+            log(LogLevel::warning, "refused a Unix-socket client: %zu clients already",
+                clients_.size());
           } else {
             int owned = socket.release();
             add_client(owned, owned, false, std::nullopt, 4);
@@ -253,11 +255,9 @@ std::uint32_t Daemon::next_socket_id() {
   }
 }
 
-std::uint32_t Daemon::register_connection(const std::shared_ptr<Connection>& conn,
-                                          std::uint32_t owner) {
+std::uint32_t Daemon::register_connection(const std::shared_ptr<Connection>& conn) {
   std::uint32_t id = next_socket_id();
   sockets_[id] = conn;
-  (void)owner;
   return id;
 }
 

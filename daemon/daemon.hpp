@@ -57,8 +57,8 @@ class Daemon {
   // Called by sockets.
   /// The client with this number, or null.
   ControlClient* client(std::uint32_t number);
-  /// Makes a handshaken connection a socket of `owner`; returns its id.
-  std::uint32_t register_connection(const std::shared_ptr<Connection>& conn, std::uint32_t owner);
+  /// Gives a handshaken connection a socket id (its owner comes with open()).
+  std::uint32_t register_connection(const std::shared_ptr<Connection>& conn);
   /// The socket's id is gone (peer closed); it finishes closing in the background.
   void forget_socket(std::uint32_t id);
   /// A connection is completely closed.

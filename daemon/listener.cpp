@@ -193,7 +193,7 @@ void Listener::hand_over(PendingAccept& accept, const std::shared_ptr<Connection
     conn->abort();
     return;
   }
-  std::uint32_t id = daemon_.register_connection(conn, accept.client);
+  std::uint32_t id = daemon_.register_connection(conn);
   client->reply_ok(accept.ref, {{"id", id}, {"peer", conn->endpoint(true)}});
   ActiveMode active = accept.active.value_or(settings_.active);
   conn->init_active(active.count, active.once);

@@ -49,6 +49,7 @@ from typing import (
 
 from . import _args
 from ._args import Active, Mode, TlsOptions
+from ._listener import ListenerBase
 from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW, FlowState, Tag
 from ._locate import PathArg, find_daemon
 from .codec import CodecError, Data, Decoder, Event, Reply, encode_command, encode_deliver
@@ -460,55 +461,10 @@ class AsyncSocket:
             pass
 
 
-class AsyncListener:
+class AsyncListener(ListenerBase):
     """A listening socket of an :class:`AsyncClient`."""
 
-    def __init__(
-        self,
-        client: "AsyncClient",
-        sid: int,
-        port: int,
-        mode: Optional[str],
-        *,
-        packet_size: Optional[int] = None,
-        previous_owner: Optional[Tuple[int, Optional[str]]] = None,
-        active: Active = True,
-    ) -> None:
-        self._client = client
-        self.id: int = sid
-        """The daemon's listener id."""
-        self.active: Active = active
-        """The initial active mode of accepted sockets."""
-        self.port: int = port
-        """The port listened on."""
-        self.mode = mode
-        """The framing mode of accepted sockets (``None`` when unknown)."""
-        self.previous_owner = previous_owner
-        self._packet_size = packet_size
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"<tlsport.AsyncListener id={self.id} port={self.port} mode={self.mode}>"
-
-    @property
-    def closed(self) -> bool:
-        """Whether the listener is closed (or handed over)."""
-        return self._closed
-
-    def _on_closed(self, reason: Optional[TlsportError], *, handed_over: bool = False) -> None:
-        self._closed = True
-
-    def _socket_maker(self, active: Active) -> Callable[[Reply], AsyncSocket]:
-        def make(reply: Reply) -> AsyncSocket:
-            body = reply.body
-            sock = AsyncSocket(
-                self._client, int(body["id"]), self.mode, _args.peer_tuple(body.get("peer")), packet_size=self._packet_size
-            )
-            sock._flow.created_with(active)
-            self._client._register_socket(sock)
-            return sock
-
-        return make
+    _socket_class = AsyncSocket
 
     async def accept(
         self,

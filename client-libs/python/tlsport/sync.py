@@ -48,6 +48,7 @@ from typing import (
 
 from . import _args
 from ._args import Active, Mode, TlsOptions
+from ._listener import ListenerBase
 from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW, FlowState, Tag
 from ._locate import PathArg, find_daemon
 from .codec import CodecError, Data, Decoder, Event, Reply, encode_command, encode_deliver
@@ -626,59 +627,10 @@ class Socket:
             pass
 
 
-class Listener:
+class Listener(ListenerBase):
     """A listening socket; :meth:`accept` returns :class:`Socket` objects."""
 
-    def __init__(
-        self,
-        client: "Client",
-        sid: int,
-        port: int,
-        mode: Optional[str],
-        *,
-        packet_size: Optional[int] = None,
-        previous_owner: Optional[Tuple[int, Optional[str]]] = None,
-        active: Active = True,
-    ) -> None:
-        self._client = client
-        self.id: int = sid
-        """The daemon's listener id."""
-        self.active: Active = active
-        """The initial active mode of accepted sockets (see :meth:`Socket.setopts`)."""
-        self.port: int = port
-        """The port listened on (the one chosen for port 0)."""
-        self.mode = mode
-        """The framing mode of accepted sockets (``None`` when unknown)."""
-        self.previous_owner = previous_owner
-        self._packet_size = packet_size
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"<tlsport.Listener id={self.id} port={self.port} mode={self.mode}>"
-
-    @property
-    def closed(self) -> bool:
-        """Whether the listener is closed (or handed over)."""
-        return self._closed
-
-    def _on_closed(self, reason: Optional[TlsportError], *, handed_over: bool = False) -> None:
-        self._closed = True
-
-    def _socket_maker(self, active: Active) -> Callable[[Reply], Socket]:
-        def make(reply: Reply) -> Socket:
-            body = reply.body
-            sock = Socket(
-                self._client,
-                int(body["id"]),
-                self.mode,
-                _args.peer_tuple(body.get("peer")),
-                packet_size=self._packet_size,
-            )
-            sock._flow.created_with(active)
-            self._client._register_socket(sock)
-            return sock
-
-        return make
+    _socket_class = Socket
 
     def accept(
         self,

@@ -1,29 +1,31 @@
+// Connector: resolve, connect, handshake within one timeout; then the reply.
 #include "daemon/connector.hpp"
 
 #include <asio/connect.hpp>
 
 #include "daemon/control_client.hpp"
-#include "daemon/daemon.hpp"
-#include "daemon/log.hpp"
+#include "daemon/shared.hpp"
+#include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
 
 using nlohmann::json;
 
-Connector::Connector(Daemon& daemon, ConnectRequest request)
-    : daemon_(daemon),
+Connector::Connector(Shared& shared, ConnectRequest request)
+    : shared_(shared),
       request_(std::move(request)),
-      resolver_(daemon.io()),
-      socket_(daemon.io()),
-      timer_(daemon.io()) {}
+      resolver_(shared.io),
+      socket_(shared.io),
+      timer_(shared.io) {}
 
 void Connector::start() {
-  timer_.expires_after(request_.timeout);
+  const protocol::ConnectCommand& cmd = request_.command;
+  timer_.expires_after(cmd.timeout);
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
     if (ec || self->done_) return;
-    self->fail({"timeout", "connect timed out"});
+    self->fail(wire_error(ErrorKind::timeout, "connect timed out"));
   });
-  resolver_.async_resolve(request_.host, std::to_string(request_.port),
+  resolver_.async_resolve(cmd.host, std::to_string(cmd.port),
                           asio::ip::tcp::resolver::numeric_service,
                           [self = shared_from_this()](const std::error_code& ec,
                                                       asio::ip::tcp::resolver::results_type r) {
@@ -51,16 +53,20 @@ void Connector::on_connected(const std::error_code& ec) {
     fail(classify(ec));
     return;
   }
-  connection_ =
-      std::make_shared<Connection>(daemon_, std::move(socket_), request_.ctx, TlsRole::client,
-                                   request_.framing, request_.packet_size);
-  if (request_.ctx && connection_->ssl() == nullptr) {
-    fail({"tls", take_openssl_error("cannot create TLS state")});
-    return;
+  const protocol::ConnectCommand& cmd = request_.command;
+  SslPtr ssl;
+  if (request_.ctx) {
+    ErrorInfo error;
+    ssl = new_ssl(request_.ctx, TlsRole::client, error);
+    if (!ssl) {
+      fail(error);
+      return;
+    }
+    configure_client_ssl(ssl.get(), cmd.tls.settings, cmd.host);
   }
-  if (connection_->ssl() != nullptr)
-    configure_client_ssl(connection_->ssl(), request_.tls, request_.host);
-  if (!request_.tls.logfile.empty()) connection_->set_log_file(request_.tls.logfile);
+  connection_ = std::make_shared<Connection>(shared_, std::move(socket_), std::move(ssl),
+                                             cmd.framing, cmd.packet_size);
+  if (!cmd.tls.settings.logfile.empty()) connection_->set_log_file(cmd.tls.settings.logfile);
   auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
       timer_.expiry() - std::chrono::steady_clock::now());
   if (remaining.count() < 1) remaining = std::chrono::milliseconds(1);
@@ -76,26 +82,23 @@ void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
     fail(*error);
     return;
   }
-  ControlClient* client = daemon_.client(request_.client);
+  ControlClient* client = shared_.registry.client(request_.client);
   if (client == nullptr) {
-    connection_->abort();
-    finish();
+    abandon();
     return;
   }
-  std::uint32_t id = daemon_.register_connection(connection_);
-  client->reply_ok(request_.ref, {{"id", id}, {"peer", connection_->endpoint(true)}});
-  ActiveMode active = request_.active.value_or(ActiveMode{});
-  connection_->init_active(active.count, active.once);
-  connection_->open(id, request_.client);
+  std::uint32_t id = shared_.registry.add_connection(connection_);
+  client->send(
+      protocol::ok_reply(request_.ref, {{"id", id}, {"peer", connection_->endpoint(true)}}));
+  connection_->open(id, request_.client, request_.command.active.value_or(ActiveMode{}));
   finish();
 }
 
 void Connector::fail(const ErrorInfo& error) {
   if (done_) return;
-  if (ControlClient* client = daemon_.client(request_.client))
-    client->reply_error(request_.ref, error.kind, error.message);
-  if (connection_) connection_->abort();
-  finish();
+  if (ControlClient* client = shared_.registry.client(request_.client))
+    client->send(protocol::error_reply(request_.ref, error));
+  abandon();
 }
 
 void Connector::abandon() {
@@ -112,7 +115,9 @@ void Connector::finish() {
   resolver_.cancel();
   std::error_code ignored;
   socket_.close(ignored);
-  daemon_.connector_finished(this);
+  // The connection is the registry's now, or gone: never ours to keep.
+  connection_.reset();
+  shared_.registry.remove_connector(this);
 }
 
 }  // namespace tlsport::daemon

@@ -11,32 +11,25 @@
 #include <string>
 
 #include "daemon/connection.hpp"
-#include "daemon/listener.hpp"
-#include "daemon/tls_config.hpp"
-#include "protocol/framing.hpp"
+#include "daemon/tls_context.hpp"
+#include "protocol/commands.hpp"
 
 namespace tlsport::daemon {
 
-class Daemon;
+struct Shared;
 
-/// What a connect command asked for.
+/// What a connect command asked for, with its context.
 struct ConnectRequest {
-  std::uint32_t client = 0;                  ///< who asked
-  nlohmann::json ref;                        ///< its ref
-  std::string host;                          ///< name or address
-  unsigned short port = 0;                   ///< TCP port
-  protocol::Framing framing;                 ///< mode of the socket
-  std::size_t packet_size = 64u << 20;       ///< packet cap
-  std::chrono::milliseconds timeout{30000};  ///< for the whole connect
-  SslCtxPtr ctx;                             ///< shared client context (null = TCP)
-  TlsOptions tls;                            ///< for SNI and host-name checking
-  std::optional<ActiveMode> active;          ///< initial active mode (default: active)
+  std::uint32_t client = 0;          ///< who asked
+  nlohmann::json ref;                ///< its ref
+  protocol::ConnectCommand command;  ///< host, port, mode, timeout, tls...
+  SslCtxPtr ctx;                     ///< shared client context (null = TCP)
 };
 
 /// One connect in progress.
 class Connector : public std::enable_shared_from_this<Connector> {
  public:
-  Connector(Daemon& daemon, ConnectRequest request);
+  Connector(Shared& shared, ConnectRequest request);
   Connector(const Connector&) = delete;
   Connector& operator=(const Connector&) = delete;
 
@@ -53,7 +46,7 @@ class Connector : public std::enable_shared_from_this<Connector> {
   void fail(const ErrorInfo& error);
   void finish();
 
-  Daemon& daemon_;                          ///< registry and clients
+  Shared& shared_;                          ///< registry, clients, loop
   ConnectRequest request_;                  ///< what to do
   asio::ip::tcp::resolver resolver_;        ///< asynchronous name lookup
   TcpSocket socket_;                        ///< the socket being connected

@@ -7,27 +7,36 @@
 #include <cerrno>
 #include <cstring>
 
-#include "daemon/daemon.hpp"
+#include "daemon/connection.hpp"
 #include "daemon/log.hpp"
+#include "daemon/shared.hpp"
+#include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
 
 using nlohmann::json;
 using protocol::ControlEncoding;
 
-ControlClient::ControlClient(Daemon& daemon, std::uint32_t number, int in_fd, int out_fd,
-                             bool is_port, std::optional<ControlEncoding> encoding,
+namespace {
+/// A client's output may reach this many times its high-water mark with
+/// replies and events before its commands stop being read.
+constexpr std::size_t kOutputCapFactor = 2;
+}  // namespace
+
+ControlClient::ControlClient(Shared& shared, ClientHost& host, std::uint32_t number, int in_fd,
+                             int out_fd, bool is_port, std::optional<ControlEncoding> encoding,
                              unsigned header_bytes)
-    : daemon_(daemon),
+    : shared_(shared),
+      host_(host),
       number_(number),
       is_port_(is_port),
-      in_(daemon.io(), in_fd),
-      out_fd_(daemon.io(), in_fd == out_fd ? ::dup(out_fd) : out_fd),
-      encoder_(encoding.value_or(ControlEncoding::binary), header_bytes, daemon.options().terms),
-      header_bytes_(header_bytes),
-      high_water_(daemon.options().client_buffer),
-      hangup_timer_(daemon.io()) {
-  if (encoding) decoder_.emplace(*encoding, header_bytes, daemon.options().max_message);
+      in_(shared.io, in_fd),
+      out_fd_(shared.io, in_fd == out_fd ? ::dup(out_fd) : out_fd),
+      encoder_(encoding.value_or(ControlEncoding::binary), header_bytes, shared.options.terms),
+      high_water_(shared.options.client_buffer),
+      hard_cap_(kOutputCapFactor * shared.options.client_buffer),
+      hangup_timer_(shared.io) {
+  if (encoding) decoder_.emplace(*encoding, header_bytes, shared.options.max_message);
   std::error_code ignored;
   in_.non_blocking(true, ignored);
   out_fd_.non_blocking(true, ignored);
@@ -36,7 +45,7 @@ ControlClient::ControlClient(Daemon& daemon, std::uint32_t number, int in_fd, in
 void ControlClient::start() { wait_readable(); }
 
 void ControlClient::wait_readable() {
-  if (closed_ || input_ended_ || input_paused_ || closing_) return;
+  if (closed_ || input_ended_ || input_paused() || closing_) return;
   in_.async_wait(asio::posix::stream_descriptor::wait_read,
                  [self = shared_from_this()](const std::error_code& ec) {
                    if (self->closed_ || self->input_ended_) return;
@@ -74,10 +83,8 @@ void ControlClient::process(std::string_view bytes) {
     char first = bytes.front();
     bool lines = first == '{' || first == ' ' || first == '\t' || first == '\r' || first == '\n';
     ControlEncoding encoding = lines ? ControlEncoding::lines : ControlEncoding::binary;
-    unsigned header = lines ? 0 : 4;
-    decoder_.emplace(encoding, header ? header : 4, daemon_.options().max_message);
-    encoder_ = protocol::ControlEncoder(encoding, header ? header : 4, daemon_.options().terms);
-    header_bytes_ = header;
+    decoder_.emplace(encoding, 4, shared_.options.max_message);
+    encoder_ = protocol::ControlEncoder(encoding, 4, shared_.options.terms);
   }
   auto self = shared_from_this();  // a command may close this client
   std::error_code ec = decoder_->feed(
@@ -85,16 +92,18 @@ void ControlClient::process(std::string_view bytes) {
       [&](protocol::InboundMessage& message) {
         if (closed_ || closing_) return false;
         if (message.kind == protocol::InboundMessage::Kind::data) {
-          daemon_.handle_deliver(*this, message.socket_id, message.data, nullptr);
+          host_.on_data(*this, message.socket_id, message.data);
         } else {
           if (auto format = decoder_->first_term_format();
               format && format != encoder_.term_format() && !term_format_fixed_) {
             encoder_.set_term_format(*format);
           }
           term_format_fixed_ = term_format_fixed_ || decoder_->first_term_format().has_value();
-          daemon_.handle_command(*this, message.command);
+          host_.on_command(*this, message.command);
         }
-        return !(input_paused_ || closed_ || closing_);
+        // A client that does not read its replies stops being read itself.
+        if (pending_output() >= hard_cap_) pause(kPausedByOutput);
+        return !stop_decoding();
       },
       [&](protocol::ControlError error, const std::string& detail) {
         if (auto format = decoder_->first_term_format(); format && !term_format_fixed_) {
@@ -103,20 +112,28 @@ void ControlClient::process(std::string_view bytes) {
         }
         std::string message = make_error_code(error).message();
         if (!detail.empty()) message += ": " + detail;
-        reply_error(nullptr, "bad_request", message);
+        send(protocol::error_reply(nullptr, wire_error(ErrorKind::bad_request, message)));
       });
   if (ec) {
     log(LogLevel::warning, "client %u: %s; disconnecting it", number_, ec.message().c_str());
-    reply_error(nullptr, "emsgsize", ec.message());
+    send(protocol::error_reply(nullptr, wire_error(std::errc::message_size, ec.message())));
     close_after_flush();
   }
 }
 
-void ControlClient::resume_input() {
-  if (!input_paused_) return;
-  input_paused_ = false;
+void ControlClient::pause(PauseReason reason) {
+  bool was_paused = input_paused();
+  paused_ |= reason;
+  // Input is not read while paused, so its end would go unseen: watch for it.
+  if (!was_paused) watch_for_hangup();
+}
+
+void ControlClient::resume(PauseReason reason) {
+  if ((paused_ & reason) == 0) return;
+  paused_ &= static_cast<std::uint8_t>(~reason);
+  if (input_paused()) return;
   asio::post(in_.get_executor(), [self = shared_from_this()] {
-    if (self->input_paused_ || self->closed_) return;
+    if (self->input_paused() || self->closed_) return;
     self->process(std::string_view());
     self->wait_readable();
   });
@@ -126,25 +143,12 @@ void ControlClient::send(const json& message) {
   if (closed_) return;
   if (!encoder_.append_message(out_, message)) {
     // Only possible with --packet 1/2: say so in a message that fits.
-    json error = {{"ok", false},
-                  {"error", {{"kind", "emsgsize"}, {"message", "reply too large for frame"}}}};
-    if (message.contains("ref")) error["ref"] = message["ref"];
-    encoder_.append_message(out_, error);
+    json ref = message.contains("ref") ? message["ref"] : json();
+    encoder_.append_message(
+        out_, protocol::error_reply(
+                  ref, wire_error(std::errc::message_size, "reply too large for frame")));
   }
   schedule_flush();
-}
-
-void ControlClient::reply_ok(const json& ref, json body) {
-  body["ok"] = true;
-  if (!ref.is_null()) body["ref"] = ref;
-  send(body);
-}
-
-void ControlClient::reply_error(const json& ref, const std::string& kind,
-                                const std::string& message) {
-  json body = {{"ok", false}, {"error", {{"kind", kind}, {"message", message}}}};
-  if (!ref.is_null()) body["ref"] = ref;
-  send(body);
 }
 
 bool ControlClient::send_data(std::uint32_t socket_id, std::string_view data, bool splittable) {
@@ -215,10 +219,14 @@ void ControlClient::flush() {
 }
 
 void ControlClient::after_drain() {
-  if (waiting_sockets_.empty() || pending_output() > high_water_ / 4) return;
+  if (pending_output() > high_water_ / 4) return;
+  resume(kPausedByOutput);
+  if (waiting_sockets_.empty()) return;
   std::vector<std::uint32_t> ids;
   ids.swap(waiting_sockets_);
-  daemon_.resume_sockets(ids);
+  for (std::uint32_t id : ids) {
+    if (Connection* connection = shared_.registry.connection(id)) connection->resume_reading();
+  }
 }
 
 void ControlClient::on_input_end(const char* why) {
@@ -226,7 +234,7 @@ void ControlClient::on_input_end(const char* why) {
   input_ended_ = true;
   log(LogLevel::info, "client %u: %s", number_, why);
   if (is_port_) {
-    daemon_.on_port_closed();
+    host_.on_port_closed();
     return;
   }
   if (std::strcmp(why, "end of input") != 0) {
@@ -238,15 +246,8 @@ void ControlClient::on_input_end(const char* why) {
   watch_for_hangup();
 }
 
-void ControlClient::pause_input() {
-  if (input_paused_) return;
-  input_paused_ = true;
-  // Input is not read while paused, so its end would go unseen: watch for it.
-  watch_for_hangup();
-}
-
 void ControlClient::watch_for_hangup() {
-  if (closed_ || (!input_ended_ && !input_paused_)) return;
+  if (closed_ || (!input_ended_ && !input_paused())) return;
   // After the end of input: has the client closed entirely? While paused:
   // has the writer of our input gone (a pipe's writer, a socket closed)?
   int fd = input_ended_ ? out_fd_.native_handle() : in_.native_handle();
@@ -277,13 +278,13 @@ void ControlClient::close_now() {
   closed_ = true;
   if (is_port_) {
     // Without its port channel the daemon has nobody to serve.
-    daemon_.on_port_closed();
+    host_.on_port_closed();
   }
   std::error_code ignored;
   hangup_timer_.cancel();
   in_.close(ignored);
   out_fd_.close(ignored);
-  daemon_.on_client_closed(number_);
+  host_.on_client_closed(number_);
 }
 
 }  // namespace tlsport::daemon

@@ -3,28 +3,23 @@
 #include <openssl/err.h>
 
 #include <asio/error.hpp>
-#include <cctype>
 #include <cstring>
 
 namespace tlsport::daemon {
 
 ErrorInfo classify(const std::error_code& ec) {
-  if (ec == asio::error::operation_aborted) return {"cancelled", "operation cancelled"};
-  if (ec == asio::error::eof) return {"closed", "connection closed by peer"};
+  if (ec == asio::error::operation_aborted)
+    return wire_error(ErrorKind::cancelled, "operation cancelled");
+  if (ec == asio::error::eof) return wire_error(ErrorKind::closed, "connection closed by peer");
   if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again ||
       ec == asio::error::no_data)
-    return {"nxdomain", ec.message()};
-  if (ec == asio::error::timed_out) return {"timeout", ec.message()};
-  if (ec.category() == std::system_category() || ec.category() == asio::system_category()) {
-    // glibc names errno values; the protocol uses them in lower case.
-    const char* name = strerrorname_np(ec.value());
-    if (name != nullptr) {
-      std::string kind(name);
-      for (char& c : kind) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      return {kind, ec.message()};
-    }
-  }
-  return {"error", ec.message()};
+    return wire_error(ErrorKind::nxdomain, ec.message());
+  if (ec == asio::error::timed_out) return wire_error(ErrorKind::timeout, ec.message());
+  // asio's system category is its own object, distinct from std's.
+  if (ec.category() == std::system_category() || ec.category() == std::generic_category() ||
+      ec.category() == asio::system_category())
+    return {std::error_code(ec.value(), std::system_category()), ec.message()};
+  return wire_error(ErrorKind::error, ec.message());
 }
 
 std::string take_openssl_error(const std::string& fallback) {

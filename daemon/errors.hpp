@@ -1,23 +1,21 @@
-// Error kinds of docs/protocol.md §2.3: short stable words plus a message
-// for people.
+// Classified errors (docs/protocol.md §2.3) from the system, asio and
+// OpenSSL. The kinds themselves are protocol/wire_error.hpp's.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
 
+#include "protocol/wire_error.hpp"
+
 namespace tlsport::daemon {
 
-/// A classified error as sent to clients.
-struct ErrorInfo {
-  std::string kind;     ///< stable word: errno name, "tls", "closed", ...
-  std::string message;  ///< for people
+using ErrorInfo = protocol::WireError;
+using protocol::ErrorKind;
+using protocol::wire_error;
 
-  nlohmann::json to_json() const { return {{"kind", kind}, {"message", message}}; }
-};
-
-/// Classifies a system or asio error: errno names in lower case, "nxdomain"
-/// for names that do not resolve, "cancelled" for aborted operations.
+/// Classifies a system or asio error: errno values keep their errno (the
+/// wire shows its name), names that do not resolve are nxdomain, aborted
+/// operations cancelled, asio's eof closed, timeouts timeout.
 ErrorInfo classify(const std::error_code& ec);
 
 /// The reason text of the oldest error on OpenSSL's error queue (clearing

@@ -1,18 +1,20 @@
+// Listener: accepting, handshaking, and matching connections to accepts.
 #include "daemon/listener.hpp"
 
 #include "daemon/control_client.hpp"
-#include "daemon/daemon.hpp"
 #include "daemon/log.hpp"
+#include "daemon/shared.hpp"
+#include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
 
 using nlohmann::json;
 
-Listener::Listener(Daemon& daemon, asio::ip::tcp::acceptor acceptor, ListenSettings settings)
-    : daemon_(daemon),
+Listener::Listener(Shared& shared, asio::ip::tcp::acceptor acceptor, ListenSettings settings)
+    : shared_(shared),
       acceptor_(std::move(acceptor)),
       settings_(std::move(settings)),
-      retry_timer_(daemon.io()) {}
+      retry_timer_(shared.io) {}
 
 unsigned short Listener::port() const {
   std::error_code ec;
@@ -44,22 +46,24 @@ bool Listener::cancel(std::uint32_t client, const json& ref) {
     if (it->client == client && it->ref == ref) {
       json ref_copy = it->ref;
       pending_.erase(it);
-      if (ControlClient* c = daemon_.client(client))
-        c->reply_error(ref_copy, "cancelled", "accept cancelled");
+      if (ControlClient* c = shared_.registry.client(client))
+        c->send(
+            protocol::error_reply(ref_copy, wire_error(ErrorKind::cancelled, "accept cancelled")));
       return true;
     }
   }
   return false;
 }
 
-void Listener::drop_accepts(std::uint32_t client, const char* kind, const char* message) {
+void Listener::drop_accepts(std::uint32_t client, const ErrorInfo& error) {
   std::deque<PendingAccept> keep;
   for (auto& p : pending_) {
     if (p.client != client) {
       keep.push_back(std::move(p));
       continue;
     }
-    if (ControlClient* c = daemon_.client(client)) c->reply_error(p.ref, kind, message);
+    if (ControlClient* c = shared_.registry.client(client))
+      c->send(protocol::error_reply(p.ref, error));
   }
   pending_.swap(keep);
 }
@@ -72,25 +76,41 @@ void Listener::close() {
   retry_timer_.cancel();
   auto pending = std::move(pending_);
   pending_.clear();
+  ErrorInfo closed = wire_error(ErrorKind::closed, "listener closed");
   for (auto& p : pending) {
-    if (ControlClient* c = daemon_.client(p.client))
-      c->reply_error(p.ref, "closed", "listener closed");
+    if (ControlClient* c = shared_.registry.client(p.client))
+      c->send(protocol::error_reply(p.ref, closed));
   }
-  for (auto& conn : ready_) conn->abort();
+  auto held = std::move(ready_);
   ready_.clear();
+  for (auto& conn : handshaking_) held.push_back(conn);
+  handshaking_.clear();
+  for (auto& conn : held) conn->abort();
 }
 
 void Listener::accept_next() {
   if (closed_ || accepting_ || !wants_connection()) return;
-  if (handshaking_ >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
-  if (!daemon_.has_room_for_socket()) return;
+  if (handshaking_.size() >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
+  if (!shared_.registry.has_room_for_socket()) return;
   accepting_ = true;
   // Accepted straight into a socket on the io_context's executor (see TcpSocket).
-  acceptor_.async_accept(daemon_.io(),
+  acceptor_.async_accept(shared_.io,
                          [self = shared_from_this()](const std::error_code& ec, TcpSocket socket) {
                            self->accepting_ = false;
                            self->on_accepted(ec, std::move(socket));
                          });
+}
+
+Listener::PendingAccept* Listener::claimant() {
+  // The oldest accept still waiting decides: one with TLS settings of its own
+  // claims this connection and its handshake; otherwise the listener's
+  // settings apply and the connection goes to whichever accept is oldest
+  // when its handshake is done.
+  for (auto& p : pending_) {
+    if (!p.tls.given) return nullptr;
+    if (!p.claimed) return &p;
+  }
+  return nullptr;
 }
 
 void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
@@ -105,62 +125,61 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
     });
     return;
   }
-  // The oldest accept still waiting decides: one with TLS settings of its own
-  // claims this connection and its handshake; otherwise the listener's
-  // settings apply and the connection goes to whichever accept is oldest
-  // when its handshake is done.
-  PendingAccept* claimant = nullptr;
-  for (auto& p : pending_) {
-    if (!p.tls.given) break;
-    if (!p.claimed) {
-      claimant = &p;
-      break;
+  PendingAccept* claim = claimant();
+  const SslCtxPtr& ctx = claim != nullptr ? claim->tls.ctx : settings_.ctx;
+  SslPtr ssl;
+  if (ctx) {
+    ErrorInfo error;
+    ssl = new_ssl(ctx, TlsRole::server, error);
+    if (!ssl) {
+      // Never serve a TLS listener's connection as plain TCP.
+      log(LogLevel::error, "listener %u: connection refused: %s", id_, error.message.c_str());
+      std::error_code ignored;
+      socket.close(ignored);
+      accept_next();
+      return;
     }
   }
-  const SslCtxPtr& ctx = claimant != nullptr ? claimant->tls.ctx : settings_.ctx;
-  auto conn = std::make_shared<Connection>(daemon_, std::move(socket), ctx, TlsRole::server,
+  auto conn = std::make_shared<Connection>(shared_, std::move(socket), std::move(ssl),
                                            settings_.framing, settings_.packet_size);
-  const std::string& log_file = claimant != nullptr ? claimant->tls.log_file : settings_.log_file;
+  const std::string& log_file = claim != nullptr ? claim->tls.log_file : settings_.log_file;
   if (!log_file.empty()) conn->set_log_file(log_file);
-  ++handshaking_;
-  daemon_.track_handshake(conn);
-  if (claimant != nullptr) {
-    claimant->claimed = true;
-    conn->start_handshake(settings_.handshake_timeout,
-                          [self = shared_from_this(), conn,
-                           serial = claimant->serial](const std::optional<ErrorInfo>& error) {
-                            self->on_claimed_handshake(serial, conn, error);
-                          });
-    accept_next();
-    return;
+  handshaking_.insert(conn);
+  std::optional<std::uint64_t> serial;
+  if (claim != nullptr) {
+    claim->claimed = true;
+    serial = claim->serial;
   }
-  conn->start_handshake(settings_.handshake_timeout,
-                        [self = shared_from_this(), conn](const std::optional<ErrorInfo>& error) {
-                          --self->handshaking_;
-                          self->daemon_.untrack_handshake(conn);
-                          if (error) {
-                            log(LogLevel::info, "listener %u: handshake failed: %s: %s", self->id_,
-                                error->kind.c_str(), error->message.c_str());
-                          } else if (self->closed_) {
-                            conn->abort();
-                          } else {
-                            self->ready_.push_back(conn);
-                            self->serve_ready();
-                          }
-                          self->accept_next();
-                        });
+  conn->start_handshake(settings_.handshake_timeout, [self = shared_from_this(), conn, serial](
+                                                         const std::optional<ErrorInfo>& error) {
+    self->on_handshake(conn, serial, error);
+  });
+  accept_next();
+}
+
+void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
+                            std::optional<std::uint64_t> serial,
+                            const std::optional<ErrorInfo>& error) {
+  handshaking_.erase(conn);
+  if (error)
+    log(LogLevel::info, "listener %u: handshake failed: %s: %s", id_, error->kind().c_str(),
+        error->message.c_str());
+  if (serial) {
+    on_claimed_handshake(*serial, conn, error);
+  } else if (!error && closed_) {
+    conn->abort();
+  } else if (!error) {
+    ready_.push_back(conn);
+    serve_ready();
+  }
   accept_next();
 }
 
 void Listener::on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
                                     const std::optional<ErrorInfo>& error) {
-  --handshaking_;
-  daemon_.untrack_handshake(conn);
   auto it = pending_.begin();
   while (it != pending_.end() && it->serial != serial) ++it;
   if (error) {
-    log(LogLevel::info, "listener %u: handshake failed: %s: %s", id_, error->kind.c_str(),
-        error->message.c_str());
     if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
   } else if (closed_ || it == pending_.end()) {
     conn->abort();  // the accept was cancelled meanwhile
@@ -169,7 +188,6 @@ void Listener::on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<
     pending_.erase(it);
     hand_over(accept, conn);
   }
-  accept_next();
 }
 
 void Listener::serve_ready() {
@@ -180,7 +198,7 @@ void Listener::serve_ready() {
     if (it == pending_.end()) return;
     PendingAccept accept = std::move(*it);
     pending_.erase(it);
-    if (daemon_.client(accept.client) == nullptr) continue;
+    if (shared_.registry.client(accept.client) == nullptr) continue;
     auto conn = std::move(ready_.front());
     ready_.pop_front();
     hand_over(accept, conn);
@@ -188,16 +206,14 @@ void Listener::serve_ready() {
 }
 
 void Listener::hand_over(PendingAccept& accept, const std::shared_ptr<Connection>& conn) {
-  ControlClient* client = daemon_.client(accept.client);
+  ControlClient* client = shared_.registry.client(accept.client);
   if (client == nullptr) {
     conn->abort();
     return;
   }
-  std::uint32_t id = daemon_.register_connection(conn);
-  client->reply_ok(accept.ref, {{"id", id}, {"peer", conn->endpoint(true)}});
-  ActiveMode active = accept.active.value_or(settings_.active);
-  conn->init_active(active.count, active.once);
-  conn->open(id, accept.client);
+  std::uint32_t id = shared_.registry.add_connection(conn);
+  client->send(protocol::ok_reply(accept.ref, {{"id", id}, {"peer", conn->endpoint(true)}}));
+  conn->open(id, accept.client, accept.active.value_or(settings_.active));
 }
 
 }  // namespace tlsport::daemon

@@ -10,20 +10,15 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <unordered_set>
 
 #include "daemon/connection.hpp"
-#include "daemon/tls_config.hpp"
+#include "daemon/tls_context.hpp"
 #include "protocol/framing.hpp"
 
 namespace tlsport::daemon {
 
-class Daemon;
-
-/// A socket's initial active mode (docs/protocol.md, setopts).
-struct ActiveMode {
-  long long count = -1;  ///< <0 active, 0 passive, N packets
-  bool once = false;     ///< "once" rather than a count
-};
+struct Shared;
 
 /// TLS settings given with one accept (seed 004 puts SSLFlags on accept).
 struct AcceptTls {
@@ -34,20 +29,20 @@ struct AcceptTls {
 
 /// Settings shared by every connection a listener accepts.
 struct ListenSettings {
-  SslCtxPtr ctx;                        ///< one TLS context per listener (null = TCP)
-  bool tls_per_accept = false;          ///< no listener context: each accept brings one
-  ActiveMode active;                    ///< initial active mode of accepted sockets
-  protocol::Framing framing;            ///< mode of accepted sockets
-  std::size_t packet_size = 64u << 20;  ///< packet cap of accepted sockets
-  std::chrono::milliseconds handshake_timeout{30000};  ///< per accepted connection
-  std::size_t backlog = 128;                           ///< bound on finished connections waiting
-  std::string log_file;                                ///< the seed's -log file
+  SslCtxPtr ctx;                ///< one TLS context per listener (null = TCP)
+  bool tls_per_accept = false;  ///< no listener context: each accept brings one
+  ActiveMode active;            ///< initial active mode of accepted sockets
+  protocol::Framing framing;    ///< mode of accepted sockets
+  std::size_t packet_size = protocol::kDefaultPacketSize;  ///< packet cap of accepted sockets
+  std::chrono::milliseconds handshake_timeout{30000};      ///< per accepted connection
+  std::size_t backlog = 128;  ///< bound on finished connections waiting
+  std::string log_file;       ///< the seed's -log file
 };
 
 /// A listener owned by one client; accepts may come from its owner only.
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
-  Listener(Daemon& daemon, asio::ip::tcp::acceptor acceptor, ListenSettings settings);
+  Listener(Shared& shared, asio::ip::tcp::acceptor acceptor, ListenSettings settings);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
@@ -59,11 +54,14 @@ class Listener : public std::enable_shared_from_this<Listener> {
   bool tls_per_accept() const { return settings_.tls_per_accept; }
   /// Accepts waiting for a connection.
   std::size_t pending_accepts() const { return pending_.size(); }
+  /// Connections held: handshaking, or handshaken and waiting for an accept.
+  std::size_t connections_held() const { return handshaking_.size() + ready_.size(); }
   /// Cancels the accept with this ref; false when there is none.
   bool cancel(std::uint32_t client, const nlohmann::json& ref);
-  /// Answers `client`'s outstanding accepts with `kind` and forgets them.
-  void drop_accepts(std::uint32_t client, const char* kind, const char* message);
-  /// Closes the listening socket; outstanding accepts fail with `closed`.
+  /// Answers `client`'s outstanding accepts with `error` and forgets them.
+  void drop_accepts(std::uint32_t client, const ErrorInfo& error);
+  /// Closes the listening socket and the connections it holds; outstanding
+  /// accepts fail with `closed`.
   void close();
 
   std::uint32_t id() const { return id_; }
@@ -87,6 +85,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   bool wants_connection() const;
   void accept_next();
   void on_accepted(const std::error_code& ec, TcpSocket socket);
+  /// The oldest accept with TLS settings of its own that no handshake serves yet.
+  PendingAccept* claimant();
+  void on_handshake(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
+                    const std::optional<ErrorInfo>& error);
   void on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
                             const std::optional<ErrorInfo>& error);
   void serve_ready();
@@ -95,7 +97,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
   static constexpr std::size_t kMaxHandshaking = 1024;  ///< concurrent handshakes per listener
 
-  Daemon& daemon_;                                 ///< registry and clients
+  Shared& shared_;                                 ///< registry, clients, loop
   asio::ip::tcp::acceptor acceptor_;               ///< the listening socket
   ListenSettings settings_;                        ///< for accepted connections
   asio::steady_timer retry_timer_;                 ///< back-off after accept errors
@@ -103,10 +105,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::uint32_t owner_ = 0;                        ///< owning client
   std::deque<PendingAccept> pending_;              ///< accepts waiting, oldest first
   std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
-  std::size_t handshaking_ = 0;                    ///< handshakes in progress
-  std::uint64_t next_serial_ = 1;                  ///< serial of the next accept
-  bool accepting_ = false;                         ///< an async_accept is outstanding
-  bool closed_ = false;                            ///< close() was called
+  std::unordered_set<std::shared_ptr<Connection>> handshaking_;  ///< handshakes in progress
+  std::uint64_t next_serial_ = 1;                                ///< serial of the next accept
+  bool accepting_ = false;                                       ///< an async_accept is outstanding
+  bool closed_ = false;                                          ///< close() was called
 };
 
 }  // namespace tlsport::daemon

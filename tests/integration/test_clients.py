@@ -154,7 +154,9 @@ def test_bad_input_gets_clear_errors_and_the_client_goes_on(client):
     client.error({"op": "connect", "host": "127.0.0.1"}, "bad_request")
     client.error({"op": "listen", "port": 0, "tls": {"certfile": 5}}, "bad_request")
     client.error({"op": "listen", "port": 0, "tls": {"certfile": "/nonexistent.pem"}}, "bad_tls_config")
-    client.error({"op": "setopts", "id": 1, "active": "sometimes"}, "no_such_socket")
+    # A command is checked whole before any socket is looked up.
+    client.error({"op": "setopts", "id": 1, "active": "sometimes"}, "bad_request")
+    client.error({"op": "setopts", "id": 1, "active": "once"}, "no_such_socket")
     client.send_raw(data_frame(77, b"lost"))
     err = client.next_unmatched()
     assert err["error"]["kind"] == "no_such_socket" and err["id"] == 77

@@ -99,7 +99,9 @@ def test_raw_mode_delivers_bytes_in_order(client, pki):
 
 
 def test_packet_size_cap_closes_with_emsgsize(client, pki):
-    lst = tls_listen(client, pki, mode="packet:4", packet_size=1000)
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "mode": "packet:4",
+                     "packet_size": 1000,
+                     "tls": {"certfile": pki.server_cert, "keyfile": pki.server_key}})
     aref = client.send({"op": "accept", "id": lst["id"]})
     ctx = ssl.create_default_context(cafile=pki.ca)
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"])),
@@ -107,7 +109,7 @@ def test_packet_size_cap_closes_with_emsgsize(client, pki):
     a = client.reply(aref)["id"]
     s.sendall(struct.pack(">I", 1000) + b"k" * 1000)
     assert client.packets(a, 1) == [b"k" * 1000]
-    s.sendall(struct.pack(">I", 0xFFFFFFF0))
+    s.sendall(struct.pack(">I", 1001))  # one byte over the listener's cap
     ev = client.closed_event(a)
     assert ev["reason"]["kind"] == "emsgsize"
     s.close()

@@ -1,0 +1,263 @@
+// Executor: dispatch, and the commands on existing sockets and on the
+// client itself. Opening sockets (listen, accept, connect) is in
+// executor_open.cpp.
+#include "daemon/executor.hpp"
+
+#include <unistd.h>
+
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+
+#include "daemon/connection.hpp"
+#include "daemon/control_client.hpp"
+#include "daemon/listener.hpp"
+#include "daemon/shared.hpp"
+#include "daemon/version.hpp"
+#include "protocol/messages.hpp"
+
+namespace tlsport::daemon {
+
+using nlohmann::json;
+
+/// What a client can test in hello before relying on it.
+static const char* const kCapabilities[] = {"lines",
+                                            "binary",
+                                            "etf",
+                                            "json",
+                                            "tls",
+                                            "asn1",
+                                            "line",
+                                            "active",
+                                            "recv",
+                                            "unix",
+                                            "ipv6",
+                                            "strict_fields",
+                                            "verify_hostname_false"};
+
+void Executor::execute(ControlClient& client, const json& ref, protocol::Command& command) {
+  Call call{client, ref};
+  std::visit([this, call](auto& cmd) { run(call, cmd); }, command);
+}
+
+void Executor::ok(Call call, json body) {
+  call.client.send(protocol::ok_reply(call.ref, std::move(body)));
+}
+
+void Executor::fail(Call call, const ErrorInfo& error) {
+  call.client.send(protocol::error_reply(call.ref, error));
+}
+
+Connection* Executor::owned_connection(Call call, std::uint32_t id) {
+  ErrorInfo error;
+  Connection* conn = shared_.registry.owned_connection(call.client.number(), id, error);
+  if (conn == nullptr) fail(call, error);
+  return conn;
+}
+
+void Executor::deliver(ControlClient& client, std::uint32_t id, std::string_view data,
+                       const json& ref) {
+  ErrorInfo error;
+  Connection* conn = shared_.registry.owned_connection(client.number(), id, error);
+  bool over = false;
+  if (conn != nullptr) {
+    if (auto failure = conn->deliver(data, over)) {
+      error = std::move(*failure);
+      conn = nullptr;
+    }
+  }
+  if (conn == nullptr) {
+    client.send(protocol::deliver_error_reply(id, ref, error));
+    return;
+  }
+  if (over) {
+    // The peer reads slowly: stop taking commands from this client until it drains.
+    conn->block_client(client.number());
+    client.pause_input();
+  }
+  if (!ref.is_null()) client.send(protocol::ok_reply(ref));
+}
+
+void Executor::run(Call call, protocol::HelloCommand& cmd) {
+  if (cmd.name) {
+    if (auto error = shared_.registry.name_client(call.client, *cmd.name)) {
+      fail(call, *error);
+      return;
+    }
+  }
+  json body = {{"version", kVersion},
+               {"protocol", kProtocolVersion},
+               {"client", call.client.number()},
+               {"capabilities", kCapabilities}};
+  if (!call.client.name().empty()) body["name"] = call.client.name();
+  ok(call, std::move(body));
+}
+
+void Executor::run(Call call, protocol::DeliverCommand& cmd) {
+  deliver(call.client, cmd.id, cmd.data, call.ref);
+}
+
+void Executor::run(Call call, protocol::CloseCommand& cmd) {
+  ErrorInfo error;
+  if (shared_.registry.owned_listener(call.client.number(), cmd.id, error)) {
+    shared_.registry.remove_listener(cmd.id)->close();
+    ok(call);
+    return;
+  }
+  if (error.code) {
+    fail(call, error);
+    return;
+  }
+  Connection* conn = owned_connection(call, cmd.id);
+  if (conn == nullptr) return;
+  auto keep = conn->shared_from_this();
+  shared_.registry.forget_connection(cmd.id);
+  keep->close_orderly();
+  ok(call);
+}
+
+void Executor::run(Call call, protocol::ControllingProcessCommand& cmd) {
+  ControlClient* target = nullptr;
+  if (const auto* name = std::get_if<std::string>(&cmd.to)) {
+    target = shared_.registry.client_named(*name);
+    if (target == nullptr) {
+      fail(call, wire_error(ErrorKind::no_such_client, "no client is named " + *name));
+      return;
+    }
+  } else {
+    std::uint32_t number = std::get<std::uint32_t>(cmd.to);
+    target = shared_.registry.client(number);
+    if (target == nullptr) {
+      fail(call, wire_error(ErrorKind::no_such_client, "no client " + std::to_string(number)));
+      return;
+    }
+  }
+  protocol::OwnedFacts facts;
+  facts.id = cmd.id;
+  facts.from = call.client.number();
+  facts.from_name = call.client.name();
+  bool same = target == &call.client;
+  ErrorInfo error;
+  if (Listener* listener = shared_.registry.owned_listener(facts.from, cmd.id, error)) {
+    listener->drop_accepts(facts.from, wire_error(ErrorKind::cancelled, "listener handed over"));
+    listener->set_owner(target->number());
+    facts.listener = true;
+    facts.endpoint = listener->endpoint();
+    ok(call);
+    if (!same) target->send(protocol::owned_event(facts));
+    return;
+  }
+  if (error.code) {
+    fail(call, error);
+    return;
+  }
+  Connection* conn = owned_connection(call, cmd.id);
+  if (conn == nullptr) return;
+  // The old owner's reply and the new owner's event are queued at the same
+  // moment: every event before belongs to the old owner, every one after to the new.
+  ok(call);
+  if (same) return;
+  conn->set_owner(target->number());
+  facts.mode = protocol::framing_name(conn->framing());
+  facts.busy = conn->busy();
+  facts.endpoint = conn->endpoint(true);
+  target->send(protocol::owned_event(facts));
+}
+
+void Executor::run(Call call, protocol::SetoptsCommand& cmd) {
+  Connection* conn = owned_connection(call, cmd.id);
+  if (conn == nullptr) return;
+  if (cmd.packet_size) conn->set_packet_size(*cmd.packet_size);
+  if (cmd.active) conn->set_active(*cmd.active);
+  ok(call);
+}
+
+void Executor::run(Call call, protocol::RecvCommand& cmd) {
+  Connection* conn = owned_connection(call, cmd.id);
+  if (conn == nullptr) return;
+  if (auto error = conn->recv(call.client.number(), call.ref, cmd.timeout)) fail(call, *error);
+}
+
+void Executor::run(Call call, protocol::PeernameCommand& cmd) {
+  Connection* conn = owned_connection(call, cmd.id);
+  if (conn == nullptr) return;
+  json ep = conn->endpoint(true);
+  if (ep.is_null())
+    fail(call, wire_error(std::errc::not_connected, "socket is not connected"));
+  else
+    ok(call, std::move(ep));
+}
+
+void Executor::run(Call call, protocol::SocknameCommand& cmd) {
+  ErrorInfo error;
+  if (Listener* listener = shared_.registry.owned_listener(call.client.number(), cmd.id, error)) {
+    ok(call, listener->endpoint());
+    return;
+  }
+  if (error.code) {
+    fail(call, error);
+    return;
+  }
+  if (Connection* conn = owned_connection(call, cmd.id)) ok(call, conn->endpoint(false));
+}
+
+void Executor::run(Call call, protocol::InfoCommand& cmd) {
+  Connection* conn = owned_connection(call, cmd.id);
+  if (conn == nullptr) return;
+  json body = conn->info();
+  body["peer"] = conn->endpoint(true);
+  body["sockname"] = conn->endpoint(false);
+  ok(call, std::move(body));
+}
+
+void Executor::run(Call call, protocol::ResolveCommand& cmd) {
+  resolve_address(call, cmd.address.value_or(""));
+}
+
+void Executor::resolve_address(Call call, const std::string& address) {
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(shared_.io);
+  std::uint32_t number = call.client.number();
+  json ref = call.ref;
+  Registry& registry = shared_.registry;
+  if (address.empty()) {
+    char name[256] = {0};
+    if (::gethostname(name, sizeof name - 1) != 0) {
+      fail(call, classify(std::error_code(errno, std::system_category())));
+      return;
+    }
+    std::string host = name;
+    // The official name is the canonical one; without DNS it is the host name itself.
+    resolver->async_resolve(
+        host, "", asio::ip::tcp::resolver::canonical_name,
+        [&registry, resolver, number, ref, host](const std::error_code& ec,
+                                                 asio::ip::tcp::resolver::results_type results) {
+          ControlClient* client = registry.client(number);
+          if (client == nullptr) return;
+          std::string official = host;
+          if (!ec && !results.empty()) official = results.begin()->host_name();
+          client->send(protocol::ok_reply(ref, {{"name", official}}));
+        });
+    return;
+  }
+  std::error_code ec;
+  auto ip = asio::ip::make_address(address, ec);
+  resolver->async_resolve(
+      asio::ip::tcp::endpoint(ip, 0),
+      [&registry, resolver, number, ref, address](const std::error_code& e,
+                                                  asio::ip::tcp::resolver::results_type results) {
+        ControlClient* client = registry.client(number);
+        if (client == nullptr) return;
+        if (e || results.empty() || results.begin()->host_name() == address) {
+          client->send(protocol::error_reply(ref, wire_error(std::errc::no_such_file_or_directory,
+                                                             "no host name for " + address)));
+          return;
+        }
+        client->send(protocol::ok_reply(ref, {{"name", results.begin()->host_name()}}));
+      });
+}
+
+void Executor::run(Call call, protocol::StopCommand&) {
+  ok(call);
+  asio::post(shared_.io, stop_);
+}
+
+}  // namespace tlsport::daemon

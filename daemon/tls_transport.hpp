@@ -1,0 +1,70 @@
+// The bytes of one connection: TLS on a non-blocking socket through
+// SSL_set_fd, or plain TCP. Each step says what it needs to go on (readable,
+// writable) instead of waiting; the connection above owns the waits.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "daemon/errors.hpp"
+
+namespace tlsport::daemon {
+
+/// Owning pointer to an SSL object.
+struct SslDeleter {
+  void operator()(SSL* ssl) const { SSL_free(ssl); }
+};
+using SslPtr = std::unique_ptr<SSL, SslDeleter>;
+
+/// How one step of a transport ended.
+enum class Io : std::uint8_t {
+  done,        ///< finished: handshake over, buffer full, all written, close_notify sent
+  want_read,   ///< call again once the socket is readable
+  want_write,  ///< call again once the socket is writable
+  eof,         ///< the peer finished sending (close_notify, or TCP EOF)
+  failed,      ///< fatal; the error says why
+};
+
+/// TLS or plain TCP over one socket descriptor (owned by the connection).
+class TlsTransport {
+ public:
+  /// `ssl` null means plain TCP; otherwise it is bound to `fd` here.
+  TlsTransport(int fd, SslPtr ssl);
+  TlsTransport(const TlsTransport&) = delete;
+  TlsTransport& operator=(const TlsTransport&) = delete;
+
+  /// The TLS object, null for plain TCP.
+  SSL* ssl() const { return ssl_.get(); }
+
+  /// One handshake step: done, want_read/want_write or failed.
+  Io handshake(ErrorInfo& error);
+  /// Reads into `buffer` until it is full (done) or the socket has no more
+  /// (want_read/want_write), the peer finished (eof) or an error (failed).
+  /// `got` counts the bytes read, whatever the outcome.
+  Io read(char* buffer, std::size_t size, std::size_t& got, ErrorInfo& error);
+  /// Writes `size` bytes: done when all are written; else how far it got in
+  /// `written` and what it waits for.
+  Io write(const char* data, std::size_t size, std::size_t& written, ErrorInfo& error);
+  /// Sends close_notify once (TLS only): done, or want_write/want_read.
+  Io send_close_notify();
+  /// After a fatal TLS error: no close_notify may be sent any more.
+  void forbid_close_notify();
+  /// At exit: close_notify if it can go at once, never waiting.
+  void close_notify_now();
+  /// True when the peer ended with close_notify (not a bare TCP EOF).
+  bool peer_sent_close_notify() const;
+
+ private:
+  /// Classifies a failed SSL call; the one place that reads SSL_get_error
+  /// for failures and tells truncation from other errors.
+  Io classify_ssl(int ret, const char* during, ErrorInfo& error);
+
+  int fd_;                          ///< the socket
+  bool close_notify_sent_ = false;  ///< send_close_notify() finished
+  SslPtr ssl_;                      ///< TLS state; null for plain TCP
+};
+
+}  // namespace tlsport::daemon

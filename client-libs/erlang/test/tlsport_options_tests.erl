@@ -1,6 +1,7 @@
 %% Options of the modern API (tlsport): unknown ones are refused with
-%% {error, {badarg, Opt}} before anything reaches the daemon, and known
-%% ones all work.
+%% {error, {badarg, Opt}} before anything reaches the daemon, known ones
+%% all work, and the library writes no command field that
+%% docs/protocol.md does not define (the daemon refuses unknown fields).
 -module(tlsport_options_tests).
 
 -include_lib("eunit/include/eunit.hrl").
@@ -12,6 +13,24 @@
 -define(TLS_FIELDS, [certfile, keyfile, password, cacertfile, cacertdir, verify, depth,
                      ciphers, ciphersuites, min_version, max_version, server_name,
                      verify_hostname, flags, logfile]).
+
+%% Command fields of protocol.md section 2.1, besides op and ref.
+fields(hello) -> [name];
+fields(listen) -> [host, port, mode, backlog, tls, packet_size, handshake_timeout_ms, active];
+fields(accept) -> [id, active, tls];
+fields(cancel) -> [target];
+fields(connect) -> [host, port, mode, tls, timeout_ms, packet_size, active];
+fields(deliver) -> [id, data, text];
+fields(close) -> [id];
+fields(controlling_process) -> [id, to];
+fields(setopts) -> [id, active, packet_size];
+fields(recv) -> [id, timeout_ms];
+fields(peername) -> [id];
+fields(sockname) -> [id];
+fields(resolve) -> [address];
+fields(info) -> [id];
+fields(stop) -> [];
+fields(_) -> undefined.
 
 %% Unknown options as a user might misspell or expect them.
 unknown() -> [{cafile, "x"}, {verfy, 2}, {alpn, [<<"h2">>]}, {timeout, 5000},
@@ -124,7 +143,8 @@ options_test_() ->
      [?T(unknown_options_send_nothing),
       ?T(known_options_work),
       ?T(ssl_flags_and_ifaddr_work),
-      ?T(setopts_getopts_unknown)]}.
+      ?T(setopts_getopts_unknown),
+      ?T(only_protocol_fields_on_the_wire)]}.
 
 cert(F) -> tlsport_test_lib:cert(F).
 
@@ -284,3 +304,67 @@ setopts_getopts_unknown() ->
     ?assertEqual(<<"still">>, receive {tlsport, C, D} -> D after 5000 -> timeout end),
     tlsport:close(C),
     tlsport:close(S).
+
+%% A session using every command the library sends: each has only the
+%% fields protocol.md defines for it, `tls' only the fields of section 4.
+only_protocol_fields_on_the_wire() ->
+    {ok, Frames} = with_wire(fun wire_session/0),
+    Ops = lists:usort([Op || #{op := Op} <- Frames]),
+    ?assertEqual([], [accept, cancel, close, connect, hello, info, listen, peername,
+                      recv, resolve, setopts, sockname] -- Ops),
+    [begin
+         ?assertNotEqual({Op, undefined}, {Op, fields(Op)}),
+         ?assertEqual({Op, []}, {Op, maps:keys(M) -- [op, ref | fields(Op)]}),
+         case M of
+             #{tls := Tls} when is_map(Tls) ->
+                 ?assertEqual({Op, tls, []}, {Op, tls, maps:keys(Tls) -- ?TLS_FIELDS});
+             #{tls := Tls} ->
+                 ?assertEqual(false, Tls);
+             _ -> ok
+         end
+     end || #{op := Op} = M <- Frames].
+
+wire_session() ->
+    %% hello: a new daemon.
+    tlsport_test_lib:restart(),
+    {ok, L} = tlsport:listen(0, [{packet, 4}, {ip, "127.0.0.1"}, {backlog, 8},
+                                 {handshake_timeout, 5000}, {packet_size, 1 bsl 20},
+                                 {active, false}, {verify, 0}, {versions, ['tlsv1.3']},
+                                 {log, cert("wire.log")} | server_opts()]),
+    {error, timeout} = tlsport:accept(L, 50),                         % cancel
+    Self = self(),
+    spawn(fun() -> {ok, S0} = tlsport:accept(L, 5000),
+                   ok = tlsport:controlling_process(S0, Self),
+                   Self ! {wire_server, S0} end),
+    {ok, C} = tlsport:connect("localhost", L#tlsport_listen.port,
+                              [{packet, 4}, {cacertfile, cert("ca.pem")}, {packet_size, 1 bsl 20},
+                               {verify_hostname, "localhost"}, {server_name_indication, disable},
+                               {ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256"}], 5000),
+    S = receive {wire_server, S1} -> S1 after 5000 -> error(no_accept) end,
+    {ok, _} = tlsport:sockname(L),
+    {ok, _} = tlsport:sockname(C),
+    {ok, _} = tlsport:connection_information(S),
+    %% Big enough for a flow-control barrier (a peername).
+    ok = tlsport:send(C, binary:copy(<<"w">>, 300 * 1024)),
+    {ok, Big} = tlsport:recv(S, 0, 5000),                                    % recv
+    300 * 1024 = byte_size(Big),
+    ok = tlsport:setopts(S, [{active, 2}, {packet_size, 1 bsl 21}]),
+    ok = tlsport:send(C, <<"x">>),
+    receive {tlsport, S, <<"x">>} -> ok after 5000 -> error(no_data) end,
+    ok = tlsport:close(C),
+    ok = tlsport:close(S),
+    ok = tlsport:close(L),
+    %% Plain TCP and the seed API.
+    {ok, PL} = tlsport:listen(0, [{tls, false}]),
+    ok = tlsport:close(PL),
+    {_, SeedPort} = SL = ssl_socket:listen('STREAM', 'AF_INET', 0, {packet, 2}),
+    spawn(fun() -> Self ! {seed_server, ssl_socket:accept(SL, "-cert ssl_server.pem")} end),
+    SC = ssl_socket:client('STREAM', 'AF_INET', {localhost, SeedPort}, {packet, 2}, "-verify 2"),
+    SS = receive {seed_server, SS0} -> SS0 after 5000 -> error(no_seed_accept) end,
+    SC ! {self(), {deliver, "seed"}},
+    ssl_socket:close(SC),
+    ssl_socket:close(SS),
+    ssl_socket:close(SL),
+    _ = ssl_socket:resolve(),
+    _ = ssl_socket:resolve({127, 0, 0, 1}),
+    ok.

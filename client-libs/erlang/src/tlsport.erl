@@ -13,9 +13,11 @@
 %% cacertfile, cacertdir, verify (verify_none | verify_peer | 0 | 1 | 2),
 %% depth, ciphers, ciphersuites, versions, ssl_flags (seed 004's string),
 %% log, and `{tls, false}' for plain TCP. Listen only: ip (or ifaddr),
-%% backlog, handshake_timeout (ms). Connect only: server_name_indication,
-%% verify_hostname. Any other option, or one given to the wrong call, is
-%% `{error, {badarg, Opt}}' and nothing is sent to the daemon.
+%% backlog, handshake_timeout (ms). Connect only: server_name_indication
+%% (a name, or disable: no SNI, the host name is still checked),
+%% verify_hostname (a name, or false: no host-name check). Any other
+%% option, or one given to the wrong call, is `{error, {badarg, Opt}}'
+%% and nothing is sent to the daemon.
 %%
 %% Messages to the controlling process: `{tlsport, S, Data}',
 %% `{tlsport_closed, S}', `{tlsport_error, S, Reason}', `{tlsport_passive, S}'.

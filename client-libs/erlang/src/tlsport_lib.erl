@@ -210,9 +210,16 @@ tls_opt(versions, Vs, Acc) when is_list(Vs), Vs =/= [] ->
     Ranks = [version_rank(V) || V <- Vs],
     Acc#{min_version => version_name(lists:min(Ranks)),
          max_version => version_name(lists:max(Ranks))};
+%% Turns SNI off only; the host-name check stays (verify_hostname).
 tls_opt(server_name_indication, disable, Acc) -> Acc#{server_name => <<>>};
 tls_opt(server_name_indication, V, Acc) -> Acc#{server_name => str(server_name_indication, V)};
-tls_opt(verify_hostname, V, Acc) -> Acc#{verify_hostname => str(verify_hostname, V)};
+tls_opt(verify_hostname, false, Acc) -> Acc#{verify_hostname => false};
+tls_opt(verify_hostname, true, Acc) -> Acc;    % the default check
+tls_opt(verify_hostname, V, Acc) ->
+    case str(verify_hostname, V) of
+        <<>> -> throw({badarg, {verify_hostname, V}});
+        Name -> Acc#{verify_hostname => Name}
+    end;
 tls_opt(ssl_flags, V, Acc) -> Acc#{flags => str(ssl_flags, V)};
 tls_opt(log, V, Acc) -> Acc#{logfile => str(log, V)};
 tls_opt(K, V, _Acc) -> throw({badarg, {K, V}}).

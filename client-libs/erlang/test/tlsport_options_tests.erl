@@ -70,7 +70,7 @@ bad_values_refused_test() ->
            {packet_size, "big"}, {tls, maybe}, {certfile, 42}, {keyfile, {a}},
            {verify, 3}, {verify, verify_always}, {depth, -1}, {ciphers, 42},
            {ciphers, ["AES", 42]}, {versions, []}, {versions, 'tlsv1.3'},
-           {verify_hostname, 42}, {server_name_indication, 42},
+           {verify_hostname, ""}, {verify_hostname, 42}, {server_name_indication, 42},
            {log, 1.5}, {ssl_flags, 7}],
     [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_lib:connect_options([O])}) || O <- Bad],
     [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_lib:listen_options([O])})
@@ -120,6 +120,21 @@ known_options_accepted_test() ->
     ?assertEqual(lists:usort([O || {O, _} <- connect_opts()]),
                  lists:usort(tlsport_lib:option_names(connect))).
 
+host_name_options_on_the_wire_test() ->
+    Tls = fun(Opts) ->
+                  {ok, M} = tlsport_lib:connect_options(Opts),
+                  {ok, T} = tlsport_lib:tls_options(M, client),
+                  T
+          end,
+    ?assertEqual(#{verify_hostname => false}, Tls([{verify_hostname, false}])),
+    ?assertEqual(#{}, Tls([{verify_hostname, true}])),
+    ?assertEqual(#{verify_hostname => <<"a.example">>}, Tls([{verify_hostname, 'a.example'}])),
+    %% disable turns SNI off; it says nothing about the host-name check.
+    ?assertEqual(#{server_name => <<>>}, Tls([{server_name_indication, disable}])),
+    ?assertEqual(#{server_name => <<>>, verify_hostname => false},
+                 Tls([{server_name_indication, disable}, {verify_hostname, false}])),
+    ?assertEqual(#{verify => 0}, Tls([{verify, verify_none}])).
+
 setopts_options_test() ->
     ?assertEqual({ok, [{active, once}, {mode, list}, {mode, binary}, {packet_size, 10}]},
                  tlsport_lib:setopts_options([{active, once}, list, binary, {packet_size, 10}])),
@@ -144,7 +159,12 @@ options_test_() ->
       ?T(known_options_work),
       ?T(ssl_flags_and_ifaddr_work),
       ?T(setopts_getopts_unknown),
-      ?T(only_protocol_fields_on_the_wire)]}.
+      ?T(only_protocol_fields_on_the_wire),
+      ?T(host_name_checks),
+      %% These two need a daemon that takes "verify_hostname": false and
+      %% keeps the host-name check when "server_name" is "".
+      ?T(verify_hostname_false),
+      ?T(sni_disable_keeps_host_check)]}.
 
 cert(F) -> tlsport_test_lib:cert(F).
 
@@ -261,10 +281,11 @@ known_options_work() ->
                  maps:get(peer_certificate, element(2, tlsport:connection_information(S)))),
     tlsport:close(C),
     tlsport:close(S),
-    %% The same as a map.
+    %% The same as a map, with verify_hostname true (the default check).
     {{ok, C2}, S2} = connect_to(maps:from_list([O || {_, _} = O <- ListenOpts]), "localhost",
                                 #{cacertfile => cert("ca.pem"), certfile => cert("client.pem"),
-                                  keyfile => cert("client.key"), packet => 2}),
+                                  keyfile => cert("client.key"), packet => 2,
+                                  verify_hostname => true}),
     tlsport:close(C2),
     tlsport:close(S2).
 
@@ -368,3 +389,47 @@ wire_session() ->
     _ = ssl_socket:resolve(),
     _ = ssl_socket:resolve({127, 0, 0, 1}),
     ok.
+
+%% Host-name checks a daemon of either generation does the same way.
+host_name_checks() ->
+    Other = [{certfile, cert("other.pem")}, {keyfile, cert("other.key")}],
+    CA = [{cacertfile, cert("ca.pem")}],
+    %% A certificate for other.example, reached as localhost: refused...
+    ?assertMatch({{error, {tls, _}}, _}, connect_to(Other, "localhost", CA)),
+    %% ...unless the name checked is other.example (verify_hostname, or the
+    %% SNI name it defaults to), or nothing is verified.
+    [begin
+         {{ok, C}, S} = connect_to(Other, "localhost", Opts ++ CA),
+         tlsport:close(C),
+         tlsport:close(S)
+     end || Opts <- [[{verify_hostname, "other.example"}],
+                     [{server_name_indication, "other.example"}],
+                     [{verify, verify_none}]]],
+    %% Without SNI a matching certificate still connects.
+    {{ok, C2}, S2} = connect_to(server_opts(), "localhost",
+                                [{server_name_indication, disable} | CA]),
+    tlsport:close(C2),
+    tlsport:close(S2).
+
+%% Needs the new daemon: {verify_hostname, false} turns the check off.
+verify_hostname_false() ->
+    Other = [{certfile, cert("other.pem")}, {keyfile, cert("other.key")}],
+    CA = [{cacertfile, cert("ca.pem")}],
+    [begin
+         {Result, S} = connect_to(Other, "localhost", Opts ++ CA),
+         ?assertMatch({Opts, {ok, _}}, {Opts, Result}),
+         tlsport:close(element(2, Result)),
+         tlsport:close(S)
+     end || Opts <- [[{verify_hostname, false}],
+                     [{server_name_indication, disable}, {verify_hostname, false}]]],
+    %% The chain is still checked.
+    ?assertMatch({{error, {tls, _}}, _},
+                 connect_to([{certfile, cert("self.pem")}, {keyfile, cert("self.key")}],
+                            "localhost", [{verify_hostname, false} | CA])).
+
+%% Needs the new daemon: disabling SNI does not disable the host check.
+sni_disable_keeps_host_check() ->
+    Other = [{certfile, cert("other.pem")}, {keyfile, cert("other.key")}],
+    ?assertMatch({{error, {tls, _}}, _},
+                 connect_to(Other, "localhost",
+                            [{server_name_indication, disable}, {cacertfile, cert("ca.pem")}])).

@@ -947,5 +947,12 @@ flush_buffer(S) ->
 getopt(active, #s{active = {n, N}}) -> N;
 getopt(active, #s{active = A}) -> A;
 getopt(mode, #s{format = F}) -> F;
-getopt(packet, #s{mode = M}) -> M;
+getopt(packet, #s{mode = M}) -> packet_option(M);
 getopt(_, _) -> undefined.
+
+%% The daemon's mode string as the value of the `packet' option.
+packet_option(<<"raw">>) -> raw;
+packet_option(<<"binary_packet:0">>) -> raw;
+packet_option(<<"packet:", N/binary>>) -> binary_to_integer(N);
+packet_option(<<"binary_packet:", N/binary>>) -> binary_to_integer(N);
+packet_option(Mode) -> binary_to_atom(Mode, utf8).     % asn1, line

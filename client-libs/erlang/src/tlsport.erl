@@ -11,9 +11,13 @@
 %% binary), `{active, true | false | once | N}' (default true),
 %% `{packet_size, Bytes}'. TLS options: certfile, keyfile, password,
 %% cacertfile, cacertdir, verify (verify_none | verify_peer | 0 | 1 | 2),
-%% depth, ciphers, ciphersuites, versions, server_name_indication,
-%% verify_hostname, ssl_flags (seed 004's string), log, and `{tls, false}'
-%% for plain TCP. Listen: ip, backlog, handshake_timeout (ms).
+%% depth, ciphers, ciphersuites, versions, ssl_flags (seed 004's string),
+%% log, and `{tls, false}' for plain TCP. Listen only: ip (or ifaddr),
+%% backlog, handshake_timeout (ms). Connect only: server_name_indication
+%% (a name, or disable: no SNI, the host name is still checked),
+%% verify_hostname (a name, or false: no host-name check). Any other
+%% option, or one given to the wrong call, is `{error, {badarg, Opt}}'
+%% and nothing is sent to the daemon.
 %%
 %% Messages to the controlling process: `{tlsport, S, Data}',
 %% `{tlsport_closed, S}', `{tlsport_error, S, Reason}', `{tlsport_passive, S}'.
@@ -52,12 +56,13 @@ stop() ->
 %% The listener belongs to the caller and closes when it dies.
 -spec listen(inet:port_number(), options()) -> {ok, listen_socket()} | {error, reason()}.
 listen(Port, Opts) when is_integer(Port), Port >= 0, Port =< 65535 ->
-    ensure_started(),
     maybe_ok(
       fun() ->
+              %% Options are checked before anything reaches the daemon.
               {ok, M} = ok(tlsport_lib:listen_options(Opts)),
               {ok, Tls} = ok(tlsport_lib:tls_options(M, server)),
               {ok, Host} = ok(tlsport_lib:host_string(maps:get(ip, M, maps:get(ifaddr, M, "0.0.0.0")))),
+              ensure_started(),
               %% Accepted sockets start in their active mode: a passive one
               %% is not read before its owner asks.
               Params0 = #{host => Host, port => Port, mode => maps:get(daemon_mode, M), tls => Tls,
@@ -97,12 +102,13 @@ connect(Host, Port, Opts) -> connect(Host, Port, Opts, infinity).
 
 -spec connect(term(), inet:port_number(), options(), timeout()) -> {ok, socket()} | {error, reason()}.
 connect(Host, Port, Opts, Timeout) when is_integer(Port), Port > 0, Port =< 65535 ->
-    ensure_started(),
     maybe_ok(
       fun() ->
+              %% Options are checked before anything reaches the daemon.
               {ok, M} = ok(tlsport_lib:connect_options(Opts)),
               {ok, Tls} = ok(tlsport_lib:tls_options(M, client)),
               {ok, H} = ok(tlsport_lib:host_string(Host)),
+              ensure_started(),
               Mode = maps:get(daemon_mode, M),
               Command0 = #{host => H, port => Port, mode => Mode, tls => Tls,
                            active => tlsport_lib:daemon_active(maps:get(active, M))},
@@ -136,11 +142,15 @@ recv(#tlsport_socket{pid = Pid}, Length, Timeout)
   when is_integer(Length), Length >= 0 ->
     tlsport_socket:recv(Pid, Length, Timeout).
 
-%% @doc Socket options: active, mode (binary | list), packet_size.
+%% @doc Socket options: active, mode (binary | list), packet_size. Other
+%% options of listen/connect are `{error, einval}' (they cannot change on
+%% a connected socket), unknown ones `{error, {badarg, Opt}}'.
 -spec setopts(socket(), options()) -> ok | {error, reason()}.
 setopts(#tlsport_socket{pid = Pid}, Opts) -> tlsport_socket:setopts(Pid, Opts);
 setopts(_, _) -> {error, einval}.
 
+%% @doc The values of active, mode and packet (other option names are
+%% left out of the answer; a name that is no option is `{badarg, Name}').
 -spec getopts(socket(), [atom()]) -> {ok, [{atom(), term()}]} | {error, reason()}.
 getopts(#tlsport_socket{pid = Pid}, Names) -> tlsport_socket:getopts(Pid, Names).
 

@@ -180,9 +180,19 @@ close(Pid) -> call(Pid, close, infinity).
 
 recv(Pid, Length, Timeout) -> call(Pid, {recv, Length, Timeout}, infinity).
 
-setopts(Pid, Opts) -> call(Pid, {setopts, Opts}, infinity).
+%% @doc Options are checked here, in the caller, before the socket
+%% process or the daemon sees any of them (tlsport_lib:setopts_options/1).
+setopts(Pid, Opts) ->
+    case tlsport_lib:setopts_options(Opts) of
+        {ok, Checked} -> call(Pid, {setopts, Checked}, infinity);
+        Error -> Error
+    end.
 
-getopts(Pid, Names) -> call(Pid, {getopts, Names}, infinity).
+getopts(Pid, Names) ->
+    case tlsport_lib:getopts_names(Names) of
+        ok -> call(Pid, {getopts, Names}, infinity);
+        Error -> Error
+    end.
 
 peername(Pid) -> call(Pid, peername, infinity).
 
@@ -937,5 +947,12 @@ flush_buffer(S) ->
 getopt(active, #s{active = {n, N}}) -> N;
 getopt(active, #s{active = A}) -> A;
 getopt(mode, #s{format = F}) -> F;
-getopt(packet, #s{mode = M}) -> M;
+getopt(packet, #s{mode = M}) -> packet_option(M);
 getopt(_, _) -> undefined.
+
+%% The daemon's mode string as the value of the `packet' option.
+packet_option(<<"raw">>) -> raw;
+packet_option(<<"binary_packet:0">>) -> raw;
+packet_option(<<"packet:", N/binary>>) -> binary_to_integer(N);
+packet_option(<<"binary_packet:", N/binary>>) -> binary_to_integer(N);
+packet_option(Mode) -> binary_to_atom(Mode, utf8).     % asn1, line

@@ -12,9 +12,10 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% @doc Generates (once per node) a CA, certificates signed by it (server
-%% with SANs localhost and 127.0.0.1, client, expired server), a
-%% self-signed pair, and the seed's file names (ssl_server.pem,
-%% ssl_client.pem, client_cert.pem, client_key.pem) in a temp dir.
+%% with SANs localhost and 127.0.0.1, client, expired server, a server
+%% named only other.example), a self-signed pair, and the seed's file
+%% names (ssl_server.pem, ssl_client.pem, client_cert.pem,
+%% client_key.pem) in a temp dir.
 certs() ->
     case persistent_term:get({?MODULE, certs}, undefined) of
         undefined ->
@@ -67,6 +68,11 @@ generate(Dir) ->
     Run("openssl req -x509 " ++ Key ++ " -keyout self.key -out self.pem -days 2 -subj /CN=localhost "
         "-addext subjectAltName=DNS:localhost,IP:127.0.0.1"),
     Run("cat self.pem self.key > self_both.pem"),
+    %% Signed by the CA, for a name that is not localhost (host-name checks).
+    Run("printf 'subjectAltName=DNS:other.example\\nbasicConstraints=CA:FALSE\\n' > other.ext"),
+    Run("openssl req -new " ++ Key ++ " -keyout other.key -out other.csr -subj /CN=other.example"),
+    Run("openssl x509 -req -in other.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "-extfile other.ext -out other.pem"),
     %% The file names of seed 004's examples.
     Run("cp server_both.pem ssl_server.pem && cp client_both.pem ssl_client.pem && "
         "cp client.pem client_cert.pem && cp client.key client_key.pem"),

@@ -115,6 +115,7 @@ packet_modes() ->
               tlsport:close(S)
       end, [1, 2, 4]),
     {S, C} = pair([{packet, raw}]),
+    ?assertEqual({ok, [{packet, raw}]}, tlsport:getopts(C, [packet])),
     ok = tlsport:send(C, <<"stream ">>),
     ok = tlsport:send(C, <<"of bytes">>),
     ?assertEqual(<<"stream of bytes">>, raw_collect(S, 15)),
@@ -127,6 +128,7 @@ line_and_asn1() ->
     ok = tlsport:send(C, <<"line\n">>),
     ?assertEqual(<<"first line\n">>, data(S)),
     ?assertEqual(<<"second line\n">>, data(S)),
+    ?assertEqual({ok, [{packet, line}]}, tlsport:getopts(C, [packet])),
     tlsport:close(C),
     tlsport:close(S),
     {S2, C2} = pair([{packet, asn1}]),
@@ -521,6 +523,7 @@ options_as_map() ->
 getopts_setopts_mode() ->
     {S, C} = pair([{packet, 2}]),
     ?assertEqual({ok, [{active, true}, {mode, binary}]}, tlsport:getopts(C, [active, mode])),
+    ?assertEqual({ok, [{packet, 2}]}, tlsport:getopts(C, [packet])),
     ok = tlsport:setopts(C, [list]),
     ok = tlsport:send(S, <<"now a list">>),
     ?assertEqual("now a list", data(C)),

@@ -17,6 +17,7 @@ from .codec import DEFAULT_MAX_MESSAGE, Reply
 __all__ = [
     "Active",
     "TlsOptions",
+    "TLS_FIELDS",
     "Mode",
     "normalize_mode",
     "deliver_limit",
@@ -52,8 +53,10 @@ MAX_PACKET_SIZE = 1 << 30
 _ALIASES = {"onebyte": "packet:1", "twobytes": "packet:2", "fourbytes": "packet:4", "packet:0": "raw"}
 _SIMPLE_MODES = {"raw", "asn1", "line"}
 
-# field -> accepted Python types
-_TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
+# The fields of the protocol's ``tls`` object (docs/protocol.md §4) -> accepted
+# Python types.  The daemon rejects a field it does not define, so no other
+# name is ever sent.
+TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
     "certfile": (str, os.PathLike),
     "keyfile": (str, os.PathLike),
     "password": (str,),
@@ -66,8 +69,9 @@ _TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
     "min_version": (str,),
     "max_version": (str,),
     "server_name": (str,),
-    "verify_hostname": (str, bool),
+    "verify_hostname": (str, bool),  # a name, or False: no host-name check
     "flags": (str,),
+    "logfile": (str, os.PathLike),
 }
 
 
@@ -133,9 +137,9 @@ def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Di
     for key, value in tls.items():
         if not isinstance(key, str):
             raise TypeError(f"tls option names must be strings, not {key!r}")
-        types = _TLS_FIELDS.get(key)
+        types = TLS_FIELDS.get(key)
         if types is None:
-            raise ValueError(f"unknown tls option {key!r}; known: {', '.join(sorted(_TLS_FIELDS))}")
+            raise ValueError(f"unknown tls option {key!r}; known: {', '.join(sorted(TLS_FIELDS))}")
         if value is None:
             continue
         if isinstance(value, bool) and bool not in types:
@@ -146,6 +150,8 @@ def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Di
             value = os.fspath(value)
         if key == "verify" and value not in (0, 1, 2):
             raise ValueError(f"tls option 'verify' must be 0, 1 or 2, not {value!r}")
+        if key == "verify_hostname" and value is True:
+            raise ValueError("tls option 'verify_hostname' must be a host name or False, not True")
         if key == "depth" and value < 0:
             raise ValueError("tls option 'depth' must be >= 0")
         out[key] = value

@@ -179,8 +179,9 @@ def test_abandoned_connect_closes_what_it_made() -> None:
     s = Session()
     ref = s.call(_args.connect_command("h", 1, False, "raw", None, None), "w")
     sent(s)
-    s.abandon(ref)
+    assert s.abandon(ref) is True
     assert feed(s, ok(ref, id=4, peer=None)) == []
+    assert s.abandon(ref) is False  # answered already
     (close,) = sent(s)
     assert close["op"] == "close" and close["id"] == 4
     assert feed(s, ok(close["ref"])) == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, TypeVar
 
 from . import _args
 from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW
@@ -27,6 +27,7 @@ __all__ = ["AioTransport", "maybe_await", "wait_event"]
 log = logging.getLogger("tlsport")
 
 _READ_SIZE = 256 * 1024
+_Client = TypeVar("_Client", bound="AioTransport")
 
 
 async def maybe_await(value: Any) -> None:
@@ -68,7 +69,7 @@ class AioTransport(ClientBase):
         self._tasks: "set[asyncio.Task[Any]]" = set()
         self._read_task: "Optional[asyncio.Task[None]]" = None
 
-    async def _open(self, hello_timeout: Optional[float]) -> "AsyncClient":
+    async def _open(self: _Client, hello_timeout: Optional[float]) -> _Client:
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         try:
             await self._call(self._session.hello_command(), timeout=hello_timeout)
@@ -221,7 +222,6 @@ class AioTransport(ClientBase):
             self._spawn_task(pending)
 
     @property
-
     def pid(self) -> Optional[int]:
         """The spawned daemon's pid (``None`` when attached)."""
         return self._proc.pid if self._proc is not None else None

@@ -263,12 +263,13 @@ class Session:
             return [data[i : i + RAW_CHUNK] for i in range(0, len(data), RAW_CHUNK)]
         return [data]
 
-    def abandon(self, ref: Any) -> None:
+    def abandon(self, ref: Any) -> bool:
         """Nobody waits for ``ref`` any more; its reply still takes effect (a socket it
-        makes is closed at once)."""
+        makes is closed at once).  ``False``: too late, its outcome is already out."""
         pending = self._pending.get(ref)
         if pending is not None:
             pending.waiter = None
+        return pending is not None
 
     @property
     def has_output(self) -> bool:

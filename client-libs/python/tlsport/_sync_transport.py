@@ -40,7 +40,6 @@ class PipeChannel:
     """A spawned tlsportd speaking on its stdin/stdout."""
 
     @classmethod
-
     def start(cls, path: str, argv: List[str], env: Optional[Mapping[str, str]], stderr: Any) -> "PipeChannel":
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=None if env is None else dict(env), bufsize=0
@@ -100,7 +99,6 @@ class UnixChannel:
     """A connection to a daemon's Unix socket."""
 
     @classmethod
-
     def connect(cls, path: str, timeout: Optional[float]) -> "UnixChannel":
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
@@ -225,12 +223,13 @@ class SyncTransport(ClientBase):
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
-            self._abandon(ref)
-            raise Timeout(f"no reply to {cmd.get('op')} within {timeout} s") from None
+            if self._abandon(ref):
+                raise Timeout(f"no reply to {cmd.get('op')} within {timeout} s") from None
+        return fut.result()  # the reply came as we gave up: it is being set
 
-    def _abandon(self, ref: int) -> None:
+    def _abandon(self, ref: int) -> bool:
         with self._lock:
-            self._session.abandon(ref)
+            return self._session.abandon(ref)
 
     def _deliver(self, entry: SocketEntry, chunk: bytes) -> None:
         with self._lock:
@@ -326,7 +325,6 @@ class SyncTransport(ClientBase):
             self._chan.finish()
 
     @property
-
     def pid(self) -> Optional[int]:
         """The spawned daemon's process id (``None`` when attached)."""
         return self._chan.proc.pid if isinstance(self._chan, PipeChannel) else None

@@ -161,10 +161,9 @@ class AsyncSocket(SocketBase, _Closing):
         deadline = _args.deadline(timeout)
         busy = f"socket {self.id} stayed busy (peer not reading) for {timeout} s"
         for i, chunk in enumerate(chunks):
-            if not client._in_callback():  # the reader must go on to see "ready"
-                while self._entry.busy and not self._entry.closed:
-                    await wait_event(self._changed, deadline, busy)
-                client._session.check_open(self._entry)
+            while self._entry.busy and not self._entry.closed and not client._in_callback():
+                await wait_event(self._changed, deadline, busy)  # (a callback would hold up "ready")
+            client._session.check_open(self._entry)
             if wait and i == len(chunks) - 1:
                 await client._call({"op": "deliver", "id": self.id, "data": chunk})
             else:

@@ -160,6 +160,44 @@ def test_callbacks_and_passive(daemon_path: str) -> None:
     run(main)
 
 
+async def _connected_pair(client: AsyncClient, mode: str) -> Any:
+    """Two sockets of one client, connected to each other over plain TCP."""
+    lst = await client.listen(0, "127.0.0.1", tls=False, mode=mode)
+    a = await client.connect("127.0.0.1", lst.port, tls=False, mode=mode, timeout=5)
+    return a, await lst.accept(timeout=5)
+
+
+def test_callbacks_keep_order_and_may_not_await_replies(daemon_path: str) -> None:
+    async def main() -> None:
+        async with await AsyncClient.spawn(daemon_path) as client:
+            a, b = await _connected_pair(client, "line")
+            for i in range(3):
+                await a.send(b"early %d\n" % i)
+            while b.buffered_bytes < len(b"early 0\n") * 3:
+                await asyncio.sleep(0.01)
+            got: List[bytes] = []
+            refused: List[BaseException] = []
+
+            async def on_data(line: bytes) -> None:
+                await asyncio.sleep(0.01)  # the queued ones are still being delivered
+                got.append(line)
+                try:
+                    await b.peername()  # the reader waits for this callback: no reply can come
+                except RuntimeError as exc:
+                    refused.append(exc)
+                await b.send(b"echo " + line)
+
+            b.on_data(on_data)
+            await a.send(b"late\n")
+            echoes = [await a.recv(timeout=5) for _ in range(4)]
+            assert got == [b"early 0\n", b"early 1\n", b"early 2\n", b"late\n"]
+            assert echoes == [b"echo " + line for line in got]
+            assert len(refused) == 4
+            assert AsyncClient.adopt is AsyncClient.adopted
+
+    run(main)
+
+
 def test_adopt_between_attached_clients(unix_daemon: Dict[str, Any]) -> None:
     path = unix_daemon["path"]
 

@@ -227,6 +227,7 @@ BAD_CALLS = [
     (lambda c: c.connect("h", 443, tls={"verify": True}), TypeError),
     (lambda c: c.connect("h", 443, tls={"certfle": "x"}), ValueError),
     (lambda c: c.connect("h", 443, tls={"certfile": 5}), TypeError),
+    (lambda c: c.connect("h", 443, tls={"verify_hostname": True}), ValueError),  # a name, or False
     (lambda c: c.connect("h", 443, timeout=-1), ValueError),
     (lambda c: c.connect("h", 443, timeout="5"), TypeError),
     (lambda c: c.connect("h", 443, packet_size=0), ValueError),

@@ -6,7 +6,9 @@ client, in the standard library only.
 * :mod:`tlsport.sync` — the threaded API: :class:`Client`, :class:`Socket`,
   :class:`Listener` (re-exported here);
 * :mod:`tlsport.aio` — the asyncio API: :class:`~tlsport.aio.AsyncClient` ...;
-* :mod:`tlsport.codec` — the sans-io wire codec both are built on;
+* :mod:`tlsport.codec` — the sans-io wire codec both are built on, and
+  ``tlsport._session`` the sans-io protocol state both drive (their
+  transports are ``tlsport._sync_transport`` and ``tlsport._aio_transport``);
 * :mod:`tlsport.errors` — the exception hierarchy (re-exported here).
 
 Quick start::

@@ -10,13 +10,17 @@ import base64
 import math
 import os
 import signal
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from ._locate import find_daemon
 from .codec import DEFAULT_MAX_MESSAGE, Reply
+from .errors import Timeout
 
 __all__ = [
     "Active",
     "TlsOptions",
+    "TLS_FIELDS",
     "Mode",
     "normalize_mode",
     "deliver_limit",
@@ -32,12 +36,27 @@ __all__ = [
     "check_name",
     "peer_tuple",
     "check_window",
+    "check_client",
     "listen_command",
     "connect_command",
+    "setopts_command",
+    "recv_command",
+    "reply_timeout",
+    "check_callback",
+    "resolve_command",
+    "accept_command",
+    "deadline",
+    "remaining",
+    "spawn_argv",
+    "check_path",
+    "UNSET",
     "reply_body",
     "decode_data",
     "exit_description",
 ]
+
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
+"""An argument that was not given (where ``None`` means something)."""
 
 Active = Union[bool, str, int]
 """``True``, ``False``, ``"once"`` or an integer N >= 1."""
@@ -52,8 +71,10 @@ MAX_PACKET_SIZE = 1 << 30
 _ALIASES = {"onebyte": "packet:1", "twobytes": "packet:2", "fourbytes": "packet:4", "packet:0": "raw"}
 _SIMPLE_MODES = {"raw", "asn1", "line"}
 
-# field -> accepted Python types
-_TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
+# The fields of the protocol's ``tls`` object (docs/protocol.md §4) -> accepted
+# Python types.  The daemon rejects a field it does not define, so no other
+# name is ever sent.
+TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
     "certfile": (str, os.PathLike),
     "keyfile": (str, os.PathLike),
     "password": (str,),
@@ -66,8 +87,9 @@ _TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
     "min_version": (str,),
     "max_version": (str,),
     "server_name": (str,),
-    "verify_hostname": (str, bool),
+    "verify_hostname": (str, bool),  # a name, or False: no host-name check
     "flags": (str,),
+    "logfile": (str, os.PathLike),
 }
 
 
@@ -133,9 +155,9 @@ def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Di
     for key, value in tls.items():
         if not isinstance(key, str):
             raise TypeError(f"tls option names must be strings, not {key!r}")
-        types = _TLS_FIELDS.get(key)
+        types = TLS_FIELDS.get(key)
         if types is None:
-            raise ValueError(f"unknown tls option {key!r}; known: {', '.join(sorted(_TLS_FIELDS))}")
+            raise ValueError(f"unknown tls option {key!r}; known: {', '.join(sorted(TLS_FIELDS))}")
         if value is None:
             continue
         if isinstance(value, bool) and bool not in types:
@@ -146,6 +168,8 @@ def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Di
             value = os.fspath(value)
         if key == "verify" and value not in (0, 1, 2):
             raise ValueError(f"tls option 'verify' must be 0, 1 or 2, not {value!r}")
+        if key == "verify_hostname" and value is True:
+            raise ValueError("tls option 'verify_hostname' must be a host name or False, not True")
         if key == "depth" and value < 0:
             raise ValueError("tls option 'depth' must be >= 0")
         out[key] = value
@@ -263,6 +287,13 @@ def peer_tuple(obj: Any) -> Optional[Tuple[str, int]]:
     return None
 
 
+def check_client(name: Any, window: Any, max_buffer: Any) -> Optional[str]:
+    """The arguments every client constructor takes; returns the name."""
+    name = check_name(name)
+    check_window(window, max_buffer)
+    return name
+
+
 def check_window(window: Any, max_buffer: Any) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, not {window!r}")
@@ -278,7 +309,10 @@ def listen_command(
     backlog: Any,
     packet_size: Any,
     handshake_timeout: Any,
+    active: Any = True,
 ) -> Dict[str, Any]:
+    """A ``listen`` command; ``active`` (the initial mode of accepted sockets) is kept
+    by the session, which sends it with every accept."""
     cmd: Dict[str, Any] = {
         "op": "listen",
         "host": check_host(host),
@@ -300,12 +334,15 @@ def listen_command(
     ht = check_timeout(handshake_timeout, "handshake_timeout")
     if ht is not None:
         cmd["handshake_timeout_ms"] = timeout_ms(ht)
+    cmd["active"] = check_active(active)
     return cmd
 
 
 def connect_command(
-    host: Any, port: Any, tls: TlsOptions, mode: Mode, timeout: Any, packet_size: Any
+    host: Any, port: Any, tls: TlsOptions, mode: Mode, timeout: Any, packet_size: Any, active: Any = True
 ) -> Dict[str, Any]:
+    """A ``connect`` command; ``active`` is the library's mode (the session turns
+    ``True`` into its credit window)."""
     cmd: Dict[str, Any] = {
         "op": "connect",
         "host": check_host(host),
@@ -319,7 +356,91 @@ def connect_command(
     ps = check_packet_size(packet_size)
     if ps is not None:
         cmd["packet_size"] = ps
+    cmd["active"] = check_active(active)
     return cmd
+
+
+def setopts_command(sid: int, active: Any, packet_size: Any) -> Dict[str, Any]:
+    """A ``setopts`` command with the library's ``active`` mode (``UNSET``: unchanged)."""
+    cmd: Dict[str, Any] = {"op": "setopts", "id": sid}
+    if active is not UNSET:
+        cmd["active"] = check_active(active)
+    ps = check_packet_size(packet_size)
+    if ps is not None:
+        cmd["packet_size"] = ps
+    if len(cmd) == 2:
+        raise ValueError("setopts needs active= and/or packet_size=")
+    return cmd
+
+
+def recv_command(sid: int, timeout: Optional[float]) -> Dict[str, Any]:
+    """A ``recv`` (passive socket) that the daemon answers within ``timeout``."""
+    cmd: Dict[str, Any] = {"op": "recv", "id": sid}
+    ms = timeout_ms(timeout)
+    if ms is not None:
+        cmd["timeout_ms"] = ms
+    return cmd
+
+
+def reply_timeout(timeout: Optional[float]) -> Optional[float]:
+    """How long to wait for a connect's reply: the daemon answers within its
+    ``timeout_ms``; the margin covers the channel."""
+    return None if timeout is None else timeout + 10.0
+
+
+def check_callback(callback: Any) -> Any:
+    """``None`` or something callable."""
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable")
+    return callback
+
+
+def resolve_command(address: Any) -> Dict[str, Any]:
+    cmd: Dict[str, Any] = {"op": "resolve"}
+    if address is not None:
+        cmd["address"] = check_host(address, "address")
+    return cmd
+
+
+def accept_command(lid: int, active: Any, tls: TlsOptions) -> Dict[str, Any]:
+    """An ``accept`` command; ``active`` is the library's mode for the new socket."""
+    cmd: Dict[str, Any] = {"op": "accept", "id": lid, "active": check_active(active)}
+    tls_value = check_tls(tls, default=None)
+    if tls_value is not None:
+        cmd["tls"] = tls_value
+    return cmd
+
+
+def deadline(timeout: Optional[float]) -> Optional[float]:
+    """The ``time.monotonic()`` by which a wait of ``timeout`` seconds ends."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def remaining(deadline: Optional[float], message: str) -> Optional[float]:
+    """Seconds left until ``deadline``; raises :class:`Timeout` with ``message`` once none are."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise Timeout(message)
+    return left
+
+
+def spawn_argv(daemon: Any, unix_path: Any, args: Any) -> Tuple[str, List[str]]:
+    """The daemon's path and command line for ``spawn``."""
+    if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
+        raise TypeError("args must be a sequence of strings")
+    path = find_daemon(daemon)
+    argv = [path]
+    if unix_path is not None:
+        argv += ["--unix", os.fspath(unix_path), "--stdio"]
+    return path, argv + list(args)
+
+
+def check_path(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a path, not {type(path).__name__}")
+    return os.fspath(path)
 
 
 def reply_body(reply: Reply) -> Dict[str, Any]:

@@ -70,7 +70,6 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   std::uint32_t number() const { return number_; }
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }
-  bool is_port() const { return is_port_; }
   bool closed() const { return closed_; }
   std::size_t pending_output() const { return out_.size() - out_start_; }
 

@@ -30,6 +30,52 @@ def daemon_path() -> str:
     return path
 
 
+def tool_path(name: str) -> str:
+    """A test program built with the daemon (tests/tools)."""
+    tools = os.environ.get("TLSPORT_TEST_TOOLS") or str(ROOT / "build" / "tests" / "tools")
+    path = os.path.join(tools, name)
+    if not os.path.exists(path):
+        pytest.exit(f"{path} not found: build the tests (or set TLSPORT_TEST_TOOLS)", 2)
+    return path
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raises this process's (and so its children's) descriptor limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        pytest.skip(f"needs {wanted} file descriptors; the hard limit is {hard}")
+
+
+# A daemon built with sanitizers (scripts/test.sh sets this for that run)
+# must end every test without a report. Its memory figures are not the
+# daemon's own (shadow memory, quarantine): RSS bounds are checked only in
+# the plain build.
+SANITIZED = bool(os.environ.get("TLSPORT_SANITIZED"))
+SANITIZER_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:")
+
+
+def sanitizer_reports(lines: List[bytes]) -> List[bytes]:
+    if not os.environ.get("TLSPORT_SANITIZED"):
+        return []
+    return [line for line in lines if any(mark in line for mark in SANITIZER_MARKS)]
+
+
 # ---------------------------------------------------------------- certificates
 
 def _run(*args: str, cwd: pathlib.Path) -> None:
@@ -315,10 +361,16 @@ class Daemon:
             except OSError:
                 pass
             try:
-                self.proc.wait(timeout=3)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.check_sanitizers()
+
+    def check_sanitizers(self) -> None:
+        time.sleep(0.05)  # the stderr reader takes the last lines
+        reports = sanitizer_reports(self.stderr_lines)
+        assert not reports, b"".join(self.stderr_lines).decode(errors="replace")[-4000:]
 
 
 def unix_client(path: str, lines: bool = False) -> Client:
@@ -360,9 +412,10 @@ def unix_daemon(tmp_path: pathlib.Path):
     yield d
     d.proc.terminate()
     try:
-        d.proc.wait(timeout=3)
+        d.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         d.proc.kill()
+    d.check_sanitizers()
 
 
 def is_listening(port: int) -> bool:

@@ -10,20 +10,12 @@ import time
 
 import pytest
 
-from conftest import is_listening, Daemon, client_tls, control, data_frame, tls_listen, unix_client, wait_for_path
+from conftest import is_listening, Daemon, client_tls, control, data_frame, tls_listen, unix_client, wait_for_path, SANITIZED, rss_kib
 
 
 def python_peer(port, ca):
     ctx = ssl.create_default_context(cafile=ca)
     return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_handover_mid_stream_loses_nothing(unix_daemon, pki):
@@ -226,7 +218,7 @@ def test_slow_client_stops_reading_the_peer(tmp_path, pki):
         time.sleep(1.5)  # the client reads nothing meanwhile
         stalled_at = sent[0]
         assert stalled_at < total / 2, "the peer was not slowed down"
-        assert rss_kib(d.proc.pid) < 40 * 1024
+        assert SANITIZED or rss_kib(d.proc.pid) < 40 * 1024
         # Now read everything and check it.
         received = 0
         s.settimeout(10)
@@ -273,7 +265,7 @@ def test_slow_peer_bounds_what_waits_for_it(pki):
         t.start()
         time.sleep(1.5)
         assert written[0] < total / 2, "the client was not slowed down"
-        assert rss_kib(d.proc.pid) < 40 * 1024
+        assert SANITIZED or rss_kib(d.proc.pid) < 40 * 1024
         got = 0
         peer.settimeout(10)
         while got < total:

@@ -1,5 +1,6 @@
 """TLS against real peers: openssl s_server/s_client, Python's ssl, and the daemon itself."""
 
+import os
 import socket
 import ssl
 import subprocess
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import OpensslServer, client_tls, free_port, tls_listen
+from conftest import Daemon, OpensslServer, client_tls, free_port, tls_listen, tool_path
 
 
 def connect(client, port, tls, mode="raw", host="127.0.0.1", **extra):
@@ -335,3 +336,96 @@ def test_cacertdir_ciphersuites_and_depth(client, pki, tmp_path):
     assert bad["ok"] is False and bad["error"]["kind"] == "tls", bad
     client.call({"op": "cancel", "target": aref})
 
+
+
+def test_turning_sni_off_keeps_the_host_name_check(client, pki):
+    """A server whose certificate names only "client": with SNI off, the daemon
+    still checks the certificate against the host it connects to."""
+    lst = tls_listen(client, pki, certfile=pki.client_cert, keyfile=pki.client_key)
+    for tls, accepted in (({"server_name": ""}, False),
+                          ({}, False),
+                          ({"server_name": "", "verify_hostname": False}, True),
+                          ({"server_name": "", "verify_hostname": "client"}, True),
+                          ({"server_name": "client"}, True)):
+        aref = client.send({"op": "accept", "id": lst["id"]})
+        r = connect(client, lst["port"], client_tls(pki, **tls))
+        assert r["ok"] is accepted, (tls, r)
+        if accepted:
+            client.reply(aref)
+            client.ok({"op": "close", "id": r["id"]})
+        else:
+            assert r["error"]["kind"] == "tls" and "mismatch" in r["error"]["message"], r
+            client.ok({"op": "cancel", "target": aref})
+            client.reply(aref)
+
+
+def test_key_update_while_the_send_buffer_is_full(client, pki):
+    """The peer asks for a KeyUpdate while the daemon cannot write to it (its
+    send buffer full): the daemon's read then waits for writability at the
+    same time as its write. Once the peer reads, every byte arrives both ways."""
+    total = 6 << 20
+    lst = tls_listen(client, pki)
+    aref = client.send({"op": "accept", "id": lst["id"]})
+    peer = subprocess.Popen([tool_path("keyupdate_peer"), "127.0.0.1", str(lst["port"]), str(total)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout.readline().strip() == "ready"
+        sid = client.reply(aref)["id"]
+        payload = bytes(i % 251 for i in range(total))
+        writer = threading.Thread(
+            target=lambda: [client.deliver(sid, payload[i:i + 65536])
+                            for i in range(0, total, 65536)], daemon=True)
+        writer.start()
+        ev = client.event(timeout=20)
+        assert ev == {"event": "busy", "id": sid}, ev
+        time.sleep(0.5)  # the daemon's socket buffers are full now
+        peer.stdin.write("go\n")
+        peer.stdin.flush()
+        assert peer.stdout.readline().strip() == "sent"
+        time.sleep(0.5)  # the daemon has read the KeyUpdate and waits to answer it
+        peer.stdin.write("read\n")
+        peer.stdin.flush()
+        assert peer.stdout.readline().strip() == f"got {total} ok"
+        writer.join(20)
+        got = b""
+        deadline = time.monotonic() + 10
+        while b"bye\n" not in got:
+            ev = client.event(max(0.01, deadline - time.monotonic()))
+            if ev["event"] == "fromsocket":
+                got += ev["data"]
+        assert got == b"after-keyupdate\nbye\n"
+        client.ok({"op": "close", "id": sid})
+        assert peer.stdout.readline().strip() == "closed"
+    finally:
+        peer.kill()
+        peer.wait()
+
+
+def test_a_tls_listener_never_serves_plain_tcp_when_ssl_new_fails(pki, tmp_path):
+    flag = tmp_path / "fail"
+    env = dict(os.environ, LD_PRELOAD=tool_path("fail_ssl_new.so"), TLSPORT_FAIL_SSL_NEW=str(flag))
+    d = Daemon(env=env)
+    try:
+        client = d.client
+        lst = tls_listen(client, pki, mode="line")
+        aref = client.send({"op": "accept", "id": lst["id"]})
+        flag.touch()
+        raw = socket.create_connection(("127.0.0.1", lst["port"]))
+        raw.sendall(b"plain text\n")
+        raw.settimeout(5)
+        try:
+            assert raw.recv(100) == b""  # closed at once, nothing said
+        except ConnectionResetError:
+            pass  # closed with our bytes unread: a reset, still nothing said
+        raw.close()
+        with pytest.raises((ssl.SSLError, OSError)):
+            python_tls_client(lst["port"], pki.ca)
+        r = connect(client, lst["port"], client_tls(pki))
+        assert r["ok"] is False and r["error"]["kind"] == "tls", r
+        assert aref not in client.replies  # the accept waits on
+        flag.unlink()
+        assert python_tls_client(lst["port"], pki.ca, payload=b"ping\n", expect=0)[0] == b""
+        assert client.reply(aref)["ok"] is True
+        assert any(b"connection refused" in line for line in d.stderr_lines), d.stderr_lines
+    finally:
+        d.stop()

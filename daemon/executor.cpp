@@ -54,6 +54,13 @@ Connection* Executor::owned_connection(Call call, std::uint32_t id) {
   return conn;
 }
 
+Registry::OwnedSocket Executor::owned_socket(Call call, std::uint32_t id) {
+  ErrorInfo error;
+  Registry::OwnedSocket owned = shared_.registry.owned_socket(call.client.number(), id, error);
+  if (owned.listener == nullptr && owned.connection == nullptr) fail(call, error);
+  return owned;
+}
+
 void Executor::deliver(ControlClient& client, std::uint32_t id, std::string_view data,
                        const json& ref) {
   ErrorInfo error;
@@ -97,21 +104,16 @@ void Executor::run(Call call, protocol::DeliverCommand& cmd) {
 }
 
 void Executor::run(Call call, protocol::CloseCommand& cmd) {
-  ErrorInfo error;
-  if (shared_.registry.owned_listener(call.client.number(), cmd.id, error)) {
+  Registry::OwnedSocket owned = owned_socket(call, cmd.id);
+  if (owned.listener != nullptr) {
     shared_.registry.remove_listener(cmd.id)->close();
-    ok(call);
+  } else if (owned.connection != nullptr) {
+    auto keep = owned.connection->shared_from_this();
+    shared_.registry.forget_connection(cmd.id);
+    keep->close_orderly();
+  } else {
     return;
   }
-  if (error.code) {
-    fail(call, error);
-    return;
-  }
-  Connection* conn = owned_connection(call, cmd.id);
-  if (conn == nullptr) return;
-  auto keep = conn->shared_from_this();
-  shared_.registry.forget_connection(cmd.id);
-  keep->close_orderly();
   ok(call);
 }
 
@@ -136,8 +138,8 @@ void Executor::run(Call call, protocol::ControllingProcessCommand& cmd) {
   facts.from = call.client.number();
   facts.from_name = call.client.name();
   bool same = target == &call.client;
-  ErrorInfo error;
-  if (Listener* listener = shared_.registry.owned_listener(facts.from, cmd.id, error)) {
+  Registry::OwnedSocket owned = owned_socket(call, cmd.id);
+  if (Listener* listener = owned.listener) {
     listener->drop_accepts(facts.from, wire_error(ErrorKind::cancelled, "listener handed over"));
     listener->set_owner(target->number());
     facts.listener = true;
@@ -146,11 +148,7 @@ void Executor::run(Call call, protocol::ControllingProcessCommand& cmd) {
     if (!same) target->send(protocol::owned_event(facts));
     return;
   }
-  if (error.code) {
-    fail(call, error);
-    return;
-  }
-  Connection* conn = owned_connection(call, cmd.id);
+  Connection* conn = owned.connection;
   if (conn == nullptr) return;
   // The old owner's reply and the new owner's event are queued at the same
   // moment: every event before belongs to the old owner, every one after to the new.
@@ -188,16 +186,11 @@ void Executor::run(Call call, protocol::PeernameCommand& cmd) {
 }
 
 void Executor::run(Call call, protocol::SocknameCommand& cmd) {
-  ErrorInfo error;
-  if (Listener* listener = shared_.registry.owned_listener(call.client.number(), cmd.id, error)) {
-    ok(call, listener->endpoint());
-    return;
-  }
-  if (error.code) {
-    fail(call, error);
-    return;
-  }
-  if (Connection* conn = owned_connection(call, cmd.id)) ok(call, conn->endpoint(false));
+  Registry::OwnedSocket owned = owned_socket(call, cmd.id);
+  if (owned.listener != nullptr)
+    ok(call, owned.listener->endpoint());
+  else if (owned.connection != nullptr)
+    ok(call, owned.connection->endpoint(false));
 }
 
 void Executor::run(Call call, protocol::InfoCommand& cmd) {

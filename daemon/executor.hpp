@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "daemon/errors.hpp"
+#include "daemon/registry.hpp"
 #include "protocol/commands.hpp"
 
 namespace tlsport::daemon {
@@ -58,6 +59,8 @@ class Executor {
   static void fail(Call call, const ErrorInfo& error);
   /// The connection `id` if the caller owns it; else replies the error and returns null.
   class Connection* owned_connection(Call call, std::uint32_t id);
+  /// The listener or connection `id` if the caller owns it; else replies the error.
+  Registry::OwnedSocket owned_socket(Call call, std::uint32_t id);
   /// Answers a reverse lookup of `address` (this host's name when empty).
   void resolve_address(Call call, const std::string& address);
 

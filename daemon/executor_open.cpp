@@ -76,9 +76,7 @@ void Executor::run(Call call, protocol::AcceptCommand& cmd) {
   ErrorInfo error;
   Listener* listener = shared_.registry.owned_listener(call.client.number(), cmd.id, error);
   if (listener == nullptr) {
-    fail(call, error.code ? error
-                          : wire_error(ErrorKind::no_such_socket,
-                                       "no listener " + std::to_string(cmd.id)));
+    fail(call, error);
     return;
   }
   AcceptTls accept_tls;

@@ -77,7 +77,10 @@ std::uint32_t Registry::add_listener(const std::shared_ptr<Listener>& listener) 
 
 Listener* Registry::owned_listener(std::uint32_t client, std::uint32_t id, ErrorInfo& error) const {
   auto it = listeners_.find(id);
-  if (it == listeners_.end()) return nullptr;
+  if (it == listeners_.end()) {
+    error = wire_error(ErrorKind::no_such_socket, "no listener " + std::to_string(id));
+    return nullptr;
+  }
   if (it->second->owner() != client) {
     error = wire_error(ErrorKind::not_owner,
                        "listener " + std::to_string(id) + " belongs to another client");
@@ -102,6 +105,12 @@ Connection* Registry::owned_connection(std::uint32_t client, std::uint32_t id,
     return nullptr;
   }
   return it->second.get();
+}
+
+Registry::OwnedSocket Registry::owned_socket(std::uint32_t client, std::uint32_t id,
+                                             ErrorInfo& error) const {
+  if (listeners_.count(id)) return {owned_listener(client, id, error), nullptr};
+  return {nullptr, owned_connection(client, id, error)};
 }
 
 Connection* Registry::connection(std::uint32_t id) const {

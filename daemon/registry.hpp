@@ -50,11 +50,17 @@ class Registry {
   std::uint32_t add_connection(const std::shared_ptr<Connection>& connection);
   /// Registers a listener under a new id and returns it.
   std::uint32_t add_listener(const std::shared_ptr<Listener>& listener);
-  /// The listener `id` if `client` owns it; null with `error` otherwise
-  /// (null without error when `id` is no listener at all).
+  /// The listener `id` if `client` owns it; null with `error` otherwise.
   Listener* owned_listener(std::uint32_t client, std::uint32_t id, ErrorInfo& error) const;
   /// The connection `id` if `client` owns it; null with `error` otherwise.
   Connection* owned_connection(std::uint32_t client, std::uint32_t id, ErrorInfo& error) const;
+  /// What `id` names, if `client` owns it: a listener or a connection.
+  struct OwnedSocket {
+    Listener* listener = nullptr;      ///< set when `id` is a listener
+    Connection* connection = nullptr;  ///< set when `id` is a connection
+  };
+  /// Both null, with `error`, when `client` owns no socket `id`.
+  OwnedSocket owned_socket(std::uint32_t client, std::uint32_t id, ErrorInfo& error) const;
   /// The connection `id` whoever owns it, or null.
   Connection* connection(std::uint32_t id) const;
   /// Takes a listener out; null when unknown.

@@ -49,6 +49,8 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   void start();
   /// Queues a reply or event (protocol/messages.hpp builds them).
   void send(const nlohmann::json& message);
+  /// True when `message` fits one frame of this channel (--packet 1 holds 255 bytes).
+  bool fits(const nlohmann::json& message) const;
   /// Queues fromsocket events for `data`; raw data too big for one frame is
   /// split when `splittable`. False when it cannot be sent (too big).
   bool send_data(std::uint32_t socket_id, std::string_view data, bool splittable);

@@ -16,7 +16,8 @@ Daemon::Daemon(asio::io_context& io, Options options)
     : options_(std::move(options)),
       shared_(io, options_),
       executor_(shared_, [this] { shutdown(); }),
-      signals_(io, SIGINT, SIGTERM, SIGHUP) {}
+      signals_(io, SIGINT, SIGTERM, SIGHUP),
+      stop_timer_(io) {}
 
 Daemon::~Daemon() = default;
 
@@ -94,11 +95,14 @@ void Daemon::on_client_closed(std::uint32_t number) {
   Registry& registry = shared_.registry;
   auto keep = registry.remove_client(number);
   if (!keep) return;
-  log(LogLevel::info, "client %u left: closing its sockets", number);
-  for (auto& conn : registry.connections_of(number)) {
-    registry.forget_connection(conn->id());
-    conn->close_orderly();
+  shared_.questions.drop_client(number);
+  if (shutting_down_) {
+    if (registry.client_count() == 0) shared_.io.stop();
+    return;
   }
+  log(LogLevel::info, "client %u left: closing its sockets", number);
+  // Listeners first: by the time a peer sees its connection close, nothing
+  // of this client accepts any more.
   ErrorInfo left = wire_error(ErrorKind::closed, "client left");
   for (auto& listener : registry.listeners()) {
     if (listener->owner() != number) {
@@ -109,6 +113,10 @@ void Daemon::on_client_closed(std::uint32_t number) {
     listener->close();
   }
   for (auto& connector : registry.connectors_of(number)) connector->abandon();
+  for (auto& conn : registry.connections_of(number)) {
+    registry.forget_connection(conn->id());
+    conn->close_orderly();
+  }
 }
 
 void Daemon::shutdown() {
@@ -123,9 +131,17 @@ void Daemon::shutdown() {
   }
   for (auto& connector : registry.connectors()) connector->abandon();
   for (auto& conn : registry.connections()) conn->abort();
-  // Replies already queued (the answer to stop, say) get one last chance.
-  for (auto& client : registry.clients()) client->flush_pending();
-  shared_.io.stop();
+  // Replies already queued (the answer to stop, replies to the last commands
+  // of a port whose input ended) leave before the loop stops, within a second.
+  for (auto& client : registry.clients()) client->close_after_flush();
+  if (registry.client_count() == 0) {
+    shared_.io.stop();
+    return;
+  }
+  stop_timer_.expires_after(std::chrono::seconds(1));
+  stop_timer_.async_wait([this](const std::error_code& ec) {
+    if (!ec) shared_.io.stop();
+  });
 }
 
 }  // namespace tlsport::daemon

@@ -4,6 +4,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -50,6 +51,7 @@ class Daemon final : public ClientHost {
   Shared shared_;                            ///< loop, registry, read buffer, contexts
   Executor executor_;                        ///< carries out commands
   asio::signal_set signals_;                 ///< SIGINT/SIGTERM end the daemon; SIGHUP
+  asio::steady_timer stop_timer_;            ///< bounds the last flush at shutdown
   std::unique_ptr<UnixServer> unix_server_;  ///< --unix
   bool shutting_down_ = false;               ///< shutdown() has begun
 };

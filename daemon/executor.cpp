@@ -32,7 +32,22 @@ static const char* const kCapabilities[] = {"lines",
                                             "unix",
                                             "ipv6",
                                             "strict_fields",
-                                            "verify_hostname_false"};
+                                            "verify_hostname_false",
+                                            "starttls",
+                                            "inspect",
+                                            "inline_keys",
+                                            "ask_password",
+                                            "verify_callback",
+                                            "sni",
+                                            "alpn",
+                                            "session_reuse",
+                                            "ticket_keys",
+                                            "tls_context",
+                                            "crl",
+                                            "ocsp",
+                                            "keylog",
+                                            "dhe",
+                                            "timeouts"};
 
 void Executor::execute(ControlClient& client, const json& ref, protocol::Command& command) {
   Call call{client, ref};
@@ -63,8 +78,15 @@ Registry::OwnedSocket Executor::owned_socket(Call call, std::uint32_t id) {
 
 void Executor::deliver(ControlClient& client, std::uint32_t id, std::string_view data,
                        const json& ref) {
-  ErrorInfo error;
-  Connection* conn = shared_.registry.owned_connection(client.number(), id, error);
+  // Only connections take data: any other id is no_such_socket here.
+  ErrorInfo error = wire_error(ErrorKind::no_such_socket,
+                               "deliver to socket " + std::to_string(id) + ": no such socket");
+  Connection* conn = shared_.registry.connection(id);
+  if (conn != nullptr && conn->owner() != client.number()) {
+    error = wire_error(ErrorKind::not_owner,
+                       "deliver to socket " + std::to_string(id) + ": belongs to another client");
+    conn = nullptr;
+  }
   bool over = false;
   if (conn != nullptr) {
     if (auto failure = conn->deliver(data, over)) {
@@ -96,6 +118,12 @@ void Executor::run(Call call, protocol::HelloCommand& cmd) {
                {"client", call.client.number()},
                {"capabilities", kCapabilities}};
   if (!call.client.name().empty()) body["name"] = call.client.name();
+  json reply = protocol::ok_reply(call.ref, body);
+  if (!call.client.fits(reply)) {
+    // A --packet 1 frame holds 255 bytes: the list is left out, and said so.
+    body.erase("capabilities");
+    body["capabilities_omitted"] = true;
+  }
   ok(call, std::move(body));
 }
 
@@ -207,45 +235,45 @@ void Executor::run(Call call, protocol::ResolveCommand& cmd) {
 }
 
 void Executor::resolve_address(Call call, const std::string& address) {
-  auto resolver = std::make_shared<asio::ip::tcp::resolver>(shared_.io);
-  std::uint32_t number = call.client.number();
-  json ref = call.ref;
-  Registry& registry = shared_.registry;
+  if (lookups_in_flight_ >= kMaxLookups) {
+    fail(call, wire_error(ErrorKind::overloaded,
+                          std::to_string(kMaxLookups) + " name lookups are under way"));
+    return;
+  }
+  std::string host = address;
   if (address.empty()) {
     char name[256] = {0};
     if (::gethostname(name, sizeof name - 1) != 0) {
       fail(call, classify(std::error_code(errno, std::system_category())));
       return;
     }
-    std::string host = name;
-    // The official name is the canonical one; without DNS it is the host name itself.
-    resolver->async_resolve(
-        host, "", asio::ip::tcp::resolver::canonical_name,
-        [&registry, resolver, number, ref, host](const std::error_code& ec,
-                                                 asio::ip::tcp::resolver::results_type results) {
-          ControlClient* client = registry.client(number);
-          if (client == nullptr) return;
-          std::string official = host;
-          if (!ec && !results.empty()) official = results.begin()->host_name();
-          client->send(protocol::ok_reply(ref, {{"name", official}}));
-        });
-    return;
+    host = name;
   }
-  std::error_code ec;
-  auto ip = asio::ip::make_address(address, ec);
-  resolver->async_resolve(
-      asio::ip::tcp::endpoint(ip, 0),
-      [&registry, resolver, number, ref, address](const std::error_code& e,
-                                                  asio::ip::tcp::resolver::results_type results) {
-        ControlClient* client = registry.client(number);
-        if (client == nullptr) return;
-        if (e || results.empty() || results.begin()->host_name() == address) {
-          client->send(protocol::error_reply(ref, wire_error(std::errc::no_such_file_or_directory,
-                                                             "no host name for " + address)));
-          return;
-        }
-        client->send(protocol::ok_reply(ref, {{"name", results.begin()->host_name()}}));
-      });
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(shared_.io);
+  auto answer = [this, resolver, number = call.client.number(), ref = call.ref, address, host](
+                    const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+    --lookups_in_flight_;
+    ControlClient* client = shared_.registry.client(number);
+    if (client == nullptr) return;
+    std::string found = !ec && !results.empty() ? results.begin()->host_name() : "";
+    if (address.empty()) {
+      // The official name is the canonical one; without DNS it is the host name itself.
+      client->send(protocol::ok_reply(ref, {{"name", found.empty() ? host : found}}));
+    } else if (found.empty() || found == address) {
+      client->send(protocol::error_reply(
+          ref, wire_error(std::errc::no_such_file_or_directory, "no host name for " + address)));
+    } else {
+      client->send(protocol::ok_reply(ref, {{"name", found}}));
+    }
+  };
+  ++lookups_in_flight_;
+  if (address.empty()) {
+    resolver->async_resolve(host, "", asio::ip::tcp::resolver::canonical_name, std::move(answer));
+  } else {
+    std::error_code ec;
+    resolver->async_resolve(asio::ip::tcp::endpoint(asio::ip::make_address(address, ec), 0),
+                            std::move(answer));
+  }
 }
 
 void Executor::run(Call call, protocol::StopCommand&) {

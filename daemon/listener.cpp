@@ -4,6 +4,7 @@
 #include "daemon/control_client.hpp"
 #include "daemon/log.hpp"
 #include "daemon/shared.hpp"
+#include "daemon/verdicts.hpp"
 #include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
@@ -146,48 +147,95 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
   if (!log_file.empty()) conn->set_log_file(log_file);
   handshaking_.insert(conn);
   std::optional<std::uint64_t> serial;
+  std::chrono::milliseconds timeout = settings_.handshake_timeout;
   if (claim != nullptr) {
     claim->claimed = true;
     serial = claim->serial;
+    timeout = claim->tls.timeouts.handshake.value_or(timeout);
   }
-  conn->start_handshake(settings_.handshake_timeout, [self = shared_from_this(), conn, serial](
-                                                         const std::optional<ErrorInfo>& error) {
-    self->on_handshake(conn, serial, error);
-  });
+  conn->start_handshake(
+      timeout, [self = shared_from_this(), conn, serial](const std::optional<ErrorInfo>& error) {
+        self->on_handshake(conn, serial, error);
+      });
   accept_next();
+}
+
+std::deque<Listener::PendingAccept>::iterator Listener::find_accept(std::uint64_t serial) {
+  auto it = pending_.begin();
+  while (it != pending_.end() && it->serial != serial) ++it;
+  return it;
 }
 
 void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
                             std::optional<std::uint64_t> serial,
                             const std::optional<ErrorInfo>& error) {
-  handshaking_.erase(conn);
-  if (error)
+  if (error) {
+    handshaking_.erase(conn);
     log(LogLevel::info, "listener %u: handshake failed: %s: %s", id_, error->kind().c_str(),
         error->message.c_str());
-  if (serial) {
-    on_claimed_handshake(*serial, conn, error);
-  } else if (!error && closed_) {
-    conn->abort();
-  } else if (!error) {
-    ready_.push_back(conn);
-    serve_ready();
+    if (serial) {
+      auto it = find_accept(*serial);
+      if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
+    }
+    accept_next();
+    return;
   }
-  accept_next();
+  judge_then(conn, serial, [self = shared_from_this(), conn, serial] {
+    self->handshaking_.erase(conn);
+    self->place(conn, serial);
+    self->accept_next();
+  });
 }
 
-void Listener::on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
-                                    const std::optional<ErrorInfo>& error) {
-  auto it = pending_.begin();
-  while (it != pending_.end() && it->serial != serial) ++it;
-  if (error) {
-    if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
-  } else if (closed_ || it == pending_.end()) {
-    conn->abort();  // the accept was cancelled meanwhile
-  } else {
-    PendingAccept accept = std::move(*it);
-    pending_.erase(it);
-    hand_over(accept, conn);
+void Listener::judge_then(const std::shared_ptr<Connection>& conn,
+                          std::optional<std::uint64_t> serial, std::function<void()> go_on) {
+  if (!wants_verdict(*conn) || closed_) {
+    go_on();
+    return;
   }
+  // The accept that claimed the connection decides; otherwise the listener's owner.
+  auto it = serial ? find_accept(*serial) : pending_.end();
+  std::uint32_t judge = it != pending_.end() ? it->client : owner_;
+  nlohmann::json about = {{"listener", id_}};
+  if (it != pending_.end()) about["ref"] = it->ref;
+  std::chrono::milliseconds timeout =
+      it != pending_.end() ? it->tls.verdict_timeout : settings_.verdict_timeout;
+  ask_server_verdict(shared_, judge, about, *conn, timeout,
+                     [self = shared_from_this(), conn, serial, go_on](bool accept) {
+                       if (accept) {
+                         go_on();
+                         return;
+                       }
+                       log(LogLevel::info, "listener %u: peer certificate rejected by the client",
+                           self->id_);
+                       self->handshaking_.erase(conn);
+                       conn->abort();
+                       if (serial) {
+                         auto it = self->find_accept(*serial);
+                         if (it != self->pending_.end()) it->claimed = false;
+                       }
+                       self->accept_next();
+                     });
+}
+
+void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial) {
+  if (closed_) {
+    conn->abort();
+    return;
+  }
+  if (!serial) {
+    ready_.push_back(conn);
+    serve_ready();
+    return;
+  }
+  auto it = find_accept(*serial);
+  if (it == pending_.end()) {
+    conn->abort();  // the accept was cancelled meanwhile
+    return;
+  }
+  PendingAccept accept = std::move(*it);
+  pending_.erase(it);
+  hand_over(accept, conn);
 }
 
 void Listener::serve_ready() {
@@ -213,6 +261,9 @@ void Listener::hand_over(PendingAccept& accept, const std::shared_ptr<Connection
   }
   std::uint32_t id = shared_.registry.add_connection(conn);
   client->send(protocol::ok_reply(accept.ref, {{"id", id}, {"peer", conn->endpoint(true)}}));
+  const protocol::SocketTimeouts& own = accept.tls.timeouts;
+  conn->set_timeouts(own.idle.value_or(settings_.idle_timeout),
+                     own.close.value_or(settings_.close_timeout));
   conn->open(id, accept.client, accept.active.value_or(settings_.active));
 }
 

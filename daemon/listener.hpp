@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -22,9 +23,11 @@ struct Shared;
 
 /// TLS settings given with one accept (seed 004 puts SSLFlags on accept).
 struct AcceptTls {
-  bool given = false;    ///< the accept carried its own `tls`
-  SslCtxPtr ctx;         ///< its context (null with given = plain TCP)
-  std::string log_file;  ///< its -log file
+  bool given = false;                                ///< the accept carried its own `tls`
+  SslCtxPtr ctx;                                     ///< its context (null with given = plain TCP)
+  std::string log_file;                              ///< its -log file
+  std::chrono::milliseconds verdict_timeout{30000};  ///< tls.callback_timeout_ms
+  protocol::SocketTimeouts timeouts;                 ///< override the listener's
 };
 
 /// Settings shared by every connection a listener accepts.
@@ -35,6 +38,9 @@ struct ListenSettings {
   protocol::Framing framing;    ///< mode of accepted sockets
   std::size_t packet_size = protocol::kDefaultPacketSize;  ///< packet cap of accepted sockets
   std::chrono::milliseconds handshake_timeout{30000};      ///< per accepted connection
+  std::chrono::milliseconds idle_timeout{0};               ///< of accepted sockets (0: none)
+  std::chrono::milliseconds close_timeout{5000};           ///< of their orderly close
+  std::chrono::milliseconds verdict_timeout{30000};        ///< tls.callback_timeout_ms
   std::size_t backlog = 128;  ///< bound on finished connections waiting
   std::string log_file;       ///< the seed's -log file
 };
@@ -63,6 +69,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Closes the listening socket and the connections it holds; outstanding
   /// accepts fail with `closed`.
   void close();
+  /// Accepts again if it stopped at the socket cap and there is room now.
+  void resume_accepting() { accept_next(); }
 
   std::uint32_t id() const { return id_; }
   void set_id(std::uint32_t id) { id_ = id; }
@@ -89,8 +97,13 @@ class Listener : public std::enable_shared_from_this<Listener> {
   PendingAccept* claimant();
   void on_handshake(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
                     const std::optional<ErrorInfo>& error);
-  void on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
-                            const std::optional<ErrorInfo>& error);
+  /// With tls.verify_callback: asks who decides about this client's chain first.
+  void judge_then(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
+                  std::function<void()> go_on);
+  /// The accepted connection, judged or not needing it, goes where it belongs.
+  void place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial);
+  /// The pending accept with this serial.
+  std::deque<PendingAccept>::iterator find_accept(std::uint64_t serial);
   void serve_ready();
   /// Gives a handshaken connection to an accept: the reply, then reading.
   void hand_over(PendingAccept& accept, const std::shared_ptr<Connection>& conn);

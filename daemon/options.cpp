@@ -18,6 +18,8 @@ const std::map<std::string, std::string> kValueFlags = {
     {"--terms", "terms"},
     {"--unix", "unix"},
     {"--handshake-timeout", "handshake_timeout_ms"},
+    {"--idle-timeout", "idle_timeout_ms"},
+    {"--close-timeout", "close_timeout_ms"},
     {"--client-buffer", "client_buffer"},
     {"--socket-buffer", "socket_buffer"},
     {"--max-message", "max_message"},
@@ -78,6 +80,12 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   } else if (key == "handshake_timeout_ms") {
     if (!to_size(v, 1, 3600000, n)) return "handshake timeout must be 1..3600000 ms";
     o.handshake_timeout_ms = static_cast<unsigned>(n);
+  } else if (key == "idle_timeout_ms") {
+    if (!to_size(v, 0, 86400000, n)) return "idle timeout must be 0..86400000 ms (0: none)";
+    o.idle_timeout_ms = static_cast<unsigned>(n);
+  } else if (key == "close_timeout_ms") {
+    if (!to_size(v, 1, 3600000, n)) return "close timeout must be 1..3600000 ms";
+    o.close_timeout_ms = static_cast<unsigned>(n);
   } else if (key == "client_buffer" || key == "socket_buffer") {
     if (!to_size(v, 4096, std::size_t{1} << 30, n)) return key + " must be 4096..1073741824 bytes";
     (key == "client_buffer" ? o.client_buffer : o.socket_buffer) = n;
@@ -115,6 +123,8 @@ Options:
   --stdio                  keep stdin/stdout as a control channel with --unix
   --config FILE            read settings from a JSON file (flags override it)
   --handshake-timeout MS   TLS handshake timeout (default 30000)
+  --idle-timeout MS        close sockets idle this long, kind timeout (default 0: never)
+  --close-timeout MS       longest wait of an orderly close (default 5000)
   --client-buffer BYTES    a client's output high-water mark (default 1048576)
   --socket-buffer BYTES    a socket's send-buffer high-water mark (default 1048576)
   --max-message BYTES      largest control message (default 67174400)

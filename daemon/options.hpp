@@ -21,6 +21,8 @@ struct Options {
   protocol::TermFormat terms = protocol::TermFormat::json;  ///< term format before detection
   std::string unix_path;                                    ///< Unix socket to serve ("" = none)
   unsigned handshake_timeout_ms = 30000;                    ///< default handshake timeout
+  unsigned idle_timeout_ms = 0;                             ///< default idle timeout (0: none)
+  unsigned close_timeout_ms = 5000;                         ///< default wait of an orderly close
   std::size_t client_buffer = 1 << 20;                      ///< a client's output high-water mark
   std::size_t socket_buffer = 1 << 20;                  ///< a socket's send-buffer high-water mark
   std::size_t max_message = (64u << 20) + (64u << 10);  ///< cap on one control message

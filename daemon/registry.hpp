@@ -72,7 +72,7 @@ class Registry {
 
   // ---- connects under way
   void add_connector(const std::shared_ptr<Connector>& connector);
-  void remove_connector(Connector* connector) { connectors_.erase(connector); }
+  void remove_connector(Connector* connector);
 
   /// False when the socket cap is reached.
   bool has_room_for_socket() const;
@@ -87,6 +87,9 @@ class Registry {
   std::vector<std::shared_ptr<Connection>> connections() const;
 
  private:
+  /// Wakes listeners that stopped at the socket cap, if there is room now.
+  void room_came_back();
+
   std::size_t max_sockets_;                                          ///< the socket cap
   std::map<std::uint32_t, std::shared_ptr<ControlClient>> clients_;  ///< by number
   std::map<std::string, std::uint32_t> client_names_;                ///< names given in hello

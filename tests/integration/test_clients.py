@@ -298,3 +298,27 @@ def test_half_closed_client_still_gets_its_replies(unix_daemon, pki):
     s.close()
     # Once it is gone entirely, its socket is closed: the accepted end sees it.
     assert lst_owner.closed_event(accepted["id"], timeout=5)["reason"] == "normal"
+
+
+def test_deliver_to_a_listener_is_no_such_socket(client):
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    r = client.call({"op": "deliver", "ref": "d", "id": lst["id"], "text": "x"})
+    assert r["ok"] is False and r["error"]["kind"] == "no_such_socket" and r["id"] == lst["id"]
+    client.send_raw(data_frame(lst["id"], b"x"))
+    err = client.next_unmatched()
+    assert err["error"]["kind"] == "no_such_socket" and err["id"] == lst["id"]
+
+
+def test_a_waiting_recv_is_answered_before_socket_closed(client):
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    aref = client.send({"op": "accept", "id": lst["id"], "active": False})
+    peer = socket.create_connection(("127.0.0.1", lst["port"]))
+    sid = client.reply(aref)["id"]
+    rref = client.send({"op": "recv", "id": sid, "timeout_ms": 5000})
+    time.sleep(0.1)
+    peer.close()
+    ev = client.event(keep_seq=True)
+    assert ev["event"] == "socket_closed" and ev["id"] == sid, ev
+    reply = client.reply(rref, keep_seq=True)
+    assert reply["error"]["kind"] == "closed"
+    assert reply["_seq"] < ev["_seq"], (reply, ev)

@@ -5,11 +5,12 @@ replies of a client that does not read them."""
 import json
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
 from conftest import (
-    SANITIZED, fd_count, raise_fd_limit, rss_kib, tls_listen, unix_client,
+    SANITIZED, Daemon, daemon_path, fd_count, raise_fd_limit, rss_kib, tls_listen, unix_client,
 )
 
 
@@ -179,3 +180,78 @@ def test_a_client_that_never_reads_its_replies_is_held_at_a_bounded_cost(unix_da
             expected += 1
     writer.join(5)
     flood.close()
+
+
+def test_close_with_data_queued_sends_it_all_even_to_a_half_closed_peer():
+    """The owner delivers a large answer and closes at once; the peer, not
+    reading yet, shuts its sending side while most of the answer is still
+    queued in the daemon: every byte reaches it before the connection ends."""
+    # A large send-buffer mark, so that 8 MiB queue without pausing our input;
+    # 8 MiB is more than the kernel's buffers hold (tcp_wmem's 4 MiB at most).
+    d = Daemon(["--socket-buffer", str(16 << 20)])
+    try:
+        client = d.client
+        lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+        aref = client.send({"op": "accept", "id": lst["id"]})
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # a small window
+        peer.connect(("127.0.0.1", lst["port"]))
+        sid = client.reply(aref)["id"]
+        answer = bytes(i % 253 for i in range(8 << 20))
+        for i in range(0, len(answer), 65536):
+            client.deliver(sid, answer[i:i + 65536])
+        client.ok({"op": "close", "id": sid})
+        time.sleep(0.3)
+        peer.shutdown(socket.SHUT_WR)  # our FIN reaches the daemon mid-answer
+        time.sleep(0.3)
+        got = bytearray()
+        peer.settimeout(10)
+        while True:
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        peer.close()
+        assert len(got) == len(answer) and bytes(got) == answer
+    finally:
+        d.stop()
+
+
+def test_commands_left_in_a_closed_pipe_are_all_carried_out():
+    """gen | tlsportd --control lines | slow reader: the writer has finished
+    and closed its end while the daemon, its replies unread, had stopped
+    reading; every command is still answered."""
+    count = 100_000
+    proc = subprocess.Popen([daemon_path(), "--control", "lines"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    lines = b"".join(b'{"op":"hello","ref":%d}\n' % i for i in range(1, count + 1))
+    writer = threading.Thread(target=lambda: (proc.stdin.write(lines), proc.stdin.close()),
+                              daemon=True)
+    writer.start()
+    time.sleep(2)  # the reader is slow: nothing read yet
+    replies = proc.stdout.read().splitlines()
+    proc.wait(10)
+    assert len(replies) == count
+    assert json.loads(replies[-1])["ref"] == count
+
+
+def test_a_listener_at_the_socket_cap_accepts_again_when_room_comes_back():
+    d = Daemon(["--max-sockets", "3"])
+    try:
+        c = d.client
+        lst = c.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+        peers, ids = [], []
+        for _ in range(2):
+            ref = c.send({"op": "accept", "id": lst["id"]})
+            peers.append(socket.create_connection(("127.0.0.1", lst["port"])))
+            ids.append(c.reply(ref)["id"])
+        ref = c.send({"op": "accept", "id": lst["id"]})
+        peers.append(socket.create_connection(("127.0.0.1", lst["port"])))
+        time.sleep(0.3)
+        assert ref not in c.replies  # at the cap: not accepted
+        c.ok({"op": "close", "id": ids[0]})
+        assert c.reply(ref, timeout=5)["ok"] is True
+        for p in peers:
+            p.close()
+    finally:
+        d.stop()

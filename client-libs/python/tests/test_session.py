@@ -31,12 +31,13 @@ from tlsport.errors import DaemonGone, NetworkError, NotOwner, ProtocolError, So
 
 # docs/protocol.md §2.1 and §4, written out again here on purpose: the library
 # must never send anything else (the daemon rejects unknown fields).
+TIMEOUTS = {"handshake_timeout_ms", "idle_timeout_ms", "close_timeout_ms"}
 SPEC_FIELDS = {
     "hello": {"name"},
-    "listen": {"host", "port", "mode", "backlog", "tls", "packet_size", "handshake_timeout_ms", "active"},
-    "accept": {"id", "tls", "active"},
+    "listen": {"host", "port", "mode", "backlog", "tls", "packet_size", "active", *TIMEOUTS},
+    "accept": {"id", "tls", "active", *TIMEOUTS},
     "cancel": {"target"},
-    "connect": {"host", "port", "mode", "tls", "timeout_ms", "packet_size", "active"},
+    "connect": {"host", "port", "mode", "tls", "timeout_ms", "packet_size", "active", *TIMEOUTS},
     "deliver": {"id", "data", "text"},
     "close": {"id"},
     "controlling_process": {"id", "to"},
@@ -47,9 +48,18 @@ SPEC_FIELDS = {
     "resolve": {"address"},
     "info": {"id"},
     "stop": set(),
+    "tls_context": {"name", "tls"},
+    "starttls": {"id", "side", "tls", "timeout_ms", *TIMEOUTS},
+    "stoptls": {"id", "timeout_ms"},
+    "inject_ca": {"id", "cacertfile", "cacert"},
+    "ciphers": {"id"},
+    "answer": {"request", "password", "accept"},
 }
-SPEC_TLS = {"certfile", "keyfile", "password", "cacertfile", "cacertdir", "verify", "depth", "ciphers",
-            "ciphersuites", "min_version", "max_version", "server_name", "verify_hostname", "flags", "logfile"}
+SPEC_TLS = {"certfile", "keyfile", "cert", "key", "password", "password_file", "ask_password", "cacertfile",
+            "cacertdir", "cacert", "crlfile", "verify", "depth", "ciphers", "ciphersuites", "min_version",
+            "max_version", "server_name", "verify_hostname", "verify_callback", "callback_timeout_ms", "alpn",
+            "sni", "session_reuse", "ticket_keys", "ocsp_response_file", "ocsp_status_request", "dhparamfile",
+            "keylog", "logfile", "flags"}
 
 
 def control(obj: Dict[str, Any]) -> bytes:
@@ -158,7 +168,7 @@ def test_connect_makes_a_socket_in_the_credit_window() -> None:
 
 def test_listen_keeps_active_for_its_accepts() -> None:
     s = Session()
-    cmd = _args.listen_command(0, "127.0.0.1", False, "line", None, 64, None, False)
+    cmd = _args.listen_command(0, "127.0.0.1", False, "line", None, 64, (None, None, None), False)
     ref = s.call(cmd, "l")
     (wire,) = sent(s)
     assert "active" not in wire
@@ -388,17 +398,25 @@ def test_bad_bytes_are_a_protocol_error() -> None:
 
 
 def _all_commands(s: Session) -> List[Tuple[Dict[str, Any], Any]]:
-    tls = {k: "x" for k in SPEC_TLS if k not in ("verify", "depth", "verify_hostname")}
-    tls.update(verify=2, depth=3, verify_hostname=False)
+    tls = {k: "x" for k in SPEC_TLS}
+    tls.update(verify=2, depth=3, verify_hostname=False, callback_timeout_ms=100, alpn=["h2"], ticket_keys=["k"],
+               sni=[{"names": ["a.example"], "certfile": "a.pem", "keyfile": "a.key", "password": "p"}],
+               ask_password=True, verify_callback=lambda chain, result: True, password=lambda source: "p",
+               session_reuse=False, ocsp_status_request=True)
     sock = connected(s, sid=40)
     lst = ListenerEntry(41, "raw", None, 1)
     s._register(lst)  # noqa: SLF001 - a listener without a listen round trip
     return [
         (s.hello_command(), None),
-        (_args.listen_command(0, "::", tls, "packet:2", 5, 100, 1.5, "once"), None),
-        (_args.accept_command(41, 3, {"flags": "-cert c.pem"}), None),
+        (_args.listen_command(0, "::", tls, "packet:2", 5, 100, (1.5, 60, 2), "once"), None),
+        (_args.accept_command(41, 3, {"flags": "-cert c.pem"}, (1, 2, 3)), None),
         ({"op": "cancel", "target": 1}, None),
-        (_args.connect_command("h", 1, tls, "asn1", 2.0, 9, False), None),
+        (_args.connect_command("h", 1, tls, "asn1", 2.0, 9, False, (1, 2, 3)), None),
+        (_args.tls_context_command("web", tls), None),
+        (_args.inject_ca_command(40, "ca.pem", None), None),
+        (_args.inject_ca_command(40, None, "-----BEGIN CERTIFICATE-----\n"), None),
+        ({"op": "ciphers", "id": 40}, None),
+        ({"op": "answer", "request": 3, "accept": True}, None),
         ({"op": "deliver", "id": 40, "data": b"x"}, None),
         ({"op": "close", "id": 40}, None),
         ({"op": "controlling_process", "id": 40, "to": "w"}, None),
@@ -409,6 +427,8 @@ def _all_commands(s: Session) -> List[Tuple[Dict[str, Any], Any]]:
         (_args.resolve_command("127.0.0.1"), None),
         ({"op": "info", "id": 40}, None),
         ({"op": "stop"}, None),
+        (_args.starttls_command(40, "server", "web", 5, 6, 7), None),
+        (_args.stoptls_command(40, 1), None),
     ]
 
 
@@ -433,7 +453,9 @@ def test_tls_is_passed_through_as_given() -> None:
     assert frame["tls"] == given
     s.call(_args.connect_command("h", 1, None, "raw", None, None), None)
     assert sent(s)[0]["tls"] == {}  # the secure defaults
-    with pytest.raises(ValueError, match="unknown tls option 'sni'"):
+    with pytest.raises(ValueError, match="unknown tls option 'cafile'"):
+        _args.check_tls({"cafile": "x"}, default=None)
+    with pytest.raises(TypeError, match="'sni' must be list"):
         _args.check_tls({"sni": "x"}, default=None)
     with pytest.raises(ValueError, match="host name or False"):
         _args.check_tls({"verify_hostname": True}, default=None)
@@ -446,8 +468,10 @@ def test_undocumented_fields_are_refused_before_sending() -> None:
         s.call({"op": "close", "id": 1, "active": True}, None)
     with pytest.raises(ValueError, match="no field sni"):
         s.call({"op": "setopts", "id": 5, "active": True, "sni": 1}, None)
-    with pytest.raises(ValueError, match="tls.sni"):
-        s.call({"op": "connect", "host": "h", "port": 1, "tls": {"sni": "x"}}, None)
+    with pytest.raises(ValueError, match="no field timeout_ms"):
+        s.call({"op": "accept", "id": 5, "timeout_ms": 1}, None)
+    with pytest.raises(ValueError, match="tls.cafile"):
+        s.call({"op": "connect", "host": "h", "port": 1, "tls": {"cafile": "x"}}, None)
     assert sent(s) == []
     s.call({"op": "no_such_op", "x": 1}, None)  # not the protocol's: left to the daemon
     assert sent(s)[0]["op"] == "no_such_op"

@@ -159,6 +159,7 @@ class SyncTransport(ClientBase):
         self._chan = channel
         self._session = Session(name, window=window, max_bytes=max_buffer)
         self._lock = threading.Lock()  # the session's
+        self._session_lock = self._lock
         self._write_lock = threading.Lock()  # frames leave in the order the session queued them
         self._adopt_cond = threading.Condition(self._lock)
         self._out_cond = threading.Condition(threading.Lock())
@@ -197,6 +198,13 @@ class SyncTransport(ClientBase):
             return
         with sock._cb_lock:
             self._run_callback(callback, *args)
+
+    def _answer_later(self, ask: Any, awaitable: Any) -> None:
+        log.error("tlsport %s callback %r returned an awaitable: the threaded client needs a plain function", ask.what, ask.callback)
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+        self._answer(ask, None)
 
     def _wake(self, entry: Optional[Entry]) -> None:
         cond = self._adopt_cond if entry is None else getattr(entry.handle, "_cond", None)

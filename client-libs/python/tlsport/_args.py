@@ -430,6 +430,11 @@ def listen_command(
         if not 1 <= backlog <= 65535:
             raise ValueError("backlog must be in 1..65535")
         cmd["backlog"] = backlog
+    return _socket_options(cmd, packet_size, timeouts, active)
+
+
+def _socket_options(cmd: Dict[str, Any], packet_size: Any, timeouts: "Tuple[Any, Any, Any]", active: Any) -> Dict[str, Any]:
+    """The options ``listen`` and ``connect`` share: packet size, timeouts, active mode."""
     ps = check_packet_size(packet_size)
     if ps is not None:
         cmd["packet_size"] = ps
@@ -460,12 +465,7 @@ def connect_command(
     t = check_timeout(timeout)
     if t is not None:
         cmd["timeout_ms"] = max(1, timeout_ms(t) or 1)
-    ps = check_packet_size(packet_size)
-    if ps is not None:
-        cmd["packet_size"] = ps
-    socket_timeouts(cmd, *timeouts)
-    cmd["active"] = check_active(active)
-    return cmd
+    return _socket_options(cmd, packet_size, timeouts, active)
 
 
 def setopts_command(sid: int, active: Any, packet_size: Any) -> Dict[str, Any]:

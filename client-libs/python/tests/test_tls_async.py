@@ -71,6 +71,7 @@ def test_starttls_client_role_and_stoptls(daemon_path: str, certs: Dict[str, str
             assert await sock.recv(timeout=5) == b"221 Bye\r\n"
             await sock.stoptls(timeout=5)  # the peer unwraps after 221
             assert (await sock.info())["protocol"] == "tcp"
+            await sock.send(b"plain bye\r\n")
 
     try:
         run(main())
@@ -106,7 +107,8 @@ def test_async_callbacks(daemon_path: str, certs: Dict[str, str], server_tls: Di
             peer = loop.run_in_executor(None, lambda: ssl_connect(listener.port, certs, client_cert=True))
             conn: AsyncSocket = await listener.accept(timeout=5)
             (await peer).close()
-            assert conn.id > 0
+            assert (await conn.peercert())["subject"] == ((("commonName", "tlsport test client"),),)
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))  # the daemon handshakes for it
             with pytest.raises(tlsport.TlsError):
                 await client.connect("localhost", listener.port, timeout=5,
                                      tls={"cacertfile": certs["other_ca"], "verify_callback": sync_judge})
@@ -115,6 +117,7 @@ def test_async_callbacks(daemon_path: str, certs: Dict[str, str], server_tls: Di
                                         tls={"cacertfile": certs["other_ca"], "verify_callback": True,
                                              "certfile": certs["client_cert"], "keyfile": certs["client_key"]})
             assert (await sock.info())["verify_result"]["code"] != 0
+            await accepting
 
     run(main())
     assert calls[0] == "password" and "CN=tlsport test client" in calls and "sync CN=localhost" in calls
@@ -125,8 +128,9 @@ def test_inject_ca_and_timeouts(daemon_path: str, certs: Dict[str, str], server_
     async def main() -> None:
         async with await spawn(daemon_path) as client:
             listener = await client.listen(0, "127.0.0.1", tls=server_tls, idle_timeout=1.0)
+            accepting = asyncio.ensure_future(listener.accept(timeout=5))
             sock = await client.connect("localhost", listener.port, tls={"cacertfile": certs["other_ca"], "verify": 0}, timeout=5)
-            conn = await listener.accept(timeout=5)
+            conn = await accepting
             assert (await sock.inject_ca(cadata=open(certs["ca"], "rb").read()))["code"] == 0
             with pytest.raises(tlsport.TlsportError) as info:
                 await conn.recv(timeout=5)

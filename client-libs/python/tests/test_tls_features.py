@@ -259,7 +259,7 @@ def test_info_and_peercert_match_pythons_ssl(client: tlsport.Client, certs: Dict
 
 def test_server_side_info_names_the_client(client: tlsport.Client, certs: Dict[str, str], server_tls: Dict[str, Any]) -> None:
     listener = client.listen(0, "127.0.0.1", tls={**server_tls, "cacertfile": certs["ca"], "verify": 2})
-    peer = in_thread(ssl_connect, listener.port, certs, client_cert=True)
+    peer = in_thread(lambda: ssl_connect(listener.port, certs, client_cert=True))
     conn = listener.accept(timeout=5)
     info = conn.info()
     assert info["peer_certificate"].subject == "CN=tlsport test client"
@@ -330,8 +330,10 @@ def test_password_callable_in_a_context(client: tlsport.Client, certs: Dict[str,
 def test_inline_key_and_certificate(client: tlsport.Client, certs: Dict[str, str]) -> None:
     pem = {k: open(certs[f"server_{k}"]).read() for k in ("cert", "key")}
     listener = client.listen(0, "127.0.0.1", tls={"cert": pem["cert"], "key": pem["key"].encode()})
+    accepted = in_thread(listener.accept, 5)  # the daemon handshakes for an accept
     sock = client.connect("localhost", listener.port, tls={"cacert": open(certs["ca"]).read()}, timeout=5)
     assert sock.info()["verify_result"]["code"] == 0
+    assert result(accepted).info()["local_certificate"].subject == "CN=localhost"
 
 
 # ---------------------------------------------------------------------------- verify callbacks
@@ -362,7 +364,7 @@ def test_verify_callback_on_a_server(client: tlsport.Client, certs: Dict[str, st
     client.on_verify(lambda chain, verdict: subjects.append(chain[0].subject) or verdict["code"] == 0)
     tls = {**server_tls, "cacertfile": certs["ca"], "verify": 2, "verify_callback": True}
     listener = client.listen(0, "127.0.0.1", tls=tls)
-    peer = in_thread(ssl_connect, listener.port, certs, client_cert=True)
+    peer = in_thread(lambda: ssl_connect(listener.port, certs, client_cert=True))
     conn = listener.accept(timeout=5)
     result(peer).close()
     assert subjects == ["CN=tlsport test client"]
@@ -395,9 +397,11 @@ def test_sni_picks_the_certificate(client: tlsport.Client, certs: Dict[str, str]
         theirs.close()
         conn.close()
     # our own client sends the name; the host check follows it
+    accepted = in_thread(listener.accept, 5)
     sock = client.connect("127.0.0.1", listener.port, tls={"cacertfile": certs["ca"], "server_name": "www.alt.example",
                                                            "verify_hostname": "alt.example"}, timeout=5)
     assert sock.info()["peer_certificate"].subject == "CN=alt.example"
+    assert result(accepted).info()["server_name"] == "www.alt.example"
     need("openssl")
     out = run_tool(["openssl", "s_client", "-connect", f"127.0.0.1:{listener.port}", "-servername", "alt.example",
                     "-CAfile", certs["ca"]])
@@ -484,8 +488,10 @@ def test_named_contexts(client: tlsport.Client, certs: Dict[str, str], server_tl
     assert client.tls_context("cli", {"cacertfile": certs["ca"]})["server"] is False
     assert client.tls_context("cli", {"cacertfile": certs["ca"], "alpn": ["x"]})["replaced"] is True
     listener = client.listen(0, "127.0.0.1", tls="srv")
+    accepted = in_thread(listener.accept, 5)
     sock = client.connect("localhost", listener.port, tls="cli", timeout=5)
     assert sock.info()["verify_result"]["code"] == 0
+    assert result(accepted).info()["alpn"] is None  # "x" offered, none served
     with pytest.raises(tlsport.TlsError):
         client.listen(0, "127.0.0.1", tls="cli")  # no certificate: it cannot serve
     with pytest.raises(tlsport.BadRequest):

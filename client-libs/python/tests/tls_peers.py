@@ -70,7 +70,7 @@ def smtp_server_peer(ctx: ssl.SSLContext, transcript: List[bytes]):  # type: ign
         tls.sendall(b"221 Bye\r\n")
         try:
             tls.recv(1)  # the client's close_notify (stoptls or close) comes first
-            tls.unwrap()
+            tls.unwrap().recv(100)  # then plaintext, until the client closes
         except (ssl.SSLError, OSError):
             pass
 

@@ -300,6 +300,9 @@ void Connection::finish() {
   // dropping it here breaks that cycle however the connection ends.
   handshake_.reset();
   settle_tls_change(wire_error(ErrorKind::closed, "the socket closed"));
+  // What it held for its peer leaves the budget (others may read again).
+  deframer_.take_buffered();
+  account_held();
   timer_.reset();
   idle_.reset();
   std::error_code ignored;

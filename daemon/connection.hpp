@@ -164,6 +164,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Reading.
   bool can_read() const;
   void post_read();
+  /// Counts what the deframer holds into the daemon-wide budget.
+  void account_held();
+  /// True when this socket, a large holder, must wait for the budget.
+  bool over_budget() const;
   void read_some();
   bool feed(std::string_view bytes);
   bool emit(std::string_view packet);
@@ -213,6 +217,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint32_t blocked_client_ = 0;       ///< client whose input waits for wbuf_ to drain
   std::uint32_t recv_client_ = 0;          ///< client waiting in recv (0 = none)
   std::uint32_t close_timeout_ms_ = 5000;  ///< longest wait of an orderly close
+  std::uint32_t held_counted_ = 0;         ///< deframer bytes counted in shared_.held_by_peers
   long long active_ = -1;                  ///< <0 active, 0 passive, N packets left
   State state_ = State::handshaking;       ///< where in its life the connection is
   Io inbound_wait_ = Io::done;             ///< what handshake/read/drain waits for
@@ -222,6 +227,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool active_once_ = false;               ///< the count came from active once (no passive event)
   bool busy_ = false;                      ///< the owner was told "busy" and not yet "ready"
   bool owner_paused_ = false;              ///< waiting for the owner to drain its output
+  bool budget_paused_ = false;             ///< waiting for the peer-memory budget
   bool write_posted_ = false;              ///< a batched write is posted
   bool peer_eof_ = false;                  ///< the peer finished sending
   /// An error found inside a deframer callback (rare: a pointer, not 64 bytes inline).

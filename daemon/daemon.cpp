@@ -1,5 +1,6 @@
 #include "daemon/daemon.hpp"
 
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include "daemon/connection.hpp"
@@ -17,7 +18,8 @@ Daemon::Daemon(asio::io_context& io, Options options)
       shared_(io, options_),
       executor_(shared_, [this] { shutdown(); }),
       signals_(io, SIGINT, SIGTERM, SIGHUP),
-      stop_timer_(io) {}
+      stop_timer_(io),
+      trim_timer_(io) {}
 
 Daemon::~Daemon() = default;
 
@@ -38,8 +40,25 @@ void Daemon::wait_for_signal() {
   });
 }
 
+void Daemon::trim_memory_later() {
+  trim_timer_.expires_after(std::chrono::seconds(2));
+  trim_timer_.async_wait([this](const std::error_code& ec) {
+    if (ec || shutting_down_) return;
+    std::size_t now = shared_.registry.connection_count();
+    connections_peak_ = std::max(connections_peak_, now);
+    // Only after a real drop (a quarter of at least a few hundred): never on
+    // the data path, and rarely in steady state.
+    if (connections_peak_ >= kTrimAfter && now <= connections_peak_ / 4 * 3) {
+      ::malloc_trim(0);
+      connections_peak_ = now;
+    }
+    trim_memory_later();
+  });
+}
+
 bool Daemon::start() {
   wait_for_signal();
+  trim_memory_later();
   if (!options_.unix_path.empty()) {
     unix_server_ = std::make_unique<UnixServer>(
         shared_.io, options_.unix_path, kMaxClients,
@@ -123,6 +142,7 @@ void Daemon::shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   signals_.cancel();
+  trim_timer_.cancel();
   if (unix_server_) unix_server_->close();
   Registry& registry = shared_.registry;
   for (auto& listener : registry.listeners()) {

@@ -40,18 +40,25 @@ class Daemon final : public ClientHost {
  private:
   /// Handles the next signal: SIGINT/SIGTERM end the daemon, SIGHUP forgets cached contexts.
   void wait_for_signal();
+  /// Every few seconds: gives memory back to the system after many
+  /// connections have closed (glibc keeps freed memory otherwise).
+  void trim_memory_later();
   /// Attaches a control client on these descriptors.
   void add_client(int in_fd, int out_fd, bool is_port,
                   std::optional<protocol::ControlEncoding> encoding, unsigned header);
 
   /// Cap on control clients at once.
   static constexpr std::size_t kMaxClients = 1024;
+  /// Connections that must have been open before a drop is worth a trim.
+  static constexpr std::size_t kTrimAfter = 256;
 
   Options options_;                          ///< settings from flags and config
   Shared shared_;                            ///< loop, registry, read buffer, contexts
   Executor executor_;                        ///< carries out commands
   asio::signal_set signals_;                 ///< SIGINT/SIGTERM end the daemon; SIGHUP
   asio::steady_timer stop_timer_;            ///< bounds the last flush at shutdown
+  asio::steady_timer trim_timer_;            ///< see trim_memory_later()
+  std::size_t connections_peak_ = 0;         ///< most connections since the last trim
   std::unique_ptr<UnixServer> unix_server_;  ///< --unix
   bool shutting_down_ = false;               ///< shutdown() has begun
 };

@@ -24,6 +24,7 @@ const std::map<std::string, std::string> kValueFlags = {
     {"--socket-buffer", "socket_buffer"},
     {"--max-message", "max_message"},
     {"--max-sockets", "max_sockets"},
+    {"--peer-memory-budget", "peer_memory_budget"},
     {"--log-level", "log_level"},
 };
 
@@ -92,6 +93,10 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   } else if (key == "max_message") {
     if (!to_size(v, 1024, (std::size_t{1} << 30) + 65536, n)) return "max_message out of range";
     o.max_message = n;
+  } else if (key == "peer_memory_budget") {
+    if (!to_size(v, 1u << 20, std::size_t{1} << 40, n))
+      return "peer_memory_budget must be 1048576..1099511627776 bytes";
+    o.peer_memory_budget = n;
   } else if (key == "max_sockets") {
     if (!to_size(v, 1, 10000000, n)) return "max_sockets must be 1..10000000";
     o.max_sockets = n;
@@ -129,6 +134,7 @@ Options:
   --socket-buffer BYTES    a socket's send-buffer high-water mark (default 1048576)
   --max-message BYTES      largest control message (default 67174400)
   --max-sockets N          most sockets and listeners open at once (default 100000)
+  --peer-memory-budget B   bytes all sockets may hold of partial packets (default 268435456)
   --log-level LEVEL        debug, info, warning (default), error, none
   --help                   show this text
   --version                show the version

@@ -74,6 +74,8 @@ class Registry {
   void add_connector(const std::shared_ptr<Connector>& connector);
   void remove_connector(Connector* connector);
 
+  /// Open and closing connections.
+  std::size_t connection_count() const { return sockets_.size() + closing_.size(); }
   /// False when the socket cap is reached.
   bool has_room_for_socket() const;
 

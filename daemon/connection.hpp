@@ -99,6 +99,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint32_t owner() const { return owner_; }
   /// True between a "busy" event and its "ready".
   bool busy() const { return busy_; }
+  /// Bytes queued for the peer.
+  std::size_t pending_write() const { return wbuf_.size() - wstart_; }
   const protocol::Framing& framing() const { return deframer_.framing(); }
   /// {"host":…,"port":…} of the peer or the local end.
   nlohmann::json endpoint(bool peer) const;
@@ -191,6 +193,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void log_line(const std::string& line) const {
     if (log_) log_->write(id_, line);
   }
+  /// Remembers why the connection ends (the first reason given wins).
+  void end_because(std::string reason);
+  /// The daemon log's line for a connection handed over or ended.
+  void log_connection(const char* what) const;
 
   // Idle connections are many: what only some connections or some moments
   // need is allocated on demand, to keep an idle connection small.
@@ -239,6 +245,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<const SocketLog> log_;
   /// The host name a plain connect used (rare: a pointer).
   std::unique_ptr<const std::string> peer_name_;
+  /// Why it ended, for the log line (set when the end is decided).
+  std::unique_ptr<const std::string> end_reason_;
+  std::uint64_t bytes_in_ = 0;   ///< from the peer, after TLS
+  std::uint64_t bytes_out_ = 0;  ///< to the peer, before TLS
 };
 
 }  // namespace tlsport::daemon

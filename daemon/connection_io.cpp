@@ -69,7 +69,11 @@ void Connection::read_some() {
     std::size_t got = 0;
     ErrorInfo error;
     Io io = transport_.read(buffer.data(), buffer.size(), got, error);
-    if (got > 0) touch();
+    if (got > 0) {
+      touch();
+      bytes_in_ += got;
+      shared_.counters.bytes_in += got;
+    }
     if (got > 0 && !feed(std::string_view(buffer.data(), got))) {
       if (io == Io::eof && !stopping_tls()) peer_eof_ = true;
       return;
@@ -146,6 +150,7 @@ bool Connection::emit(std::string_view packet) {
   if (state_ != State::open) return false;
   // Only stoptls reads a passive socket: what it finds waits for a recv.
   if (recv_client_ == 0 && active_ == 0) return false;
+  ++shared_.counters.packets_in;
   if (recv_client_ != 0) {
     // A passive read: the packet is the reply.
     std::uint32_t client = recv_client_;
@@ -258,6 +263,7 @@ std::optional<ErrorInfo> Connection::deliver(std::string_view data, bool& over) 
                           std::to_string(framing().header_bytes) + "-byte header");
   wbuf_.append(reinterpret_cast<const char*>(header), *header_size);
   wbuf_.append(data);
+  ++shared_.counters.packets_out;
   schedule_write();
   std::size_t pending = wbuf_.size() - wstart_;
   std::size_t mark = shared_.options.socket_buffer;
@@ -292,7 +298,11 @@ void Connection::write_some() {
     ErrorInfo error;
     Io io = transport_.write(wbuf_.data() + wstart_, wbuf_.size() - wstart_, written, error);
     wstart_ += written;
-    if (written > 0) touch();
+    if (written > 0) {
+      touch();
+      bytes_out_ += written;
+      shared_.counters.bytes_out += written;
+    }
     if (io == Io::failed) {
       fail(error);
       return;

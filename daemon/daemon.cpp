@@ -16,7 +16,8 @@ using nlohmann::json;
 Daemon::Daemon(asio::io_context& io, Options options)
     : options_(std::move(options)),
       shared_(io, options_),
-      executor_(shared_, [this] { shutdown(); }),
+      executor_(
+          shared_, [this] { shutdown(); }, [this] { return reload_tls(); }),
       signals_(io, SIGINT, SIGTERM, SIGHUP),
       stop_timer_(io),
       trim_timer_(io) {}
@@ -27,11 +28,10 @@ void Daemon::wait_for_signal() {
   signals_.async_wait([this](const std::error_code& ec, int signal) {
     if (ec) return;
     if (signal == SIGHUP) {
-      // A closed terminal must not kill the daemon. New listeners and
-      // connects read their certificate files afresh; live contexts stay.
-      log(LogLevel::info, "SIGHUP: TLS contexts will be rebuilt on next use");
-      shared_.client_contexts.clear();
-      shared_.server_contexts.clear();
+      // A closed terminal must not kill the daemon: SIGHUP reloads.
+      if (auto error = reload_tls())
+        log(LogLevel::error, "SIGHUP: reload refused, the old material stays: %s",
+            error->message.c_str());
       wait_for_signal();
       return;
     }
@@ -56,6 +56,46 @@ void Daemon::trim_memory_later() {
   });
 }
 
+std::optional<ErrorInfo> Daemon::reload_tls() {
+  // Everything is built before anything changes: a bad file refuses the
+  // whole reload and the old material stays in use.
+  std::map<std::string, NamedContext> named;
+  for (const auto& [name, old] : shared_.named_contexts) {
+    NamedContext fresh{old.settings, nullptr, nullptr};
+    ErrorInfo error;
+    fresh.client =
+        build_context(old.settings, TlsRole::client, error, nullptr, &shared_.client_sessions);
+    if (fresh.client && old.server)
+      fresh.server = build_context(old.settings, TlsRole::server, error);
+    if (!fresh.client || (old.server && !fresh.server))
+      return wire_error(ErrorKind::bad_tls_config, "tls_context " + name + ": " + error.message);
+    named.emplace(name, std::move(fresh));
+  }
+  std::vector<std::pair<std::shared_ptr<Listener>, SslCtxPtr>> listeners;
+  for (const auto& listener : shared_.registry.listeners()) {
+    const ListenSettings& settings = listener->settings();
+    SslCtxPtr ctx;
+    ErrorInfo error;
+    if (settings.tls)
+      ctx = build_context(*settings.tls, TlsRole::server, error);
+    else if (!settings.context_name.empty() && named.count(settings.context_name))
+      ctx = named[settings.context_name].server;
+    else
+      continue;
+    if (!ctx)
+      return wire_error(ErrorKind::bad_tls_config,
+                        "listener " + std::to_string(listener->id()) + ": " + error.message);
+    listeners.emplace_back(listener, std::move(ctx));
+  }
+  for (auto& [listener, ctx] : listeners) listener->set_context(std::move(ctx));
+  shared_.named_contexts = std::move(named);
+  shared_.client_contexts.clear();
+  shared_.server_contexts.clear();
+  log(LogLevel::info, "reload: %zu listeners and %zu named contexts read their files again",
+      listeners.size(), shared_.named_contexts.size());
+  return std::nullopt;
+}
+
 bool Daemon::start() {
   wait_for_signal();
   trim_memory_later();
@@ -65,6 +105,10 @@ bool Daemon::start() {
         [this] { return shared_.registry.client_count(); },
         [this](int fd) { add_client(fd, fd, false, std::nullopt, 4); });
     if (!unix_server_->open()) return false;
+  }
+  if (!options_.stats_listen.empty()) {
+    stats_server_ = std::make_unique<StatsServer>(shared_);
+    if (!stats_server_->open(options_.stats_listen)) return false;
   }
   if (options_.use_stdio) {
     int in = options_.nouse_stdio ? 3 : 0;
@@ -84,6 +128,7 @@ void Daemon::add_client(int in_fd, int out_fd, bool is_port,
   std::uint32_t number = shared_.registry.next_client_number();
   auto client = std::make_shared<ControlClient>(shared_, *this, number, in_fd, out_fd, is_port,
                                                 encoding, header);
+  ++shared_.counters.clients_attached;
   shared_.registry.add_client(client);
   client->start();
   log(LogLevel::info, "client %u connected", number);
@@ -144,6 +189,7 @@ void Daemon::shutdown() {
   signals_.cancel();
   trim_timer_.cancel();
   if (unix_server_) unix_server_->close();
+  if (stats_server_) stats_server_->close();
   Registry& registry = shared_.registry;
   for (auto& listener : registry.listeners()) {
     registry.remove_listener(listener->id());

@@ -46,6 +46,8 @@ static const char* const kCapabilities[] = {"lines",
                                             "crl",
                                             "ocsp",
                                             "keylog",
+                                            "stats",
+                                            "reload",
                                             "dhe",
                                             "timeouts"};
 
@@ -274,6 +276,15 @@ void Executor::resolve_address(Call call, const std::string& address) {
     resolver->async_resolve(asio::ip::tcp::endpoint(asio::ip::make_address(address, ec), 0),
                             std::move(answer));
   }
+}
+
+void Executor::run(Call call, protocol::StatsCommand&) { ok(call, stats_snapshot(shared_)); }
+
+void Executor::run(Call call, protocol::ReloadCommand&) {
+  if (auto error = reload_())
+    fail(call, *error);
+  else
+    ok(call);
 }
 
 void Executor::run(Call call, protocol::StopCommand&) {

@@ -68,6 +68,10 @@ void Executor::run(Call call, protocol::ListenCommand& cmd) {
       settings.log_file = picked.settings->logfile;
       settings.verdict_timeout = callback_timeout_of(*picked.settings);
     }
+    if (cmd.tls.kind == TlsChoice::Kind::named)
+      settings.context_name = cmd.tls.name;
+    else if (cmd.tls.kind == TlsChoice::Kind::tls)
+      settings.tls = cmd.tls.settings;
   }
   std::error_code ec;
   asio::ip::tcp::acceptor acceptor = open_acceptor(shared_.io, cmd, ec);

@@ -45,6 +45,10 @@ struct ListenSettings {
   std::chrono::milliseconds verdict_timeout{30000};        ///< tls.callback_timeout_ms
   std::size_t backlog = 128;  ///< bound on finished connections waiting
   std::string log_file;       ///< the seed's -log file
+  /// What ctx was built from, to build it again on reload: its own
+  /// settings, or the name of a tls_context (neither for plain TCP).
+  std::optional<protocol::TlsSettings> tls;
+  std::string context_name;
 };
 
 /// Connections in their handshake, oldest first. At the cap the oldest
@@ -88,6 +92,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Accepts waiting for a connection.
   std::size_t pending_accepts() const { return pending_.size(); }
   /// Connections held: handshaking, or handshaken and waiting for an accept.
+  std::size_t handshaking_count() const { return handshaking_.size() + judging_.size(); }
+  std::size_t ready_count() const { return ready_.size(); }
   std::size_t connections_held() const {
     return handshaking_.size() + judging_.size() + ready_.size();
   }
@@ -98,6 +104,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Closes the listening socket and the connections it holds; outstanding
   /// accepts fail with `closed`.
   void close();
+  /// What its context is made of (for reload).
+  const ListenSettings& settings() const { return settings_; }
+  /// New connections use `ctx` from now on; live ones keep theirs.
+  void set_context(SslCtxPtr ctx) { settings_.ctx = std::move(ctx); }
   /// Starts taking connections (a listener with settings of its own does at once).
   void start() { accept_next(); }
   /// Accepts again if it stopped at the socket cap and there is room now.

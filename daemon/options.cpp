@@ -25,6 +25,7 @@ const std::map<std::string, std::string> kValueFlags = {
     {"--max-message", "max_message"},
     {"--max-sockets", "max_sockets"},
     {"--peer-memory-budget", "peer_memory_budget"},
+    {"--stats-listen", "stats_listen"},
     {"--log-level", "log_level"},
 };
 
@@ -93,6 +94,10 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   } else if (key == "max_message") {
     if (!to_size(v, 1024, (std::size_t{1} << 30) + 65536, n)) return "max_message out of range";
     o.max_message = n;
+  } else if (key == "stats_listen") {
+    if (!v.is_string() || v.get<std::string>().find(':') == std::string::npos)
+      return "stats_listen must be ADDRESS:PORT, e.g. 127.0.0.1:9464";
+    o.stats_listen = v.get<std::string>();
   } else if (key == "peer_memory_budget") {
     if (!to_size(v, 1u << 20, std::size_t{1} << 40, n))
       return "peer_memory_budget must be 1048576..1099511627776 bytes";
@@ -135,6 +140,8 @@ Options:
   --max-message BYTES      largest control message (default 67174400)
   --max-sockets N          most sockets and listeners open at once (default 100000)
   --peer-memory-budget B   bytes all sockets may hold of partial packets (default 268435456)
+  --stats-listen A:P       serve Prometheus metrics at http://A:P/metrics (off by default;
+                           give a loopback address)
   --log-level LEVEL        debug, info, warning (default), error, none
   --help                   show this text
   --version                show the version

@@ -28,7 +28,8 @@ struct Options {
   std::size_t max_message = (64u << 20) + (64u << 10);  ///< cap on one control message
   std::size_t max_sockets = 100000;                     ///< cap on open sockets and listeners
   std::size_t peer_memory_budget = std::size_t{256} << 20;  ///< bytes held for peers, all sockets
-  LogLevel log_level = LogLevel::warning;                   ///< log lines below this are dropped
+  std::string stats_listen;                ///< "ADDRESS:PORT" for /metrics ("" = off)
+  LogLevel log_level = LogLevel::warning;  ///< log lines below this are dropped
 };
 
 /// What parsing the command line decided.

@@ -76,6 +76,8 @@ class Registry {
 
   /// Open and closing connections.
   std::size_t connection_count() const { return sockets_.size() + closing_.size(); }
+  std::size_t open_count() const { return sockets_.size(); }
+  std::size_t closing_count() const { return closing_.size(); }
   /// False when the socket cap is reached.
   bool has_room_for_socket() const;
 

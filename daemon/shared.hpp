@@ -13,6 +13,7 @@
 #include "daemon/reactor_reserve.hpp"
 #include "daemon/registry.hpp"
 #include "daemon/session_cache.hpp"
+#include "daemon/stats.hpp"
 #include "daemon/tls_context.hpp"
 
 namespace tlsport::daemon {
@@ -52,6 +53,7 @@ struct Shared {
   /// Connections that stopped reading because the budget was spent.
   std::vector<std::weak_ptr<Connection>> budget_waiters;
   ReactorReserve reactor_reserve{io};  ///< descriptor states made in batches
+  Counters counters;                   ///< what happened, for stats and metrics
 };
 
 }  // namespace tlsport::daemon

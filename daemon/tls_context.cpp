@@ -32,7 +32,9 @@ bool set_protocol(SSL_CTX* c, const TlsSettings& settings, TlsRole role, ErrorIn
   // and retried from a buffer that has grown in the meantime.
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // An EOF without close_notify is reported as such (tls_transport tells
+  // truncation from close_notify), not disguised as a close_notify.
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
   // One read() fetches as many records as are there, not a header then a
   // body; the buffer is still given back when it empties. Safe here: reading
   // always starts with SSL_read, never with a wait, once a socket may hold data.

@@ -254,6 +254,8 @@ Command parse_inject_ca(FieldReader& fields) {
 }
 
 Command parse_ciphers(FieldReader& fields) { return CiphersCommand{read_id(fields)}; }
+Command parse_stats(FieldReader&) { return StatsCommand{}; }
+Command parse_reload(FieldReader&) { return ReloadCommand{}; }
 
 Command parse_answer(FieldReader& fields) {
   AnswerCommand c;
@@ -296,6 +298,8 @@ constexpr Op kOps[] = {
     {"inject_ca", parse_inject_ca, false},
     {"ciphers", parse_ciphers, false},
     {"answer", parse_answer, false},
+    {"stats", parse_stats, false},
+    {"reload", parse_reload, false},
 };
 
 }  // namespace

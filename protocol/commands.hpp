@@ -168,6 +168,13 @@ struct CiphersCommand {
   SocketId id = 0;  ///< the TLS socket
 };
 
+/// stats: the daemon's counters and gauges.
+struct StatsCommand {};
+
+/// reload: reads every certificate, key and CA file again for listeners and
+/// named contexts (all or nothing).
+struct ReloadCommand {};
+
 /// answer: the client's answer to a password_needed or verify_peer event.
 struct AnswerCommand {
   std::uint64_t request = 0;            ///< the event's request number
@@ -180,8 +187,8 @@ using Command =
     std::variant<HelloCommand, ListenCommand, AcceptCommand, CancelCommand, ConnectCommand,
                  DeliverCommand, CloseCommand, ControllingProcessCommand, SetoptsCommand,
                  RecvCommand, PeernameCommand, SocknameCommand, InfoCommand, ResolveCommand,
-                 StopCommand, TlsContextCommand, StarttlsCommand, StoptlsCommand,
-                 InjectCaCommand, CiphersCommand, AnswerCommand>;
+                 StopCommand, TlsContextCommand, StarttlsCommand, StoptlsCommand, InjectCaCommand,
+                 CiphersCommand, AnswerCommand, StatsCommand, ReloadCommand>;
 
 /// The outcome of parsing one decoded message.
 struct ParsedCommand {

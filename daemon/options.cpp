@@ -52,13 +52,24 @@ std::string text_of(const json& v) { return v.is_string() ? v.get<std::string>()
 std::string apply(const std::string& key, const json& v, Options& o) {
   std::size_t n = 0;
   if (key == "control") {
+    // The design card's framings: packet-N and binary_packet-N are the binary
+    // encoding with N-byte headers, raw is lines, asn1 is one BER TLV each.
     std::string s = text_of(v);
-    if (s == "binary")
+    auto framing = protocol::parse_framing(s);
+    if (s == "binary") {
       o.control = protocol::ControlEncoding::binary;
-    else if (s == "lines")
+    } else if (s == "lines" || s == "raw") {
       o.control = protocol::ControlEncoding::lines;
-    else
-      return "control must be binary or lines, not " + s;
+    } else if (s == "asn1") {
+      o.control = protocol::ControlEncoding::asn1;
+    } else if (framing && framing->kind == protocol::FramingKind::packet) {
+      o.control = protocol::ControlEncoding::binary;
+      o.packet = framing->header_bytes;
+    } else {
+      return "control must be binary, lines (raw), packet:N, binary_packet:N (N = 1, 2, 4) "
+             "or asn1, not " +
+             s;
+    }
   } else if (key == "packet") {
     if (!to_size(v, 1, 4, n) || n == 3) return "packet must be 1, 2 or 4, not " + text_of(v);
     o.packet = static_cast<unsigned>(n);
@@ -124,7 +135,8 @@ default it is a port program: it speaks the control protocol on stdin/stdout
 and exits when stdin reaches EOF. See docs/protocol.md.
 
 Options:
-  --control binary|lines   encoding on stdin/stdout (default binary)
+  --control ENCODING       on stdin/stdout: binary (default; = packet:4), packet:N or
+                           binary_packet:N (N = 1, 2, 4), lines (= raw), asn1
   --packet 1|2|4           frame header size of the binary encoding (default 4)
   --terms json|etf         term format before the client's first message (default json)
   --nouse-stdio            use fds 3 (in) and 4 (out) instead of stdin/stdout

@@ -258,6 +258,12 @@ void Executor::resolve_address(Call call, const std::string& address) {
     ControlClient* client = shared_.registry.client(number);
     if (client == nullptr) return;
     std::string found = !ec && !results.empty() ? results.begin()->host_name() : "";
+    if (found.empty()) {
+      if (auto error = out_of_descriptors()) {
+        client->send(protocol::error_reply(ref, *error));
+        return;
+      }
+    }
     if (address.empty()) {
       // The official name is the canonical one; without DNS it is the host name itself.
       client->send(protocol::ok_reply(ref, {{"name", found.empty() ? host : found}}));

@@ -399,3 +399,36 @@ def test_memory_comes_back_after_many_connections_close(unix_daemon, pki):
         return
     _wait_until(lambda: rss_kib(pid) <= start * 1.2 + 4096, 10)
     assert peak - start > 20 * 1024  # the connections did take memory
+
+
+def test_out_of_descriptors_is_called_emfile_not_cancelled_or_nxdomain():
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+
+    proc = subprocess.Popen([daemon_path(), "--control", "lines"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=low_limit)
+
+    def call(msg):
+        proc.stdin.write((json.dumps(msg) + "\n").encode())
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+
+    try:
+        lst = call({"op": "listen", "ref": 1, "host": "127.0.0.1", "port": 0, "tls": False})
+        peers = [socket.create_connection(("127.0.0.1", lst["port"])) for _ in range(30)]
+        time.sleep(0.5)  # the daemon has accepted all it can
+        for msg in ({"op": "connect", "ref": 2, "host": "127.0.0.1", "port": lst["port"],
+                     "tls": False, "timeout_ms": 2000},
+                    {"op": "connect", "ref": 3, "host": "localhost", "port": lst["port"],
+                     "tls": False, "timeout_ms": 2000},
+                    {"op": "resolve", "ref": 4, "address": "127.0.0.1"}):
+            r = call(msg)
+            assert r["ok"] is False and r["error"]["kind"] == "emfile", r
+            assert "out of file descriptors" in r["error"]["message"]
+        for p in peers:
+            p.close()
+    finally:
+        proc.stdin.close()
+        proc.wait(5)

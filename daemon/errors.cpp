@@ -5,9 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <asio/error.hpp>
+#include <cerrno>
 #include <cstring>
 
 namespace tlsport::daemon {

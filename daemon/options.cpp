@@ -105,6 +105,9 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   } else if (key == "max_message") {
     if (!to_size(v, 1024, (std::size_t{1} << 30) + 65536, n)) return "max_message out of range";
     o.max_message = n;
+  } else if (key == "core_dumps") {
+    if (!v.is_boolean()) return "core_dumps must be true or false";
+    o.core_dumps = v.get<bool>();
   } else if (key == "stats_listen") {
     if (!v.is_string() || v.get<std::string>().find(':') == std::string::npos)
       return "stats_listen must be ADDRESS:PORT, e.g. 127.0.0.1:9464";
@@ -155,6 +158,7 @@ Options:
   --stats-listen A:P       serve Prometheus metrics at http://A:P/metrics (off by default;
                            give a loopback address)
   --log-level LEVEL        debug, info, warning (default), error, none
+  --core-dumps             allow core dumps (off: the process holds keys)
   --help                   show this text
   --version                show the version
 )";
@@ -175,6 +179,10 @@ ParseResult parse_options(int argc, char** argv, Options& options) {
     }
     if (arg == "--help" || arg == "-h") return {ParseResult::Action::help, ""};
     if (arg == "--version") return {ParseResult::Action::version, ""};
+    if (arg == "--core-dumps") {
+      settings.emplace_back("core_dumps", true);
+      continue;
+    }
     if (arg == "--nouse-stdio" || arg == "--stdio") {
       if (has_value) return {ParseResult::Action::error, arg + " takes no value"};
       settings.emplace_back(arg == "--stdio" ? "stdio" : "nouse_stdio", true);

@@ -302,6 +302,7 @@ std::string session_key(const TlsSettings& settings, const std::string& host, un
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  OPENSSL_cleanse(text.data(), text.size());
   return std::string(reinterpret_cast<char*>(digest), length);
 }
 
@@ -358,7 +359,13 @@ SslPtr new_ssl(const SslCtxPtr& ctx, TlsRole role, ErrorInfo& error) {
 }
 
 SslCtxPtr ContextCache::get(const TlsSettings& settings, ErrorInfo& error, BuildNeeds* needs) {
-  std::string key = settings.context_key();
+  // The key is a digest: the settings' text holds passphrases and inline keys.
+  std::string text = settings.context_key();
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  OPENSSL_cleanse(text.data(), text.size());
+  std::string key(reinterpret_cast<char*>(digest), length);
   if (auto it = contexts_.find(key); it != contexts_.end()) return it->second;
   SslCtxPtr ctx = build_context(settings, role_, error, needs, sessions_);
   if (!ctx) return nullptr;

@@ -88,6 +88,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                 std::chrono::milliseconds timeout);
   /// Hands the connection to another client.
   void set_owner(std::uint32_t owner);
+  /// Its owner died with a grace period: it belongs to nobody, reads
+  /// nothing more from its peer and keeps what it holds for a successor.
+  void orphan();
   /// Reads again after the owner drained its output.
   void resume_reading();
   /// Orderly close: no more events; queued data, close_notify, TCP close.

@@ -36,7 +36,7 @@ ErrorInfo framing_error(const std::error_code& ec) {
 // ---------------------------------------------------------------- reading
 
 bool Connection::can_read() const {
-  if (state_ != State::open || id_ == 0 || budget_paused_) return false;
+  if (state_ != State::open || id_ == 0 || owner_ == 0 || budget_paused_) return false;
   // stoptls must find the peer's close_notify, whatever the active mode.
   return stopping_tls() || (!owner_paused_ && (active_ != 0 || recv_client_ != 0));
 }
@@ -240,11 +240,17 @@ void Connection::fail_recv(const ErrorInfo& error) {
 void Connection::set_owner(std::uint32_t owner) {
   owner_ = owner;
   fail_recv(wire_error(ErrorKind::cancelled, "socket handed over"));
-  if (owner_paused_) {
-    // The old owner's waiting list may still name us; resuming twice is harmless.
-    owner_paused_ = false;
-    post_read();
-  }
+  // The old owner's waiting list may still name us; resuming twice is harmless.
+  owner_paused_ = false;
+  post_read();
+}
+
+void Connection::orphan() {
+  owner_ = 0;
+  recv_client_ = 0;
+  recv_ref_ = nullptr;
+  owner_paused_ = false;
+  blocked_client_ = 0;
 }
 
 // ---------------------------------------------------------------- writing

@@ -164,6 +164,10 @@ void Daemon::on_client_closed(std::uint32_t number) {
     if (registry.client_count() == 0) shared_.io.stop();
     return;
   }
+  if (!keep->name().empty() && keep->grace().count() > 0) {
+    keep_for_successor(*keep);
+    return;
+  }
   log(LogLevel::info, "client %u left: closing its sockets", number);
   // Listeners first: by the time a peer sees its connection close, nothing
   // of this client accepts any more.
@@ -180,6 +184,49 @@ void Daemon::on_client_closed(std::uint32_t number) {
   for (auto& conn : registry.connections_of(number)) {
     registry.forget_connection(conn->id());
     conn->close_orderly();
+  }
+}
+
+void Daemon::keep_for_successor(ControlClient& client) {
+  Registry& registry = shared_.registry;
+  Registry::Orphans orphans;
+  orphans.from = client.number();
+  ErrorInfo left = wire_error(ErrorKind::cancelled, "client left");
+  for (auto& listener : registry.listeners()) {
+    listener->drop_accepts(client.number(), left);
+    if (listener->owner() != client.number()) continue;
+    listener->set_owner(0);
+    orphans.sockets.push_back(listener->id());
+  }
+  for (auto& connector : registry.connectors_of(client.number())) connector->abandon();
+  for (auto& conn : registry.connections_of(client.number())) {
+    conn->orphan();
+    orphans.sockets.push_back(conn->id());
+  }
+  orphans.expiry = std::make_shared<asio::steady_timer>(shared_.io, client.grace());
+  orphans.expiry->async_wait([this, name = client.name()](const std::error_code& ec) {
+    if (!ec) close_orphans(name);
+  });
+  log(LogLevel::info, "client %u (%s) left: %zu sockets kept for %lld ms", client.number(),
+      client.name().c_str(), orphans.sockets.size(),
+      static_cast<long long>(client.grace().count()));
+  registry.keep_orphans(client.name(), std::move(orphans));
+}
+
+void Daemon::close_orphans(const std::string& name) {
+  Registry& registry = shared_.registry;
+  auto orphans = registry.take_orphans(name);
+  if (!orphans) return;
+  log(LogLevel::info, "no successor named %s came: its %zu sockets close", name.c_str(),
+      orphans->sockets.size());
+  for (std::uint32_t id : orphans->sockets) {
+    if (auto listener = registry.remove_listener(id)) {
+      listener->close();
+    } else if (Connection* conn = registry.connection(id)) {
+      auto keep = conn->shared_from_this();
+      registry.forget_connection(id);
+      keep->close_orderly();
+    }
   }
 }
 

@@ -48,6 +48,10 @@ class Daemon final : public ClientHost {
   /// Every few seconds: gives memory back to the system after many
   /// connections have closed (glibc keeps freed memory otherwise).
   void trim_memory_later();
+  /// A named client with a grace period died: its sockets wait for a successor.
+  void keep_for_successor(ControlClient& client);
+  /// The grace period of `name` ran out: its kept sockets close.
+  void close_orphans(const std::string& name);
   /// Attaches a control client on these descriptors.
   void add_client(int in_fd, int out_fd, bool is_port,
                   std::optional<protocol::ControlEncoding> encoding, unsigned header);

@@ -48,6 +48,7 @@ static const char* const kCapabilities[] = {"lines",
                                             "keylog",
                                             "stats",
                                             "reload",
+                                            "grace",
                                             "dhe",
                                             "timeouts"};
 
@@ -115,6 +116,9 @@ void Executor::run(Call call, protocol::HelloCommand& cmd) {
       return;
     }
   }
+  if (cmd.grace)
+    call.client.set_grace(
+        std::min(*cmd.grace, std::chrono::milliseconds(shared_.options.max_grace_ms)));
   json body = {{"version", kVersion},
                {"protocol", kProtocolVersion},
                {"client", call.client.number()},
@@ -126,7 +130,38 @@ void Executor::run(Call call, protocol::HelloCommand& cmd) {
     body.erase("capabilities");
     body["capabilities_omitted"] = true;
   }
+  if (call.client.grace().count() > 0) body["grace_ms"] = call.client.grace().count();
   ok(call, std::move(body));
+  if (cmd.name) adopt_orphans(call.client);
+}
+
+void Executor::adopt_orphans(ControlClient& client) {
+  auto orphans = shared_.registry.take_orphans(client.name());
+  if (!orphans) return;
+  orphans->expiry->cancel();
+  protocol::OwnedFacts facts;
+  facts.from = orphans->from;
+  facts.from_name = client.name();
+  for (std::uint32_t id : orphans->sockets) {
+    facts.id = id;
+    if (Listener* listener = shared_.registry.listener(id)) {
+      listener->set_owner(client.number());
+      facts.listener = true;
+      facts.endpoint = listener->endpoint();
+    } else if (Connection* conn = shared_.registry.connection(id)) {
+      facts.listener = false;
+      facts.mode = protocol::framing_name(conn->framing());
+      facts.busy = conn->busy();
+      facts.endpoint = conn->endpoint(true);
+      // The event goes out before anything the socket reads for its new owner.
+      client.send(protocol::owned_event(facts));
+      conn->set_owner(client.number());
+      continue;
+    } else {
+      continue;  // closed meanwhile (a peer's reset)
+    }
+    client.send(protocol::owned_event(facts));
+  }
 }
 
 void Executor::run(Call call, protocol::DeliverCommand& cmd) {

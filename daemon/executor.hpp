@@ -99,6 +99,9 @@ class Executor {
   class Connection* owned_connection(Call call, std::uint32_t id);
   /// The listener or connection `id` if the caller owns it; else replies the error.
   Registry::OwnedSocket owned_socket(Call call, std::uint32_t id);
+  /// Gives a client the sockets kept under its name (grace period), each
+  /// with an owned event.
+  void adopt_orphans(ControlClient& client);
   /// Answers a reverse lookup of `address` (this host's name when empty).
   void resolve_address(Call call, const std::string& address);
 

@@ -26,6 +26,7 @@ const std::map<std::string, std::string> kValueFlags = {
     {"--max-sockets", "max_sockets"},
     {"--peer-memory-budget", "peer_memory_budget"},
     {"--stats-listen", "stats_listen"},
+    {"--max-grace", "max_grace_ms"},
     {"--log-level", "log_level"},
 };
 
@@ -105,6 +106,9 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   } else if (key == "max_message") {
     if (!to_size(v, 1024, (std::size_t{1} << 30) + 65536, n)) return "max_message out of range";
     o.max_message = n;
+  } else if (key == "max_grace_ms") {
+    if (!to_size(v, 0, 86400000, n)) return "max_grace_ms must be 0..86400000 ms";
+    o.max_grace_ms = static_cast<unsigned>(n);
   } else if (key == "core_dumps") {
     if (!v.is_boolean()) return "core_dumps must be true or false";
     o.core_dumps = v.get<bool>();
@@ -158,6 +162,7 @@ Options:
   --stats-listen A:P       serve Prometheus metrics at http://A:P/metrics (off by default;
                            give a loopback address)
   --log-level LEVEL        debug, info, warning (default), error, none
+  --max-grace MS           longest grace period a client may ask for (default 300000)
   --core-dumps             allow core dumps (off: the process holds keys)
   --help                   show this text
   --version                show the version

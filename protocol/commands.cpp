@@ -89,6 +89,9 @@ Command parse_hello(FieldReader& fields) {
   if (name && name->size() > kMaxClientName)
     fields.fail("name", "is longer than " + std::to_string(kMaxClientName) + " bytes");
   if (name && !name->empty()) c.name = std::move(*name);
+  c.grace = read_timeout(fields, "grace_ms", 0, kMaxRecvTimeoutMs);
+  if (c.grace && c.grace->count() > 0 && !c.name && fields.ok())
+    fields.fail("grace_ms", "needs a name: a successor finds the sockets by it");
   return c;
 }
 

@@ -48,6 +48,9 @@ struct SocketTimeouts {
 /// hello: names the client, asks for the daemon's version and capabilities.
 struct HelloCommand {
   std::optional<std::string> name;  ///< a unique name for ownership transfer
+  /// How long the daemon keeps this client's sockets if it dies, for a
+  /// client that attaches under the same name (needs a name; capped by the daemon).
+  std::optional<std::chrono::milliseconds> grace;
 };
 
 /// listen: opens a listening socket.

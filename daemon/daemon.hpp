@@ -59,7 +59,7 @@ class Daemon final : public ClientHost {
   /// Cap on control clients at once.
   static constexpr std::size_t kMaxClients = 1024;
   /// Connections that must have been open before a drop is worth a trim.
-  static constexpr std::size_t kTrimAfter = 256;
+  static constexpr std::size_t kTrimAfter = 64;
 
   Options options_;                   ///< settings from flags and config
   Shared shared_;                     ///< loop, registry, read buffer, contexts

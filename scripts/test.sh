@@ -32,6 +32,8 @@ if [ -x client-libs/shell/tests/run_tests.sh ]; then
   run_suite "shell client" client-libs/shell/tests/run_tests.sh
 fi
 
+run_suite "soak (seconds)" "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2
+
 # The daemon again, built with AddressSanitizer, UBSan and LeakSanitizer: the
 # integration suite fails on any report (tests/integration/conftest.py).
 # verify_asan_link_order=0: one test preloads an SSL_new fault injector.
@@ -43,6 +45,9 @@ if cmake -S . -B build-asan -DTLSPORT_SANITIZE=address,undefined -DBUILD_TESTING
     TLSPORT_TEST_TOOLS="$root/build/tests/tools" \
     ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
     "$PY" -m pytest -q tests/integration
+  run_suite "soak under sanitizers (seconds)" env ASAN_OPTIONS=detect_leaks=1 \
+    "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2 --sanitized \
+    --daemon "$root/build-asan/daemon/tlsportd"
 else
   echo "=== sanitizer build: FAILED"; failed+=("sanitizer build")
 fi

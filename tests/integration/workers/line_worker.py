@@ -2,7 +2,8 @@
 daemon's Unix socket: attaches as "w1" with a grace period; the first run
 opens a listener and accepts one peer, a later run gets them back. It reads
 the peer's numbered lines one at a time (active "once") and prints each
-number on stdout as it handles it."""
+number on stdout as it handles it. With a third argument N it stops after
+handling number N, between two reads, and prints "paused"."""
 
 import base64
 import json
@@ -10,6 +11,7 @@ import socket
 import sys
 
 path, first = sys.argv[1], sys.argv[2] == "first"
+pause_after = int(sys.argv[3]) if len(sys.argv) > 3 else None
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
 f = s.makefile("rwb", buffering=0)
@@ -44,4 +46,8 @@ while True:
     if msg.get("event") != "fromsocket":
         print("end", json.dumps(msg), flush=True)
         break
-    print(base64.b64decode(msg["data"]).decode().strip(), flush=True)
+    number = base64.b64decode(msg["data"]).decode().strip()
+    print(number, flush=True)
+    if pause_after is not None and int(number) == pause_after:
+        print("paused", flush=True)
+        sys.stdin.read()  # holds here until killed

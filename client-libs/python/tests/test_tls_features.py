@@ -9,16 +9,14 @@ import smtplib
 import socket
 import ssl
 import stat
-import subprocess
 import threading
-import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
 import tlsport
 from conftest import PeerServer, echo_handler, ssl_client_context, ssl_connect, ssl_server_context
-from tls_peers import extra_certs, free_port, need, run_tool, smtp_client_peer, smtp_server_peer, wait_listening
+from tls_peers import extra_certs, need, openssl_s_server, run_tool, smtp_client_peer, smtp_server_peer, stop_process
 
 
 @pytest.fixture
@@ -176,10 +174,9 @@ def test_starttls_client_role(client: tlsport.Client, certs: Dict[str, str], pee
 
 
 def wait_closed(sock: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not sock.closed:
-        assert time.monotonic() < deadline, "the socket did not close"
-        time.sleep(0.01)
+    closed = threading.Event()
+    sock.on_close(lambda reason: closed.set())
+    assert closed.wait(timeout), "the socket did not close"
 
 
 def test_starttls_failure_closes_the_socket(client: tlsport.Client, certs: Dict[str, str], peers: List[PeerServer]) -> None:
@@ -418,19 +415,14 @@ def test_alpn_both_ways(client: tlsport.Client, certs: Dict[str, str], server_tl
     assert conn.info()["alpn"] == "h2" == theirs.selected_alpn_protocol()  # the server's preference
     theirs.close()
     need("openssl")
-    port = free_port()
-    server = subprocess.Popen(["openssl", "s_server", "-accept", str(port), "-cert", certs["server_cert"], "-key",
-                               certs["server_key"], "-alpn", "spdy/3,http/1.1", "-naccept", "2"],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port = openssl_s_server(["-cert", certs["server_cert"], "-key", certs["server_key"],
+                                      "-alpn", "spdy/3,http/1.1", "-naccept", "1"])
     try:
-        wait_listening(port, server)  # (one of its two accepts)
         sock = client.connect("localhost", port, tls={"cacertfile": certs["ca"], "alpn": ["http/1.1"]}, timeout=5)
         assert sock.info()["alpn"] == "http/1.1"
         sock.close()
     finally:
-        server.kill()
-        server.wait(5)
-        server.stdin.close()  # type: ignore[union-attr]
+        stop_process(server)
 
 
 def test_client_session_reuse(client: tlsport.Client, certs: Dict[str, str], peers: List[PeerServer]) -> None:

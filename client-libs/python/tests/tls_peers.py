@@ -5,13 +5,14 @@ gnutls command-line tools as peers."""
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import socket
 import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -110,25 +111,42 @@ def need(tool: str) -> str:
     return path
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return int(port)
-
-
-def wait_listening(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 10) -> None:  # type: ignore[type-arg]
+def openssl_s_server(args: List[str], timeout: float = 10) -> "Tuple[subprocess.Popen[bytes], int]":
+    """Start ``openssl s_server`` on a free port of 127.0.0.1; return it and its
+    port once it listens (it says ``ACCEPT 127.0.0.1:PORT``)."""
+    proc = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:0", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited early")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                for line in buf.split(b"\n")[:-1]:
+                    if line.startswith(b"ACCEPT "):
+                        return proc, int(line.rsplit(b":", 1)[1])
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    raise AssertionError(f"openssl s_server did not listen within {timeout} s: {buf!r}")
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise AssertionError(f"openssl s_server exited early: {buf!r}")
+                buf += chunk
+    except BaseException:
+        stop_process(proc)
+        raise
+
+
+def stop_process(proc: "subprocess.Popen[bytes]") -> None:
+    """Kill and reap ``proc``; close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
 
 
 def run_tool(argv: List[str], stdin: bytes = b"", timeout: float = 10) -> str:

@@ -33,7 +33,7 @@ from tlsport.errors import DaemonGone, NetworkError, NotOwner, ProtocolError, So
 # must never send anything else (the daemon rejects unknown fields).
 TIMEOUTS = {"handshake_timeout_ms", "idle_timeout_ms", "close_timeout_ms"}
 SPEC_FIELDS = {
-    "hello": {"name"},
+    "hello": {"name", "grace_ms"},
     "listen": {"host", "port", "mode", "backlog", "tls", "packet_size", "active", *TIMEOUTS},
     "accept": {"id", "tls", "active", *TIMEOUTS},
     "cancel": {"target"},
@@ -54,6 +54,8 @@ SPEC_FIELDS = {
     "inject_ca": {"id", "cacertfile", "cacert"},
     "ciphers": {"id"},
     "answer": {"request", "password", "accept"},
+    "stats": set(),
+    "reload": set(),
 }
 SPEC_TLS = {"certfile", "keyfile", "cert", "key", "password", "password_file", "ask_password", "cacertfile",
             "cacertdir", "cacert", "crlfile", "verify", "depth", "ciphers", "ciphersuites", "min_version",
@@ -359,6 +361,40 @@ def test_owned_socket_is_queued_and_restarts_its_window() -> None:
     assert out.callback is cb and isinstance(out.args[0], ListenerEntry) and out.args[0].port == 7
 
 
+def test_hello_with_grace_waits_for_what_a_predecessor_left() -> None:
+    """A named client's hello returns once every ``owned`` event that follows its
+    reply is in: those from a predecessor of its name (not from itself, nor from
+    other clients) make :attr:`Session.reclaimed`."""
+    s = Session("w1", window=2, grace_ms=30000)
+    ref = s.call(s.hello_command(), "w")
+    assert sent(s) == [{"op": "hello", "name": "w1", "grace_ms": 30000, "ref": ref}]
+    assert feed(s, ok(ref, client=9, name="w1", grace_ms=20000, capabilities=["grace", "stats"])) == []
+    assert s.grace_ms == 20000
+    [barrier] = sent(s)
+    assert barrier == {"op": "stats", "ref": barrier["ref"]}
+    back = {"event": "owned", "id": 4, "from": 3, "from_name": "w1", "mode": "raw", "peer": {"host": "h", "port": 1}}
+    lst = {"event": "owned", "id": 5, "from": 3, "from_name": "w1", "listener": True, "sockname": {"host": "h", "port": 2}}
+    other = {"event": "owned", "id": 6, "from": 2, "from_name": "acceptor", "mode": "raw"}
+    assert feed(s, back, lst, other) == [Wake(None)]
+    out = feed(s, err(barrier["ref"], "bad_request"))  # whatever it says
+    assert out == [Resolve("w", {"client": 9, "name": "w1", "grace_ms": 20000, "capabilities": ["grace", "stats"]})]
+    sock, listener = s.reclaimed
+    assert isinstance(sock, SocketEntry) and sock.previous_owner == (3, "w1")
+    assert isinstance(listener, ListenerEntry) and listener.port == 2
+    assert s.pop_adopted().id == 6 and s.pop_adopted() is None  # type: ignore[union-attr]
+    assert [(f["id"], f["active"]) for f in sent(s)] == [(4, False), (4, 2), (6, False), (6, 2)]
+    assert feed(s, {"event": "owned", "id": 7, "from": 9, "from_name": "w1", "mode": "raw"}) == [Wake(None)]  # our own
+    assert len(s.reclaimed) == 2
+
+
+def test_hello_without_a_name_or_grace_support_needs_no_barrier() -> None:
+    for s, caps in ((Session(), ["grace", "stats"]), (Session("w"), ["json"])):
+        ref = s.call(s.hello_command(), "w")
+        sent(s)
+        assert feed(s, ok(ref, client=1, capabilities=caps)) == [Resolve("w", {"client": 1, "capabilities": caps})]
+        assert sent(s) == [] and s.grace_ms is None
+
+
 def test_unsolicited_errors() -> None:
     s = Session()
     sock = connected(s)
@@ -429,11 +465,13 @@ def _all_commands(s: Session) -> List[Tuple[Dict[str, Any], Any]]:
         ({"op": "stop"}, None),
         (_args.starttls_command(40, "server", "web", 5, 6, 7), None),
         (_args.stoptls_command(40, 1), None),
+        ({"op": "stats"}, None),
+        ({"op": "reload"}, None),
     ]
 
 
 def test_commands_carry_only_documented_fields() -> None:
-    s = Session("n")
+    s = Session("n", grace_ms=1000)
     commands = _all_commands(s)
     for cmd, waiter in commands:
         s.call(cmd, waiter)

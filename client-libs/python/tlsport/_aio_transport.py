@@ -58,12 +58,13 @@ class AioTransport(ClientBase):
         name: Optional[str] = None,
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
+        grace_ms: Optional[int] = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._proc = proc
         self._description = description
-        self._session = Session(name, window=window, max_bytes=max_buffer)
+        self._session = Session(name, window=window, max_bytes=max_buffer, grace_ms=grace_ms)
         self._session_lock = contextlib.nullcontext()  # one task at a time touches it
         self._closing = False
         self._adopt_event = asyncio.Event()
@@ -242,8 +243,8 @@ class AioTransport(ClientBase):
         return self._proc.pid if self._proc is not None else None
 
     async def close(self) -> None:
-        """Close the control channel (the daemon closes this client's sockets;
-        a spawned daemon exits)."""
+        """Close the control channel (the daemon closes this client's sockets, or
+        with a grace period keeps them for a successor; a spawned daemon exits)."""
         if self._closing:
             return
         self._closing = True

@@ -37,6 +37,7 @@ __all__ = [
     "peer_tuple",
     "check_window",
     "check_client",
+    "check_grace",
     "listen_command",
     "connect_command",
     "setopts_command",
@@ -393,6 +394,20 @@ def check_client(name: Any, window: Any, max_buffer: Any) -> Optional[str]:
     name = check_name(name)
     check_window(window, max_buffer)
     return name
+
+
+MAX_GRACE_MS = 24 * 3600 * 1000
+
+
+def check_grace(grace: Any, name: Optional[str]) -> Optional[int]:
+    """``hello``'s ``grace_ms`` for a grace period of ``grace`` seconds
+    (``None``: none); it needs a name, by which a successor finds the sockets."""
+    seconds = check_timeout(grace, "grace")
+    if seconds is None:
+        return None
+    if name is None:
+        raise ValueError("grace needs a name: a successor finds the sockets by it")
+    return timeout_ms(seconds, MAX_GRACE_MS)
 
 
 def check_window(window: Any, max_buffer: Any) -> None:

@@ -171,6 +171,23 @@ class ClientBase:
         return self._session.protocol
 
     @property
+    def grace(self) -> Optional[float]:
+        """The grace period in force, in seconds (``None``: none): how long the
+        daemon keeps this client's sockets for a successor of the same name
+        once its channel ends, however it ends (a crash, or :meth:`close`)."""
+        ms = self._session.grace_ms
+        return None if ms is None else ms / 1000
+
+    @property
+    def reclaimed(self) -> List[Any]:
+        """The sockets and listeners a predecessor of the same name left with a
+        grace period, given back to this client when it said hello (complete
+        once the client is made; empty when there were none).  Data the
+        predecessor had not taken arrives on them first, in order."""
+        with self._session_lock:
+            return [self._public(e) for e in self._session.reclaimed]
+
+    @property
     def capabilities(self) -> List[str]:
         """The daemon's capabilities (from ``hello``)."""
         return self._session.capabilities

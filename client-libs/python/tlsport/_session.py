@@ -56,7 +56,7 @@ _TIMEOUTS = "handshake_timeout_ms idle_timeout_ms close_timeout_ms"
 COMMAND_FIELDS: Dict[str, FrozenSet[str]] = {
     op: frozenset(fields.split())
     for op, fields in {
-        "hello": "name",
+        "hello": "name grace_ms",
         "listen": f"host port mode backlog tls packet_size active {_TIMEOUTS}",
         "accept": f"id tls active {_TIMEOUTS}",
         "cancel": "target",
@@ -77,6 +77,8 @@ COMMAND_FIELDS: Dict[str, FrozenSet[str]] = {
         "inject_ca": "id cacertfile cacert",
         "ciphers": "id",
         "answer": "request password accept",
+        "stats": "",
+        "reload": "",
     }.items()
 }
 """The fields docs/protocol.md §2.1 defines for each command (besides ``op`` and
@@ -229,9 +231,22 @@ class _Pending:
 class Session:
     """One control channel's protocol state (see the module's documentation)."""
 
-    def __init__(self, name: Optional[str] = None, *, window: int = DEFAULT_WINDOW, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        window: int = DEFAULT_WINDOW,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        grace_ms: Optional[int] = None,
+    ) -> None:
         self.name = name
         """This client's name (sent with ``hello``)."""
+        self.grace_ms = grace_ms
+        """The grace period asked for with ``hello``; after its reply, the one in force
+        (``None``: none, the daemon closes this client's sockets when it leaves)."""
+        self.reclaimed: List[Entry] = []
+        """The sockets and listeners kept for this name after a predecessor's
+        channel ended, given back at ``hello`` (protocol: "Surviving a crash")."""
         self.number: Optional[int] = None
         self.version: Optional[str] = None
         self.protocol: Optional[int] = None
@@ -256,7 +271,12 @@ class Session:
 
     # -- outbound --------------------------------------------------------------
     def hello_command(self) -> Dict[str, Any]:
-        return {"op": "hello", "name": self.name} if self.name is not None else {"op": "hello"}
+        cmd: Dict[str, Any] = {"op": "hello"}
+        if self.name is not None:
+            cmd["name"] = self.name
+        if self.grace_ms is not None:
+            cmd["grace_ms"] = self.grace_ms
+        return cmd
 
     def call(self, command: Mapping[str, Any], waiter: Any = None) -> int:
         """Queue a command and return its ref; ``waiter`` gets its outcome.
@@ -466,6 +486,8 @@ class Session:
         pending = self._pending.pop(reply.ref, None)
         if pending is None:
             return []
+        if pending.op == "reclaim":  # whatever it says, every owned event of hello came first
+            return [] if pending.waiter is None else [Resolve(pending.waiter, pending.detail)]
         out: List[Outcome] = []
         if pending.op in ("starttls", "stoptls") and isinstance(pending.entry, SocketEntry):
             held, pending.entry.held = pending.entry.held or [], None
@@ -519,10 +541,7 @@ class Session:
             else:
                 self._contexts.pop(pending.detail, None)
         if op == "hello":
-            self.number = body.get("client")
-            self.version = body.get("version")
-            self.protocol = body.get("protocol")
-            self.capabilities = list(body.get("capabilities", []))
+            self._hello(pending, reply)
         if op not in ("close", "controlling_process", "setopts", "deliver", "starttls", "stoptls", "answer"):
             return _args.reply_body(reply)
         if op == "close" and entry is not None:
@@ -537,6 +556,23 @@ class Session:
             entry.flow.acked(pending.detail)
             self._mark(entry)
         return None
+
+    def _hello(self, pending: _Pending, reply: Reply) -> None:
+        """Learn who we are.  A named client may be given back the sockets of a
+        predecessor that had a grace period: the daemon sends their ``owned``
+        events right after this reply, and says nothing of how many there are.
+        So the call waits for the reply to one more command (``stats``, answered
+        at once): by then :attr:`reclaimed` holds them all."""
+        body = reply.body
+        self.number = body.get("client")
+        self.version = body.get("version")
+        self.protocol = body.get("protocol")
+        self.capabilities = list(body.get("capabilities", []))
+        grace = body.get("grace_ms")
+        self.grace_ms = grace if isinstance(grace, int) and not isinstance(grace, bool) and grace > 0 else None
+        if self.name is not None and "grace" in self.capabilities and "stats" in self.capabilities:
+            self._send({"op": "stats"}, _Pending("reclaim", pending.waiter, None, _args.reply_body(reply)))
+            pending.waiter = None
 
     def _made(self, pending: _Pending, sid: int, body: Dict[str, Any]) -> Optional[Entry]:
         """A listen, connect or accept succeeded: the new entry."""
@@ -612,7 +648,9 @@ class Session:
         return [Ask(callback, args, request, what)]
 
     def _owned(self, body: Dict[str, Any]) -> List[Outcome]:
-        """A socket or listener handed to this client (``controlling_process``)."""
+        """A socket or listener handed to this client (``controlling_process``),
+        or given back from a predecessor of the same name (its ``from_name`` is
+        ours, its ``from`` another client's number)."""
         sid = int(body["id"])
         entry: Entry
         if body.get("listener"):
@@ -624,6 +662,10 @@ class Session:
             entry.busy = bool(body.get("busy"))
         entry.previous_owner = (int(body.get("from", 0)), body.get("from_name"))
         self._register(entry)  # its credit window restarts (FlowState starts so)
+        from_number, from_name = entry.previous_owner
+        if self.name is not None and from_name == self.name and from_number != self.number:
+            self.reclaimed.append(entry)  # before hello's call returns: nobody waits for it
+            return []
         if self.adopt_callback is not None:
             return [Run(self.adopt_callback, (entry,), None)]
         self._adopted.append(entry)

@@ -155,9 +155,10 @@ class SyncTransport(ClientBase):
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
         hello_timeout: Optional[float] = 30.0,
+        grace_ms: Optional[int] = None,
     ) -> None:
         self._chan = channel
-        self._session = Session(name, window=window, max_bytes=max_buffer)
+        self._session = Session(name, window=window, max_bytes=max_buffer, grace_ms=grace_ms)
         self._lock = threading.Lock()  # the session's
         self._session_lock = self._lock
         self._write_lock = threading.Lock()  # frames leave in the order the session queued them
@@ -315,7 +316,9 @@ class SyncTransport(ClientBase):
 
     def close(self) -> None:
         """Close the control channel: the daemon closes every socket this client owns
-        (and a spawned daemon exits).  Pending calls fail with SocketClosed."""
+        (and a spawned daemon exits).  Pending calls fail with SocketClosed.  With
+        a grace period the daemon keeps the sockets for a successor instead (close
+        them first to end them)."""
         if self._closing:
             return
         self._closing = True

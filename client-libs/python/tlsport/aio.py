@@ -370,19 +370,24 @@ class AsyncClient(AioTransport):
         path: PathArg,
         *,
         name: Optional[str] = None,
+        grace: Optional[float] = None,
         timeout: Optional[float] = 10.0,
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
     ) -> "AsyncClient":
-        """Connect to a running daemon's Unix socket."""
+        """Connect to a running daemon's Unix socket (``grace``: see
+        :meth:`tlsport.Client.attach`; what a predecessor left is in :attr:`reclaimed`)."""
         spath = _args.check_path(path)
         name = _args.check_client(name, window, max_buffer)
+        grace_ms = _args.check_grace(grace, name)
         timeout = _args.check_timeout(timeout)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(spath), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise DaemonGone(f"cannot connect to the daemon at {spath}: {exc!r}") from exc
-        client = cls(reader, writer, description=f"the daemon at {spath}", name=name, window=window, max_buffer=max_buffer)
+        client = cls(
+            reader, writer, description=f"the daemon at {spath}", name=name, window=window, max_buffer=max_buffer, grace_ms=grace_ms
+        )
         return await client._open(timeout)
 
     # -- public API ------------------------------------------------------------
@@ -452,6 +457,14 @@ class AsyncClient(AioTransport):
             if result is not None:
                 self._spawn_task(result)
         return callback
+
+    async def stats(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The daemon's state and counters (see :meth:`tlsport.Client.stats`)."""
+        return await self._call({"op": "stats"}, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def reload(self, *, timeout: Optional[float] = None) -> None:
+        """Re-read every listener's and named context's TLS files (see :meth:`tlsport.Client.reload`)."""
+        await self._call({"op": "reload"}, timeout=timeout)
 
     async def stop(self, *, timeout: Optional[float] = 10.0) -> None:
         """Ask the daemon to close everything and exit."""

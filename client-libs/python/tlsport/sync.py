@@ -465,16 +465,28 @@ class Client(SyncTransport):
         path: PathArg,
         *,
         name: Optional[str] = None,
+        grace: Optional[float] = None,
         timeout: Optional[float] = 10.0,
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
     ) -> "Client":
-        """Connect to a running daemon's Unix socket (``tlsportd --unix PATH``)."""
+        """Connect to a running daemon's Unix socket (``tlsportd --unix PATH``).
+
+        With ``grace`` (seconds; needs a ``name``) the daemon keeps this
+        client's sockets and listeners when its channel ends, for a successor
+        that attaches with the same name within that time (the daemon caps it,
+        see :attr:`grace`).  A client attaching under a name whose predecessor
+        left sockets finds them in :attr:`reclaimed`.  The name is taken until
+        the daemon has seen the predecessor's channel end: a successor started
+        at once may get :class:`~tlsport.errors.NetworkError` ``eaddrinuse``
+        and should try again.
+        """
         spath = _args.check_path(path)
         name = _args.check_client(name, window, max_buffer)
+        grace_ms = _args.check_grace(grace, name)
         timeout = _args.check_timeout(timeout)
         channel = UnixChannel.connect(spath, timeout)
-        return cls(channel, name=name, window=window, max_buffer=max_buffer, hello_timeout=timeout)
+        return cls(channel, name=name, window=window, max_buffer=max_buffer, hello_timeout=timeout, grace_ms=grace_ms)
 
     # -- public API ----------------------------------------------------------
     def listen(
@@ -572,6 +584,19 @@ class Client(SyncTransport):
         for entry in entries:
             self._run_callback(callback, self._public(entry))  # type: ignore[arg-type]
         return callback
+
+    def stats(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The daemon's state and counters since it started (docs/protocol.md,
+        ``stats``): ``connections``, ``listeners``, ``clients``, ``bytes``,
+        ``handshakes``, ``queues``, ``tls``, ``memory`` ..."""
+        return self._call({"op": "stats"}, timeout=timeout)  # type: ignore[no-any-return]
+
+    def reload(self, *, timeout: Optional[float] = None) -> None:
+        """Have every listener and named context read its TLS files again (new
+        connections get the new material, live ones keep theirs).  If one file is
+        bad nothing changes and :class:`~tlsport.errors.TlsError` kind
+        ``bad_tls_config`` names it."""
+        self._call({"op": "reload"}, timeout=timeout)
 
     def stop(self, *, timeout: Optional[float] = 10.0) -> None:
         """Ask the daemon to close every socket and exit (``stop``)."""

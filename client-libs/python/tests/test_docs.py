@@ -56,7 +56,7 @@ def _run(workdir: Path, daemon_path: str, *argv: str) -> str:
 def test_guide_has_the_examples() -> None:
     expected = {"make-certs.sh", "hello_tls.py", "echo_server.py", "echo_client.py", "callbacks.py", "aio_echo.py",
                 "handoff_small.py", "handoff-demo.sh", "passive.py", "errors.py", "codec.py", "starttls_smtp.py",
-                "tls_callbacks.py"}
+                "tls_callbacks.py", "grace.py"}
     assert expected <= set(BLOCKS)
 
 
@@ -74,6 +74,7 @@ def test_guide_has_the_examples() -> None:
                               "server certificate: ((('commonName', 'localhost'),),)", "client got b'221 Bye\\r\\n'"]),
         ("tls_callbacks.py", ["passphrase asked for key file", "peer CN=localhost - OpenSSL says: unable to get local issuer",
                               "connected; verify_result kept: True"]),
+        ("grace.py", ["grace: 30.0", "successor read b'still there?\\n'", "peer read b'yes\\n'"]),
         ("codec.py", ["00 00 00 17 00 7b 22 6f 70", "00 00 00 07 01 00 00 00 05 68 69", "Data(socket_id=5, data=b'ok')", "True 1"]),
     ],
 )

@@ -106,8 +106,9 @@ def test_async_callbacks(daemon_path: str, certs: Dict[str, str], server_tls: Di
             loop = asyncio.get_running_loop()
             peer = loop.run_in_executor(None, lambda: ssl_connect(listener.port, certs, client_cert=True))
             conn: AsyncSocket = await listener.accept(timeout=5)
-            (await peer).close()
-            assert (await conn.peercert())["subject"] == ((("commonName", "tlsport test client"),),)
+            theirs = await peer
+            assert (await conn.peercert())["subject"] == ((("commonName", "tlsport test client"),),)  # before it leaves
+            theirs.close()
             accepting = asyncio.ensure_future(listener.accept(timeout=10))  # the daemon handshakes for it
             with pytest.raises(tlsport.TlsError):
                 await client.connect("localhost", listener.port, timeout=5,

@@ -279,6 +279,7 @@ def test_inject_ca_judges_again(client: tlsport.Client, certs: Dict[str, str], p
     assert sock.inject_ca(cadata=open(certs["other_ca"]).read())["code"] != 0
     assert sock.inject_ca(cafile=certs["ca"]) == {"code": 0, "text": "ok"}
     assert sock.info()["verify_result"]["code"] == 0
+    sock.close()  # (the echo peer ends with it)
 
 
 # ---------------------------------------------------------------------------- passwords
@@ -349,6 +350,7 @@ def test_verify_callback_overrules_openssl(client: tlsport.Client, certs: Dict[s
     (chain, verdict, thread), = seen
     assert chain[0].subject == "CN=localhost" and verdict["code"] != 0 and thread == "tlsport-reader"
     assert sock.info()["verify_result"]["code"] == verdict["code"]  # OpenSSL's verdict is kept
+    sock.close()  # (the echo peer ends with it)
     tls["session_reuse"] = False  # (a resumed session is not judged again)
     with pytest.raises(tlsport.TlsError):
         client.connect("localhost", peer.port, tls={**tls, "verify_callback": lambda chain, verdict: False}, timeout=5)
@@ -363,9 +365,10 @@ def test_verify_callback_on_a_server(client: tlsport.Client, certs: Dict[str, st
     listener = client.listen(0, "127.0.0.1", tls=tls)
     peer = in_thread(lambda: ssl_connect(listener.port, certs, client_cert=True))
     conn = listener.accept(timeout=5)
-    result(peer).close()
+    theirs = result(peer)
     assert subjects == ["CN=tlsport test client"]
-    assert conn.peercert()["subject"] == ((("commonName", "tlsport test client"),),)
+    assert conn.peercert()["subject"] == ((("commonName", "tlsport test client"),),)  # before the peer leaves
+    theirs.close()
     # refused: the listener's own callable wins over the client's
     listener = client.listen(0, "127.0.0.1", tls={**tls, "verify_callback": lambda chain, verdict: False})
     peer = in_thread(lambda: ssl_connect(listener.port, certs, client_cert=True).recv(10))

@@ -16,6 +16,7 @@ import pytest
 from tlsport import _args
 from tlsport._session import (
     ASK,
+    RAW_CHUNK,
     END,
     Fail,
     ListenerEntry,
@@ -385,6 +386,21 @@ def test_hello_with_grace_waits_for_what_a_predecessor_left() -> None:
     assert [(f["id"], f["active"]) for f in sent(s)] == [(4, False), (4, 2), (6, False), (6, 2)]
     assert feed(s, {"event": "owned", "id": 7, "from": 9, "from_name": "w1", "mode": "raw"}) == [Wake(None)]  # our own
     assert len(s.reclaimed) == 2
+
+
+def test_sockets_of_a_listener_of_unknown_mode_are_never_split() -> None:
+    """A listener handed over or given back comes without its mode: what its
+    sockets send may be a packet, so it goes whole (raw data would be split)."""
+    s = Session()
+    feed(s, {"event": "owned", "id": 5, "from": 3, "listener": True, "sockname": {"host": "h", "port": 2}})
+    lst = s.pop_adopted()
+    assert isinstance(lst, ListenerEntry) and lst.mode is None
+    ref = s.call(_args.accept_command(5, True, None), "a")
+    sent(s)
+    (made,) = feed(s, ok(ref, id=6, peer={"host": "h", "port": 9}))
+    big = b"x" * (RAW_CHUNK + 1)
+    assert made.value.mode is None and s.chunks(made.value, big) == [big]
+    assert len(s.chunks(connected(s, 7), big)) == 2  # raw
 
 
 def test_hello_without_a_name_or_grace_support_needs_no_barrier() -> None:

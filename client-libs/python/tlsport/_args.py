@@ -166,11 +166,13 @@ def normalize_mode(mode: Mode) -> str:
 
 def deliver_limit(mode: Optional[str], packet_size: Optional[int] = None) -> Optional[int]:
     """The largest payload one ``send`` may carry in ``mode`` (``None``: raw, any size,
-    split by the library)."""
+    split by the library).  An unknown mode (``None``: the sockets of a listener
+    handed over or given back, whose mode the daemon does not say) is never
+    split, as it may be a packet mode; the daemon refuses what is too long."""
     cap = DEFAULT_MAX_MESSAGE - 5 - 4
-    if mode is None or mode in ("raw", "binary_packet:0"):
+    if mode in ("raw", "binary_packet:0"):
         return None
-    name, _, n = mode.partition(":")
+    name, _, n = (mode or "").partition(":")
     if name in ("packet", "binary_packet"):
         header = int(n)
         cap = min(cap, (1 << (8 * header)) - 1)

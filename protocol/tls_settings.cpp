@@ -87,6 +87,8 @@ std::optional<WireError> parse_tls_object(const json& object, TlsSettings& out) 
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[sizeof(in6_addr)];
+  // inet_pton() stops at a NUL: "127.0.0.1\0junk" is not an address.
+  if (host.find('\0') != std::string::npos) return false;
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 

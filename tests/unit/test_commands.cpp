@@ -147,6 +147,17 @@ TEST(Commands, RefAndOp) {
   EXPECT_EQ(command_of<AcceptCommand>(R"({"op":"accept","id":3,"ref":"a"})").id, 3u);
 }
 
+// An address is the whole string: inet_pton() reads up to a NUL, so
+// "127.0.0.1\u0000junk" must not pass for 127.0.0.1.
+TEST(Commands, AddressWithNulIsRefused) {
+  EXPECT_FALSE(is_ip_literal(std::string("127.0.0.1\0junk", 14)));
+  EXPECT_FALSE(is_ip_literal(std::string("::1\0", 4)));
+  EXPECT_TRUE(is_ip_literal("::1"));
+  EXPECT_EQ(error_of(R"({"op":"listen","port":0,"host":"127.0.0.1\u0000junk"})").kind(),
+            "bad_request");
+  EXPECT_EQ(error_of(R"({"op":"resolve","address":"10.0.0.1\u0000"})").kind(), "bad_request");
+}
+
 TEST(Commands, ConnectDefaultsAndCaps) {
   auto c = command_of<ConnectCommand>(R"({"op":"connect","host":"example.org","port":443})");
   EXPECT_EQ(c.timeout.count(), 30000);

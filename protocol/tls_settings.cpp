@@ -98,19 +98,23 @@ int TlsSettings::effective_verify(TlsRole role) const {
 }
 
 std::string TlsSettings::context_key() const {
-  json key = {certfile,
-              keyfile,
-              password,
-              cacertfile,
-              cacertdir,
-              verify.value_or(-1),
-              depth.value_or(-1),
-              ciphers,
-              ciphersuites,
-              static_cast<int>(min_version),
-              static_cast<int>(max_version),
-              legacy_flags};
-  return key.dump();
+  // Each field length-prefixed: file names and passwords are bytes (not
+  // always UTF-8, so no JSON text), and no field can run into the next.
+  std::string key;
+  auto add = [&key](const std::string& field) {
+    key += std::to_string(field.size());
+    key += ':';
+    key += field;
+  };
+  for (const std::string* field :
+       {&certfile, &keyfile, &password, &cacertfile, &cacertdir, &ciphers, &ciphersuites}) {
+    add(*field);
+  }
+  for (const int number : {verify.value_or(-1), depth.value_or(-1), static_cast<int>(min_version),
+                           static_cast<int>(max_version), legacy_flags ? 1 : 0}) {
+    add(std::to_string(number));
+  }
+  return key;
 }
 
 std::string TlsSettings::sni_for(const std::string& host) const {

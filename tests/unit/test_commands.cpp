@@ -333,6 +333,26 @@ TEST(TlsSettings, ContextKeyTellsContextsApart) {
   EXPECT_NE(a.context_key(), b.context_key());
 }
 
+// File names, ciphers and passwords are bytes: an Erlang client may send any
+// (a binary in ETF is not checked for UTF-8). The key must take them all, and
+// keep them apart, rather than throw from the JSON dump it was once built with.
+TEST(TlsSettings, ContextKeyTakesAnyBytes) {
+  TlsSettings a, b;
+  a.certfile = "\xff.pem";
+  b.certfile = "\xfe.pem";
+  std::string ka, kb;
+  EXPECT_NO_THROW(ka = a.context_key());
+  EXPECT_NO_THROW(kb = b.context_key());
+  EXPECT_NE(ka, kb);
+  TlsSettings c;
+  c.certfile = "\xff.pem\",\"";  // no field may run into the next
+  c.keyfile = "";
+  TlsSettings d;
+  d.certfile = "\xff.pem";
+  d.keyfile = "\",\"";
+  EXPECT_NE(c.context_key(), d.context_key());
+}
+
 TEST(Messages, ErrorKindsOnTheWire) {
   EXPECT_EQ(wire_error(ErrorKind::bad_request, "x").kind(), "bad_request");
   EXPECT_EQ(wire_error(ErrorKind::unsupported_protocol, "x").kind(), "unsupported_protocol");

@@ -11,10 +11,13 @@
 // of kind bad_request or unsupported_protocol with a message; the ref comes
 // back as given; and every field of a command is within the range and cap
 // docs/protocol.md gives it.
+#include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "fuzz_support.hpp"
 #include "protocol/commands.hpp"
@@ -35,17 +38,70 @@ json describe(const std::optional<ActiveMode>& a) {
   return {a->count, a->once};
 }
 
+/// Checks a list of strings against its caps and describes it.
+json describe(const std::vector<std::string>& list, std::size_t max_items, std::size_t max_size) {
+  FUZZ_CHECK(list.size() <= max_items);
+  for (const std::string& item : list) FUZZ_CHECK(item.size() <= max_size);
+  return json::array({list.size(), list.empty() ? std::string() : list.front()});
+}
+
 /// Checks TLS settings and describes them.
-json describe(const TlsChoice& tls) {
-  const TlsSettings& s = tls.settings;
+json describe(const TlsSettings& s) {
   if (s.verify) FUZZ_CHECK(*s.verify >= 0 && *s.verify <= 2);
   if (s.depth) FUZZ_CHECK(*s.depth >= 0 && *s.depth <= 100);
   FUZZ_CHECK(s.min_version != TlsVersion::unset);
   if (s.max_version != TlsVersion::unset) FUZZ_CHECK(s.max_version >= s.min_version);
   if (s.verify_hostname) FUZZ_CHECK(!s.verify_hostname->empty());
-  if (tls.kind != TlsChoice::Kind::tls) FUZZ_CHECK(s.context_key() == TlsSettings{}.context_key());
-  return {static_cast<int>(tls.kind), s.context_key(), s.server_name.value_or("<unset>"),
-          s.verify_hostname.value_or("<unset>"), s.check_hostname, s.logfile};
+  if (s.callback_timeout_ms)
+    FUZZ_CHECK(*s.callback_timeout_ms >= 1 && *s.callback_timeout_ms <= kMaxCallbackTimeoutMs);
+  FUZZ_CHECK(s.certfile.empty() || s.cert.empty());
+  FUZZ_CHECK(s.sni.size() <= kMaxSniEntries);
+  json sni = json::array();
+  for (const SniCertificate& entry : s.sni) {
+    FUZZ_CHECK(!entry.names.empty());
+    FUZZ_CHECK(!entry.certfile.empty() || !entry.cert.empty());
+    sni.push_back(describe(entry.names, kMaxSniNames, 253));
+  }
+  // The context key is text of any bytes; it must tell settings apart
+  // deterministically, so it is compared between the two parses.
+  return {s.context_key(),
+          s.server_name.value_or("<unset>"),
+          s.verify_hostname.value_or("<unset>"),
+          s.check_hostname,
+          s.logfile,
+          s.ask_password,
+          s.session_reuse,
+          s.ocsp_status_request,
+          s.callback_timeout_ms.value_or(0),
+          sni,
+          describe(s.alpn, kMaxAlpnProtocols, 255),
+          describe(s.ticket_keys, kMaxTicketKeys, 4096)};
+}
+
+/// Checks a `tls` choice and describes it.
+json describe(const TlsChoice& tls) {
+  if (tls.kind != TlsChoice::Kind::tls) {
+    FUZZ_CHECK(tls.settings.context_key() == TlsSettings{}.context_key());
+  }
+  if (tls.kind == TlsChoice::Kind::named) {
+    FUZZ_CHECK(!tls.name.empty() && tls.name.size() <= kMaxContextName);
+  } else {
+    FUZZ_CHECK(tls.name.empty());
+  }
+  return {static_cast<int>(tls.kind), tls.name, describe(tls.settings)};
+}
+
+/// Checks an optional timeout against its range; -1 when unset.
+long long millis(const std::optional<std::chrono::milliseconds>& t, long long lo, long long hi) {
+  if (!t) return -1;
+  FUZZ_CHECK(t->count() >= lo && t->count() <= hi);
+  return t->count();
+}
+
+/// Checks per-socket timeouts and describes them.
+json describe(const SocketTimeouts& t) {
+  return {millis(t.handshake, 1, kMaxTimeoutMs), millis(t.idle, 1, kMaxRecvTimeoutMs),
+          millis(t.close, 1, kMaxTimeoutMs)};
 }
 
 /// Checks a packet_size and a framing and describes them.
@@ -69,20 +125,23 @@ json describe(const Command& command) {
         using T = std::decay_t<decltype(c)>;
         if constexpr (std::is_same_v<T, HelloCommand>) {
           if (c.name) FUZZ_CHECK(!c.name->empty() && c.name->size() <= kMaxClientName);
-          return {"hello", c.name.value_or("<unset>")};
+          const long long grace = millis(c.grace, 0, kMaxRecvTimeoutMs);
+          if (grace > 0) FUZZ_CHECK(c.name.has_value());
+          return {"hello", c.name.value_or("<unset>"), grace};
         } else if constexpr (std::is_same_v<T, ListenCommand>) {
           // An address literal, whole: not one followed by a NUL and more.
           FUZZ_CHECK(is_ip_literal(c.host) && c.host.find('\0') == std::string::npos);
           FUZZ_CHECK(c.backlog >= 1 && c.backlog <= 65535);
-          long long hs = -1;
-          if (c.handshake_timeout) {
-            hs = c.handshake_timeout->count();
-            FUZZ_CHECK(hs >= 1 && hs <= kMaxTimeoutMs);
-          }
-          return {"listen", c.host, c.port, c.backlog, describe(c.framing, c.packet_size), hs,
-                  describe(c.active), describe(c.tls)};
+          return {"listen",
+                  c.host,
+                  c.port,
+                  c.backlog,
+                  describe(c.framing, c.packet_size),
+                  describe(c.timeouts),
+                  describe(c.active),
+                  describe(c.tls)};
         } else if constexpr (std::is_same_v<T, AcceptCommand>) {
-          return {"accept", id(c.id), describe(c.active), describe(c.tls)};
+          return {"accept", id(c.id), describe(c.active), describe(c.timeouts), describe(c.tls)};
         } else if constexpr (std::is_same_v<T, CancelCommand>) {
           FUZZ_CHECK(c.target.is_number_integer() || c.target.is_string());
           return {"cancel", c.target};
@@ -90,9 +149,13 @@ json describe(const Command& command) {
           FUZZ_CHECK(!c.host.empty() && c.host.size() <= kMaxHostName);
           FUZZ_CHECK(c.port >= 1);
           FUZZ_CHECK(c.timeout.count() >= 1 && c.timeout.count() <= kMaxTimeoutMs);
-          return {"connect",          c.host,
-                  c.port,             describe(c.framing, c.packet_size),
-                  c.timeout.count(),  describe(c.active),
+          return {"connect",
+                  c.host,
+                  c.port,
+                  describe(c.framing, c.packet_size),
+                  c.timeout.count(),
+                  describe(c.timeouts),
+                  describe(c.active),
                   describe(c.tls)};
         } else if constexpr (std::is_same_v<T, DeliverCommand>) {
           return {"deliver", id(c.id),
@@ -120,9 +183,31 @@ json describe(const Command& command) {
             FUZZ_CHECK(is_ip_literal(*c.address) && c.address->find('\0') == std::string::npos);
           }
           return {"resolve", c.address.value_or("<unset>")};
-        } else {
-          static_assert(std::is_same_v<T, StopCommand>);
+        } else if constexpr (std::is_same_v<T, StopCommand>) {
           return {"stop"};
+        } else if constexpr (std::is_same_v<T, TlsContextCommand>) {
+          FUZZ_CHECK(!c.name.empty() && c.name.size() <= kMaxContextName);
+          return {"tls_context", c.name, describe(c.settings)};
+        } else if constexpr (std::is_same_v<T, StarttlsCommand>) {
+          FUZZ_CHECK(c.tls.kind != TlsChoice::Kind::plain);
+          return {"starttls", id(c.id), static_cast<int>(c.side), describe(c.tls),
+                  describe(c.timeouts)};
+        } else if constexpr (std::is_same_v<T, StoptlsCommand>) {
+          return {"stoptls", id(c.id), millis(c.timeout, 1, kMaxTimeoutMs)};
+        } else if constexpr (std::is_same_v<T, InjectCaCommand>) {
+          FUZZ_CHECK(c.cacertfile.empty() != c.cacert.empty());
+          return {"inject_ca", id(c.id), c.cacertfile, c.cacert};
+        } else if constexpr (std::is_same_v<T, CiphersCommand>) {
+          return {"ciphers", id(c.id)};
+        } else if constexpr (std::is_same_v<T, AnswerCommand>) {
+          FUZZ_CHECK(c.request >= 1 && c.request <= static_cast<std::uint64_t>(INT64_MAX));
+          FUZZ_CHECK(c.password.has_value() != c.accept.has_value());
+          return {"answer", c.request, c.password.value_or("<unset>"), c.accept.value_or(false)};
+        } else if constexpr (std::is_same_v<T, StatsCommand>) {
+          return {"stats"};
+        } else {
+          static_assert(std::is_same_v<T, ReloadCommand>);
+          return {"reload"};
         }
       },
       command);

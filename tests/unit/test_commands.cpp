@@ -80,7 +80,7 @@ TEST(Commands, ListenDefaultsAndFields) {
   EXPECT_EQ(c.backlog, 128u);
   EXPECT_EQ(c.framing.kind, FramingKind::raw);
   EXPECT_EQ(c.packet_size, kDefaultPacketSize);
-  EXPECT_FALSE(c.handshake_timeout);
+  EXPECT_FALSE(c.timeouts.handshake);
   EXPECT_FALSE(c.active);
   EXPECT_EQ(c.tls.kind, TlsChoice::Kind::absent);
 
@@ -93,7 +93,7 @@ TEST(Commands, ListenDefaultsAndFields) {
   EXPECT_EQ(c.framing.kind, FramingKind::packet);
   EXPECT_EQ(c.framing.header_bytes, 2u);
   EXPECT_EQ(c.packet_size, 1000u);
-  EXPECT_EQ(c.handshake_timeout->count(), 250);
+  EXPECT_EQ(c.timeouts.handshake->count(), 250);
   EXPECT_TRUE(c.active->once);
   EXPECT_EQ(c.tls.kind, TlsChoice::Kind::plain);
   EXPECT_EQ(command_of<ListenCommand>(R"({"op":"listen","port":1,"host":"::1"})").host, "::1");
@@ -353,6 +353,34 @@ TEST(TlsSettings, ContextKeyTakesAnyBytes) {
   EXPECT_NE(c.context_key(), d.context_key());
 }
 
+// The same for the settings that came later: inline keys, SNI entries, ALPN
+// names and ticket key files are bytes too, and lists must not run together.
+TEST(TlsSettings, ContextKeyTakesAnyBytesInEveryField) {
+  const TlsSettings base;
+  std::vector<TlsSettings> variants(8);
+  variants[0].cert = "\xff";
+  variants[1].key = "\xff";
+  variants[2].alpn = {"\xff"};
+  variants[3].alpn = {"\xff", ""};
+  variants[4].ticket_keys = {"\xfe"};
+  variants[5].sni = {SniCertificate{{"\xff.example"}, "a.pem", "", "", "", ""}};
+  variants[6].sni = {SniCertificate{{"\xff.example"}, "a.pem", "", "", "", "\xfe"}};
+  variants[7].verify_callback = true;
+  std::vector<std::string> keys = {base.context_key()};
+  for (const TlsSettings& v : variants) {
+    std::string key;
+    EXPECT_NO_THROW(key = v.context_key());
+    keys.push_back(key);
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    for (std::size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i], keys[j]) << i << " " << j;
+  TlsSettings e, f;  // one list's items cannot pass for the next list's
+  e.alpn = {"a", "b"};
+  f.alpn = {"a"};
+  f.ticket_keys = {"b"};
+  EXPECT_NE(e.context_key(), f.context_key());
+}
+
 TEST(Messages, ErrorKindsOnTheWire) {
   EXPECT_EQ(wire_error(ErrorKind::bad_request, "x").kind(), "bad_request");
   EXPECT_EQ(wire_error(ErrorKind::unsupported_protocol, "x").kind(), "unsupported_protocol");
@@ -390,4 +418,14 @@ TEST(Messages, RepliesAndEvents) {
   EXPECT_TRUE(owned["listener"]);
   EXPECT_EQ(owned["sockname"]["port"], 9);
   EXPECT_EQ(owned["from_name"], "acceptor");
+}
+
+TEST(TlsSettings, IpLiterals) {
+  EXPECT_TRUE(is_ip_literal("127.0.0.1"));
+  EXPECT_TRUE(is_ip_literal("::1"));
+  EXPECT_TRUE(is_ip_literal("fe80::1%lo"));  // a scoped IPv6 address
+  EXPECT_FALSE(is_ip_literal("fe80::1%"));
+  EXPECT_FALSE(is_ip_literal("127.0.0.1%lo"));
+  EXPECT_FALSE(is_ip_literal("localhost"));
+  EXPECT_FALSE(is_ip_literal(""));
 }

@@ -1,5 +1,6 @@
 // Fuzz target: the control channel's ControlDecoder, binary ({packet,N} with
-// N = 1, 2, 4; CONTROL frames with ETF or JSON terms, DATA frames) and lines.
+// N = 1, 2, 4; CONTROL frames with ETF or JSON terms, DATA frames), lines, and
+// asn1 (each frame body in a BER OCTET STRING).
 //
 // Input: byte 0 picks the encoding and whether the consumer stops after each
 // message, byte 1 the message cap, bytes 2-3 where the rest is split in two;
@@ -10,7 +11,10 @@
 // exactly one message or one bad report, of a kind its first bytes allow; a
 // fatal error exactly when a header or line is over the cap; a DATA frame's
 // id and bytes are those of the frame; and every command, encoded again by
-// ControlEncoder (JSON, ETF, lines) and decoded, comes back equal.
+// ControlEncoder (JSON, ETF, lines, asn1) and decoded, comes back equal. For
+// asn1 the frames are not cut again here (the deframer harness checks BER
+// framing against its own reader): its events must be of the kinds a frame
+// body allows, and agree however the stream is fed.
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -36,16 +40,19 @@ constexpr std::size_t kCaps[] = {1, 2, 5, 6, 16, 64, 255, 256, 300, 4096, 65535,
 
 /// One thing the decoder reported.
 struct Event {
-  json message;                     ///< a command, or {"id":…,"data":bytes} for DATA
-  ControlError error{};             ///< a bad report's error (message otherwise)
-  bool operator==(const Event& o) const { return message == o.message && error == o.error; }
+  json message;          ///< a command, or {"id":…,"data":bytes} for DATA
+  ControlError error{};  ///< a bad report's error (message otherwise)
+  bool data = false;     ///< a DATA frame
+  bool operator==(const Event& o) const {
+    return message == o.message && error == o.error && data == o.data;
+  }
 };
 
 /// What a decoder made of a stream.
 struct Outcome {
-  std::vector<Event> events;                ///< in order
-  std::error_code fatal;                    ///< frame_too_large, if it came
-  std::optional<TermFormat> first_format;   ///< first_term_format() at the end
+  std::vector<Event> events;               ///< in order
+  std::error_code fatal;                   ///< frame_too_large, if it came
+  std::optional<TermFormat> first_format;  ///< first_term_format() at the end
   bool operator==(const Outcome& o) const {
     return events == o.events && fatal == o.fatal && first_format == o.first_format;
   }
@@ -61,9 +68,10 @@ Outcome decode(ControlEncoding encoding, unsigned header, std::size_t cap,
     FUZZ_CHECK(!stopped);
     Event e;
     if (m.kind == InboundMessage::Kind::data) {
-      e.message = {{"id", m.socket_id},
-                   {"data", json::binary(json::binary_t::container_type(m.data.begin(),
-                                                                         m.data.end()))}};
+      e.data = true;
+      e.message = {
+          {"id", m.socket_id},
+          {"data", json::binary(json::binary_t::container_type(m.data.begin(), m.data.end()))}};
     } else {
       FUZZ_CHECK(m.command.is_object());
       e.message = std::move(m.command);
@@ -181,8 +189,11 @@ void check_event(ControlEncoding encoding, std::string_view unit, const Event& e
 bool valid_utf8(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<std::uint8_t>(s[i]);
-    std::size_t n = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2
-                                 : c >= 0xF0 && c <= 0xF4 ? 3 : 9;
+    std::size_t n = c < 0x80                 ? 0
+                    : c >= 0xC2 && c <= 0xDF ? 1
+                    : c >= 0xE0 && c <= 0xEF ? 2
+                    : c >= 0xF0 && c <= 0xF4 ? 3
+                                             : 9;
     if (n == 9 || s.size() - i - 1 < n) return false;
     for (std::size_t k = 1; k <= n; ++k) {
       const auto b = static_cast<std::uint8_t>(s[i + k]);
@@ -233,7 +244,9 @@ void check_round_trip(const json& command) {
   const bool etf_ok = data_is_bytes && !command.contains("text");
   const Way ways[] = {{ControlEncoding::lines, TermFormat::json, json_ok},
                       {ControlEncoding::binary, TermFormat::json, json_ok},
-                      {ControlEncoding::binary, TermFormat::etf, etf_ok}};
+                      {ControlEncoding::binary, TermFormat::etf, etf_ok},
+                      {ControlEncoding::asn1, TermFormat::json, json_ok},
+                      {ControlEncoding::asn1, TermFormat::etf, etf_ok}};
   for (const Way& way : ways) {
     if (!way.applies) continue;
     const ControlEncoder encoder(way.encoding, 4, way.format);
@@ -265,7 +278,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace tlsport::fuzz;
   InputReader input(data, size);
   const std::uint8_t how = input.byte();
-  const ControlEncoding encoding = how % 4 == 3 ? ControlEncoding::lines : ControlEncoding::binary;
+  // how % 4 == 3: lines, or asn1 when the top bit is set too.
+  const ControlEncoding encoding = how % 4 != 3 ? ControlEncoding::binary
+                                   : how & 0x80 ? ControlEncoding::asn1
+                                                : ControlEncoding::lines;
   const unsigned header = how % 4 == 0 ? 1 : how % 4 == 1 ? 2 : 4;
   const bool stop = (how / 4) % 2 == 1;
   const std::size_t cap = kCaps[input.byte() % std::size(kCaps)];
@@ -278,15 +294,31 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Outcome whole = decode(encoding, header, cap, {stream}, false);
   FUZZ_CHECK(got == whole);
 
+  if (encoding == ControlEncoding::asn1) {
+    using CE = ControlError;
+    for (const Event& e : whole.events) {
+      if (e.message.is_null()) {
+        FUZZ_CHECK(e.error == CE::not_an_octet_string || e.error == CE::empty_frame ||
+                   e.error == CE::short_data_frame || e.error == CE::bad_frame_type ||
+                   e.error == CE::bad_term || e.error == CE::bad_json ||
+                   e.error == CE::not_an_object || e.error == CE::bad_base64);
+      } else if (!e.data) {
+        check_round_trip(e.message);
+      }
+    }
+    return 0;
+  }
+
   bool fatal = false;
   const auto bodies = units(encoding, header, cap, stream, fatal);
   FUZZ_CHECK(whole.fatal.operator bool() == fatal);
   FUZZ_CHECK(whole.events.size() == bodies.size());
   for (std::size_t i = 0; i < bodies.size(); ++i) {
     check_event(encoding, bodies[i], whole.events[i]);
-    const bool data_frame = encoding == ControlEncoding::binary && !bodies[i].empty() &&
-                            bodies[i][0] == tlsport::protocol::kFrameData;
-    if (whole.events[i].message.is_object() && !data_frame) {
+    FUZZ_CHECK(whole.events[i].data == (encoding == ControlEncoding::binary && !bodies[i].empty() &&
+                                        bodies[i][0] == tlsport::protocol::kFrameData &&
+                                        !whole.events[i].message.is_null()));
+    if (whole.events[i].message.is_object() && !whole.events[i].data) {
       check_round_trip(whole.events[i].message);
     }
   }

@@ -172,7 +172,8 @@ def main():
     write("etf", "doc_hello.etf", doc_etf)
 
     # control_decoder: [encoding][cap index][split hi][split lo] stream.
-    # encoding: 0 binary/1, 1 binary/2, 2 binary/4, 3 lines (+4: stop after each).
+    # encoding: 0 binary/1, 1 binary/2, 2 binary/4, 3 lines (+4: stop after each;
+    # +128 with 3: asn1).
     # caps: 1 2 5 6 16 64 255 256 300 4096 65535 1M (indices 0..11).
     j = lambda name: json.dumps(COMMANDS[name], separators=(",", ":")).encode()
     control = lambda body: b"\x00" + body
@@ -192,6 +193,19 @@ def main():
     write("control_decoder", "lines", bytes([3, 11, 0, 50]) + lines)
     write("control_decoder", "lines_small_cap", bytes([7, 5, 0, 5]) + lines)
     write("control_decoder", "over_cap", bytes([2, 4, 0, 2]) + frame(control(j("hello")), 4))
+    # asn1 (encoding 3 with the top bit: 131, 135 with stops): each body in an
+    # OCTET STRING, definite, long-form and indefinite (segments); one SEQUENCE.
+    def octets(body):
+        n = len(body)
+        head = bytes([n]) if n < 128 else b"\x82" + struct.pack(">H", n)
+        return b"\x04" + head + body
+    hello = control(j("hello"))
+    asn1 = b"".join((octets(hello), octets(data_frame), octets(control(etf["accept"])),
+                     octets(control(j("listen_sni"))),
+                     b"\x24\x80" + octets(hello[:7]) + octets(hello[7:]) + b"\x00\x00",
+                     octets(b""), octets(b"\x07junk"), bytes.fromhex("3003020105")))
+    write("control_decoder", "asn1", bytes([131, 11, 0, 9]) + asn1)
+    write("control_decoder", "asn1_stops", bytes([135, 9, 0, 40]) + asn1)
 
     # deframer: [mode+flow][cap index][split hi][split lo][repeat] stream.
     # mode: 0 raw, 1 packet:1, 2 packet:2, 3 packet:4, 4 asn1, 5 line; +6 per flow style.

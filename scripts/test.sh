@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds from scratch, and runs every test suite:
-# C++ unit tests, daemon integration tests, and each client library's tests.
+# C++ unit tests, a short run of the protocol fuzzers, daemon integration
+# tests, and each client library's tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,6 +29,10 @@ run_suite() {
 }
 
 run_suite "unit (ctest)" ctest --test-dir build --output-on-failure -j2
+# The libFuzzer harnesses of protocol/ (tests/fuzz), built with clang, ASan and
+# UBSan, each run from its committed seeds for a bounded time.
+run_suite "protocol fuzzers (libFuzzer, ${FUZZ_SECONDS:-8} s each)" \
+  scripts/fuzz --fresh "${FUZZ_SECONDS:-8}"
 run_suite "daemon integration (pytest)" "$PY" -m pytest -q --timeout "$PYTEST_TIMEOUT" tests/integration
 if [ -d client-libs/python/tests ]; then
   run_suite "python client (pytest)" env PYTHONPATH="$root/client-libs/python" \

@@ -31,6 +31,8 @@ fi
 if [ -x client-libs/shell/tests/run_tests.sh ]; then
   run_suite "shell client" client-libs/shell/tests/run_tests.sh
 fi
+# The benchmark at tiny sizes: every server and workload must still run.
+run_suite "benchmark smoke (scripts/bench --smoke)" timeout 180 scripts/bench --smoke
 
 # The daemon again, built with AddressSanitizer, UBSan and LeakSanitizer: the
 # integration suite fails on any report (tests/integration/conftest.py).

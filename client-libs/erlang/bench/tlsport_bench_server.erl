@@ -36,9 +36,12 @@ main([LibName, Cert, Key]) ->
 
 listen(tlsport, Opts) ->
     tlsport:listen(0, [{ip, {127, 0, 0, 1}}, {backlog, 4096}, {active, ?ACTIVE} | Opts]);
+%% nodelay: tlsportd sets TCP_NODELAY on every connection, and so do
+%% asyncio, stunnel (as configured here) and the in-process server; without
+%% it a handshake's last flight waits for a delayed ACK (40 ms).
 listen(ssl, Opts) ->
     ssl:listen(0, [binary, {ip, {127, 0, 0, 1}}, {backlog, 4096}, {active, ?ACTIVE},
-                   {reuseaddr, true}, {session_tickets, stateless} | Opts]).
+                   {nodelay, true}, {reuseaddr, true}, {session_tickets, stateless} | Opts]).
 
 port(tlsport, L) -> {ok, {_, P}} = tlsport:sockname(L), P;
 port(ssl, L) -> {ok, {_, P}} = ssl:sockname(L), P.

@@ -480,11 +480,11 @@ class Bench:
 
     def note(self, server, workload, text):
         self.footnotes.append(text if server is None else f"{TITLES[server]}, {workload}: {text}")
-        self.notes[(server, workload)] = len(self.footnotes)
+        self.notes.setdefault((server, workload), []).append(len(self.footnotes))
 
     def mark(self, server, workload):
-        n = self.notes.get((server, workload))
-        return f"[{n}]" if n else ""
+        numbers = self.notes.get((server, workload))
+        return "[" + ",".join(map(str, numbers)) + "]" if numbers else ""
 
 
 def pick(arg, known, what):

@@ -44,6 +44,8 @@ fi
 if [ -x client-libs/shell/tests/run_tests.sh ]; then
   run_suite "shell client" client-libs/shell/tests/run_tests.sh
 fi
+# The benchmark at tiny sizes: every server and workload must still run.
+run_suite "benchmark smoke (scripts/bench --smoke)" timeout 180 scripts/bench --smoke
 
 run_suite "soak (seconds)" "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2
 

@@ -38,7 +38,8 @@ def events_until(client, predicate, timeout=10):
 
 def test_smtp_server_side_with_openssl_s_client(client, xpki, procs):
     """
-    peer: openssl s_client -starttls smtp
+    peer: openssl s_client -starttls smtp (-nocommands: "RCPT" and "QUIT" are
+    text, not its renegotiate and quit commands)
     → listen tls:false mode line;  → accept active "once"
     → deliver "220 mail.example ESMTP"            ← fromsocket "EHLO mail.example.com"
     → deliver "250-mail.example" "250 STARTTLS"; → setopts once
@@ -50,7 +51,7 @@ def test_smtp_server_side_with_openssl_s_client(client, xpki, procs):
     lst = plain_listener(client)
     aref = client.send({"op": "accept", "id": lst["id"], "active": "once"})
     peer = procs(["openssl", "s_client", "-starttls", "smtp", "-connect",
-                  f"127.0.0.1:{lst['port']}", "-crlf", "-quiet", "-no_ign_eof", "-CAfile",
+                  f"127.0.0.1:{lst['port']}", "-crlf", "-quiet", "-no_ign_eof", "-nocommands", "-CAfile",
                   xpki.root, "-verify_return_error", "-verify_hostname", "localhost"])
     sid = client.reply(aref)["id"]
     client.deliver(sid, b"220 mail.example ESMTP\r\n")
@@ -204,7 +205,7 @@ def test_client_side_starttls_checks_the_connected_host_name(client, xpki):
     ctx = python_server_context(xpki.chain("client"), xpki.key("client"))
     server = InThread(lambda: python_smtp_server(srv, ctx, {}))
     sid = client.ok({"op": "connect", "host": "localhost", "port": srv.getsockname()[1],
-                     "tls": False, "mode": "line", "active": 3})
+                     "tls": False, "mode": "line", "active": 3})["id"]
     assert client.packets(sid, 1) == [b"220 py.example ESMTP\r\n"]
     client.deliver(sid, b"EHLO x\r\n")
     assert client.packets(sid, 2) == [b"250-py.example\r\n", b"250 STARTTLS\r\n"]
@@ -448,7 +449,7 @@ def test_client_hello_in_the_same_segment_as_the_last_plain_line(client, xpki):
         assert recv_exact(raw, len(b"220 go ahead\r\n")) == b"220 go ahead\r\n"
         bio.handshake()
         bio.sendall(b"".join(lines("p2d tls", 20)))
-        return bio.recv_exact(len(b"".join(lines("d2p tls", 20)))), bio.obj.version()
+        return bio.recv_exact(len(b"".join(lines("d2p tls", 20)))), bio.obj.version(), raw
 
     p = InThread(peer)
     sid = client.reply(aref)["id"]
@@ -460,9 +461,10 @@ def test_client_hello_in_the_same_segment_as_the_last_plain_line(client, xpki):
         client.deliver(sid, line)
     client.ok({"op": "setopts", "id": sid, "active": True})
     assert client.packets(sid, 20) == lines("p2d tls", 20)
-    got, version = p.result()
+    got, version, raw = p.result()
     assert got == b"".join(lines("d2p tls", 20)) and version == "TLSv1.3"
     assert client.ok({"op": "info", "id": sid})["local_certificate"]["public_key"]["type"] == "ED25519"
+    raw.close()
 
 
 # ---------------------------------------------------------------- refusals and failures
@@ -505,7 +507,7 @@ def test_deliver_during_starttls_is_refused_and_a_silent_peer_times_out(client, 
     assert client.packets(sid, 1) == [b"STARTTLS\n"]
     sref = client.send({"op": "starttls", "id": sid, "side": "server", "tls": server_tls(xpki),
                         "timeout_ms": 600})
-    d = client.call({"op": "deliver", "id": sid, "text": "too early"})
+    d = client.call({"op": "deliver", "ref": "early", "id": sid, "text": "too early"})
     assert d["ok"] is False and d["error"]["kind"] == "bad_request" and d["id"] == sid, d
     start = time.monotonic()
     r = client.reply(sref, keep_seq=True)

@@ -74,11 +74,13 @@ def gnutls_to_daemon(client, lst, *args):
     has answered info and closes the socket: (info, gnutls-cli's output)."""
     aref = accept(client, lst)
     peer = gnutls_cli_background(lst["port"], *args)
-    a = client.reply(aref)
-    assert a["ok"], a
-    si = info(client, a["id"])
-    client.ok({"op": "close", "id": a["id"]})
-    rc, out = peer.finish()
+    try:
+        a = client.reply(aref)
+        assert a["ok"], a
+        si = info(client, a["id"])
+        client.ok({"op": "close", "id": a["id"]})
+    finally:
+        rc, out = peer.finish()
     assert rc == 0, out
     return si, out
 
@@ -213,13 +215,14 @@ halt().
 def test_alpn_erlang_ssl_client(client, spki, preference, chosen):
     """Erlang/OTP's ssl offers h2 then http/1.1; the listener's preference decides."""
     lst = listen(client, {**spki.cert("server"), "alpn": preference})
-    aref = client.send({"op": "accept", "id": lst["id"]})
+    aref = accept(client, lst)  # passive: the socket outlives the peer's close
     r = subprocess.run(
         ["erl", "-noshell", "-eval", ERLANG_ALPN_CLIENT, "-extra", str(lst["port"]), spki.ca],
         capture_output=True, text=True, timeout=30)
     assert f"negotiated {chosen} 'tlsv1.3'" in r.stdout, (r.stdout, r.stderr)
     a = client.reply(aref)
     assert info(client, a["id"])["alpn"] == chosen
+    client.ok({"op": "setopts", "id": a["id"], "active": True})
     assert client.read_data(a["id"], 3) == b"bye"
 
 

@@ -111,7 +111,7 @@ def test_daemon_client_asks_for_ocsp(client, spki):
     lst = listen(client, {**spki.cert("server"), "ocsp_response_file": spki.ocsp})
     c, a = pair(client, lst, {"cacertfile": spki.ca, "ocsp_status_request": True})
     assert info(client, c["id"])["ocsp"]["cert_status"] == "good"
-    assert info(client, a["id"])["ocsp"] is None  # servers report none
+    assert info(client, a["id"]).get("ocsp") is None  # only clients report one
 
 
 def test_an_ocsp_response_file_that_is_not_one_is_bad_tls_config(client, spki):
@@ -124,8 +124,9 @@ def test_an_ocsp_response_file_that_is_not_one_is_bad_tls_config(client, spki):
 # ---------------------------------------------------------------- key log
 
 def key_lines(path):
+    """The key-log lines of a file (openssl's own files start with a comment)."""
     with open(path) as f:
-        return {line.strip() for line in f if line.strip()}
+        return {line.strip() for line in f if line.strip() and not line.startswith("#")}
 
 
 def test_keylog_of_a_tls13_listener_matches_s_clients(client, spki, tmp_path):
@@ -262,19 +263,28 @@ def test_close_timeout_bounds_a_close_against_a_peer_that_never_answers(spki, ho
         peer = python_peer(lst["port"], spki.ca, rcvbuf=4096)
         sid = client.reply(aref)["id"]
         client.ok({"op": "close", "id": lst["id"]})
+        # Until the daemon's own queue for the socket passes its mark (the
+        # kernels' buffers take a few MiB first): then data waits in it.
         chunk = b"x" * 65536
-        for _ in range(40):  # 2.5 MiB: more than both kernels' buffers hold
+        for _ in range(256):
             client.deliver(sid, chunk)
-        assert client.event(timeout=5) == {"event": "busy", "id": sid}
+            try:
+                ev = client.event(timeout=0.01)
+                break
+            except AssertionError:
+                continue
+        else:
+            ev = client.event(timeout=5)
+        assert ev == {"event": "busy", "id": sid}
         before = fd_count(d.proc.pid)
         client.ok({"op": "close", "id": sid})
         start = time.monotonic()
         time.sleep(0.4)
         assert fd_count(d.proc.pid) == before  # still trying
         while fd_count(d.proc.pid) >= before:
-            assert time.monotonic() - start < 3, "descriptor held past the close timeout"
+            assert time.monotonic() - start < 4, "descriptor held past the close timeout"
             time.sleep(0.02)
-        assert 0.9 < time.monotonic() - start < 2
+        assert 0.9 < time.monotonic() - start < 3
         peer.close()
     finally:
         d.stop()

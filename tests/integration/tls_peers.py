@@ -1,6 +1,6 @@
 """Certificates and peers for the tests of TLS on live connections, of what
 info tells and of key material: a PKI with an intermediate CA and RSA, EC and
-Ed25519 leaves (made with the openssl CLI), and helpers that run real peers
+Ed25519 leaves (made with the openssl CLI), and functions that run real peers
 (Python's ssl, openssl s_client/s_server, gnutls-cli/gnutls-serv)."""
 
 from __future__ import annotations

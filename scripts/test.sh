@@ -60,6 +60,16 @@ if cmake -S . -B build-asan -DTLSPORT_SANITIZE=address,undefined -DBUILD_TESTING
     TLSPORT_TEST_TOOLS="$root/build/tests/tools" \
     ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
     "$PY" -m pytest -q --timeout "$PYTEST_TIMEOUT" tests/integration
+  # The Python library's suite against the same build: its daemons are spawned
+  # by the library, so their reports go to files, and any file is a failure.
+  asan_logs=$(mktemp -d)
+  run_suite "python client under sanitizers (pytest)" env \
+    TLSPORTD="$root/build-asan/daemon/tlsportd" PYTHONPATH="$root/client-libs/python" \
+    ASAN_OPTIONS="detect_leaks=1:log_path=$asan_logs/asan" \
+    UBSAN_OPTIONS="print_stacktrace=1:log_path=$asan_logs/ubsan" \
+    bash -c '"$0" -m pytest -q --timeout "$1" client-libs/python/tests &&
+      if [ -n "$(ls -A "$2")" ]; then cat "$2"/*; exit 1; fi' "$PY" "$PYTEST_TIMEOUT" "$asan_logs"
+  rm -rf "$asan_logs"
   run_suite "soak under sanitizers (seconds)" env ASAN_OPTIONS=detect_leaks=1 \
     "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2 --sanitized \
     --daemon "$root/build-asan/daemon/tlsportd"

@@ -775,9 +775,11 @@ tlsport_listen() {
 # On timeout the accept is cancelled (return 124). OPTIONS: --active MODE,
 # the timeouts, and TLS options, which give this accept its own TLS settings
 # instead of the listener's (--plain: plain TCP).
-# The daemon does the server side of a handshake only while an accept is
-# outstanding: to connect to your own listener from the same shell, use
-# tlsport_accept_async before tlsport_connect and tlsport_accept_wait after.
+# A listener with TLS settings (or --plain) runs handshakes ahead of the
+# accepts; an accept with TLS options of its own starts its connection's
+# handshake only once outstanding: to connect to your own listener from the
+# same shell then, use tlsport_accept_async before tlsport_connect and
+# tlsport_accept_wait after.
 tlsport_accept() {
   local - h t=''
   set +eu +o pipefail

@@ -762,14 +762,14 @@ test_example_smtp_starttls() {
   # 1. openssl s_client does the STARTTLS dance, then the rest over TLS.
   out=$( (printf 'EHLO s-client\r\nMAIL FROM:<a@example>\r\nRCPT TO:<b@example>\r\nDATA\r\n'
           printf 'Subject: over s_client\r\n\r\nhello\r\n.\r\nQUIT\r\n') \
-        | timeout 8 openssl s_client -connect "127.0.0.1:$port" -starttls smtp -CAfile "$CERT" \
+        | timeout 20 openssl s_client -connect "127.0.0.1:$port" -starttls smtp -CAfile "$CERT" \
             -verify_return_error -quiet 2> "$T/s_client.err")
   contains "$out" "250 localhost"
   contains "$out" "250 OK: queued"
   contains "$out" "221 Bye"
   # 2. The example's client against the example's server.
   printf 'Subject: from the client\n\n.leading dot\nbye\n' \
-    | timeout 10 "$EX/smtp_starttls.sh" client localhost "$port" --cacert "$CERT" 2> "$T/cli.err" \
+    | timeout 20 "$EX/smtp_starttls.sh" client localhost "$port" --cacert "$CERT" 2> "$T/cli.err" \
     || fail "example client: $(cat "$T/cli.err")"
   contains "$(cat "$T/cli.err")" "TLS: TLSv1.3"
   contains "$(cat "$T/cli.err")" "<- 221 Bye"
@@ -782,7 +782,7 @@ print(f.readline().decode().strip())
 s.sendall(b"MAIL FROM:<x@example>\r\n"); print(f.readline().decode().strip())
 s.sendall(b"QUIT\r\n"); print(f.readline().decode().strip())' "$port") || fail "plaintext client"
   contains "$out" "530 Must issue a STARTTLS command first"
-  wait_gone "$pid" 8 || { kill "$pid"; fail "smtp server did not exit after --count 3"; }
+  wait_gone "$pid" 15 || { kill "$pid"; fail "smtp server did not exit after --count 3"; }
   wait "$pid" || fail "smtp server exit status $?: $(cat "$T/srv.err")"
   out=$(cat "$T/srv.out")
   contains "$out" "Subject: over s_client"
@@ -790,7 +790,7 @@ s.sendall(b"QUIT\r\n"); print(f.readline().decode().strip())' "$port") || fail "
   contains "$(cat "$T/srv.err")" "TLSv1.3 TLS_"
   # 4. The example's client against the python STARTTLS server.
   start_smtp_peer
-  echo body | timeout 10 "$EX/smtp_starttls.sh" client localhost "$PEER_PORT" --cacert "$CERT" 2> "$T/cli2.err" \
+  echo body | timeout 20 "$EX/smtp_starttls.sh" client localhost "$PEER_PORT" --cacert "$CERT" 2> "$T/cli2.err" \
     || fail "example client against python: $(cat "$T/cli2.err")"
   wait "$PEER_PID"
   contains "$(cat "$T/peer.err")" "got=MAIL FROM:<me@localhost>"

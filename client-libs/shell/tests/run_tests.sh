@@ -889,6 +889,24 @@ test_sni_alpn_server() {
   tlsport_stop
 }
 
+test_connect_before_accept() {
+  # A listener with TLS settings handshakes ahead of the accepts; an accept
+  # with TLS options of its own gets a connection made after it was asked.
+  local l c s h
+  make_cert other other.example
+  tlsport_start || fail start
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY") || fail listen
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$CERT") || fail "connect before accept"
+  s=$(tlsport_accept "$l" 5) || fail "accept after connect"
+  tlsport_send "$c" early && [[ $(tlsport_recv "$s" 5) == early ]] || fail data
+  h=$(tlsport_accept_async "$l" --cert "$T/other.pem" --key "$T/other.key") || fail "accept_async with TLS options"
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$T/other.pem" --verify-hostname other.example) \
+    || fail "connect to the accept's own settings"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept_wait
+  [[ $(tlsport_info "$s" local_certificate.subject) == CN=other.example ]] || fail "the accept's certificate"
+  tlsport_stop
+}
+
 test_tls_context_and_inline() {
   local l h c s
   tlsport_start || fail start
@@ -1164,7 +1182,7 @@ ALL_TESTS=(
   test_set_e_script test_unix_attach test_example_https_get
   test_example_echo_server test_example_raw_frames test_example_one_liners
   test_starttls_client test_starttls_server test_example_smtp_starttls test_sni_alpn_client
-  test_sni_alpn_server test_tls_context_and_inline test_passwords test_verify_callback
+  test_sni_alpn_server test_connect_before_accept test_tls_context_and_inline test_passwords test_verify_callback
   test_session_reuse_and_keylog test_ticket_keys test_crl_and_ocsp test_dhparam_and_versions
   test_socket_timeouts_and_setopts
 )

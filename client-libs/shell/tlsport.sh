@@ -104,6 +104,7 @@ _tlsport_ms() {
 }
 
 _tlsport_running() {
+  _TLSPORT_H_ASK='' _TLSPORT_H_VERIFY=''
   if [[ -z $TLSPORT_IN || -z $TLSPORT_DIR || ! -d $TLSPORT_DIR ]]; then
     _tlsport_err "$1" usage "no tlsportd session (call tlsport_start or tlsport_attach first)"
     return 2
@@ -198,15 +199,86 @@ _tlsport_dispatch() {
     _tlsport_err tlsportd protocol "unexpected line from the daemon: ${m:0:200}"
   elif _tlsport_jget event "$m"; then
     ev=$_TLSPORT_V
+    if [[ $ev == password_needed || $ev == verify_peer ]]; then
+      _tlsport_question "$ev" "$m"
+      return 0
+    fi
     _tlsport_jget id "$m" && _tlsport_is_id "$_TLSPORT_V" && id=$_TLSPORT_V || id=_
     _tlsport_push "$id" "$ev"$'\t'"$m"
   elif _tlsport_jget ref "$m"; then
     _TLSPORT_MREF=$_TLSPORT_V
+    if [[ $_TLSPORT_V == q* ]]; then
+      # The reply to an answer the library gave (see _tlsport_question).
+      _TLSPORT_MREF=''
+      if ! { _tlsport_jget ok "$m" && [[ $_TLSPORT_V == true ]]; }; then
+        _tlsport_reply_error "$m"
+        _tlsport_err tlsport_answer "$_TLSPORT_EKIND" "$_TLSPORT_EMSG"
+      fi
+      return 0
+    fi
     printf '%s\n' "$m" > "$TLSPORT_DIR/rep/$_TLSPORT_V"
   else
     # A reply without ref: the daemon could not read one of our lines.
     _tlsport_reply_error "$m"
     _tlsport_err tlsportd "$_TLSPORT_EKIND" "$_TLSPORT_EMSG"
+  fi
+}
+
+# Questions from the daemon (protocol.md §2.2): a command whose tls asks for
+# a passphrase (ask_password) or for a judgement of the peer's chain
+# (verify_callback) gets password_needed / verify_peer events while the
+# library waits for its reply. The handler command given with
+# --ask-password CMD / --verify-callback CMD answers them; its file is
+# hand/ask.KEY or hand/verify.KEY, KEY being ref.REF (the command),
+# listener.L (a listener's connections) or ctx.NAME (a tls_context).
+
+# _tlsport_set_handlers KEY -- record _TLSPORT_H_ASK and _TLSPORT_H_VERIFY
+# (when set) under KEY.
+_tlsport_set_handlers() {
+  [[ -n $_TLSPORT_H_ASK ]] && printf '%s\n' "$_TLSPORT_H_ASK" > "$TLSPORT_DIR/hand/ask.$1"
+  [[ -n $_TLSPORT_H_VERIFY ]] && printf '%s\n' "$_TLSPORT_H_VERIFY" > "$TLSPORT_DIR/hand/verify.$1"
+  return 0
+}
+
+# _tlsport_run_handler CMD ARG -- run the command line CMD with ARG appended,
+# in a subshell (functions of the script are visible).
+_tlsport_run_handler() {
+  ( set +eu +o pipefail; eval "$1"' "$2"' )
+}
+
+# _tlsport_question EVENT JSON -- answer a password_needed or verify_peer
+# event with its handler; without one, fail the question at once (an empty
+# passphrase; the peer rejected) rather than let the command wait.
+_tlsport_question() {
+  local ev=$1 m=$2 request ref listener src h='' kind aref pw accept=false
+  # Fields apart with a non-blank separator: read would merge empty ones.
+  IFS=$'\x1f' read -r request ref listener src < <(jq -r \
+    '[.request, .ref, .listener, .source] | map(. // "" | tostring | gsub("[\u001f\n]"; " ")) | join("\u001f")' <<<"$m")
+  _tlsport_is_id "$request" || return 0
+  kind=verify; [[ $ev == password_needed ]] && kind=ask
+  if [[ -n $ref && -f $TLSPORT_DIR/hand/$kind.ref.$ref ]]; then
+    h=$(<"$TLSPORT_DIR/hand/$kind.ref.$ref")
+  elif [[ -n $listener && -f $TLSPORT_DIR/hand/$kind.listener.$listener ]]; then
+    h=$(<"$TLSPORT_DIR/hand/$kind.listener.$listener")
+  fi
+  _tlsport_next_ref; aref=q$_TLSPORT_NREF
+  if [[ $kind == ask ]]; then
+    if [[ -z $h ]]; then
+      _tlsport_err tlsport password_needed "no --ask-password handler for the key in $src: answered with an empty passphrase"
+      pw=''
+    elif ! pw=$(_tlsport_run_handler "$h" "$src"); then
+      _tlsport_err tlsport password_needed "the --ask-password handler failed for the key in $src: answered with an empty passphrase"
+      pw=''
+    fi
+    _tlsport_jstr "$pw"
+    _tlsport_write "{\"op\":\"answer\",\"ref\":\"$aref\",\"request\":$request,\"password\":$_TLSPORT_J}"
+  else
+    if [[ -z $h ]]; then
+      _tlsport_err tlsport verify_peer "no --verify-callback handler: the peer is rejected"
+    elif _tlsport_run_handler "$h" "$m" >&2; then
+      accept=true
+    fi
+    _tlsport_write "{\"op\":\"answer\",\"ref\":\"$aref\",\"request\":$request,\"accept\":$accept}"
   fi
 }
 
@@ -249,9 +321,11 @@ _tlsport_call() {
   _tlsport_deadline "$2" || { _tlsport_err "$fn" usage "bad timeout: $2"; return 2; }
   dl=$_TLSPORT_DL
   _tlsport_next_ref; ref=$_TLSPORT_NREF
+  _tlsport_set_handlers "ref.$ref"
   json="{\"ref\":$ref,${json#\{}"
   _tlsport_write "$json" || { _tlsport_err "$fn" daemon "tlsportd is not running"; return 4; }
   _tlsport_wait_reply "$ref" "$dl"; rc=$?
+  rm -f "$TLSPORT_DIR/hand/ask.ref.$ref" "$TLSPORT_DIR/hand/verify.ref.$ref"
   case $rc in
     0) _tlsport_check_reply "$fn"; return ;;
     124) _tlsport_err "$fn" timeout "no reply within ${2:-$TLSPORT_TIMEOUT}s"; return 124 ;;
@@ -260,54 +334,191 @@ _tlsport_call() {
 }
 
 
-# _tlsport_tls_opts FUNC ARGS... -- parse the options shared by connect and
-# listen into _TLSPORT_TLS (JSON or "false"), _TLSPORT_MODEJ, _TLSPORT_EXTRA
-# (more JSON members), _TLSPORT_TO (timeout) and _TLSPORT_HOST.
+# _tlsport_dur_ms VALUE -- a duration into milliseconds in _TLSPORT_J: seconds
+# ("2", "0.5", "2s") or milliseconds with "ms" ("500ms"). Returns 2 when
+# malformed.
+_tlsport_dur_ms() {
+  local v=$1
+  if [[ $v =~ ^([0-9]+)ms$ ]]; then
+    _TLSPORT_J=$(( 10#${BASH_REMATCH[1]} ))
+  else
+    v=${v%s}
+    [[ -n $v && $v != . ]] || return 2
+    _tlsport_ms "$v" || return 2
+  fi
+}
+
+# _tlsport_jlist CSV [ABS] -- a JSON array of the comma-separated CSV into
+# _TLSPORT_J (as absolute paths when ABS is 1).
+_tlsport_jlist() {
+  local parts=() p out=''
+  IFS=, read -ra parts <<<"$1"
+  for p in ${parts[@]+"${parts[@]}"}; do
+    [[ -n $p ]] || continue
+    if [[ ${2:-0} == 1 ]]; then _tlsport_abspath "$p"; p=$_TLSPORT_J; fi
+    _tlsport_jstr "$p"
+    out+=${out:+,}$_TLSPORT_J
+  done
+  _TLSPORT_J="[$out]"
+}
+
+# The tls fields that take a file name (made absolute) and those that take
+# text as it is, by option.
+declare -gA _TLSPORT_FILE_OPTS=(
+  [--cacert]=cacertfile [--cacertfile]=cacertfile [--cacertdir]=cacertdir
+  [--cert]=certfile [--certfile]=certfile [--key]=keyfile [--keyfile]=keyfile
+  [--password-file]=password_file [--crlfile]=crlfile [--crl]=crlfile
+  [--ocsp-response]=ocsp_response_file [--ocsp-response-file]=ocsp_response_file
+  [--keylog]=keylog [--logfile]=logfile [--dhparamfile]=dhparamfile [--dhparam]=dhparamfile
+)
+declare -gA _TLSPORT_TEXT_OPTS=(
+  [--cert-pem]=cert [--key-pem]=key [--cacert-pem]=cacert [--password]=password
+  [--server-name]=server_name [--min-version]=min_version [--max-version]=max_version
+  [--ciphers]=ciphers [--ciphersuites]=ciphersuites [--flags]=flags
+)
+
+# _tlsport_tls_opts FUNC KIND ARGS... -- parse the TLS and socket options of
+# connect, listen, accept, starttls and tls_context (KIND says which apply)
+# into _TLSPORT_TLS (a JSON object, "false", or a context name as a JSON
+# string; "" for an accept or starttls without TLS options), _TLSPORT_MODEJ,
+# _TLSPORT_EXTRA (more JSON members), _TLSPORT_TO (--timeout), _TLSPORT_HS
+# (--handshake-timeout in ms), _TLSPORT_HOST, and the question handlers
+# _TLSPORT_H_ASK and _TLSPORT_H_VERIFY.
 _tlsport_tls_opts() {
-  local fn=$1 tls=() user='' plain=0 k
-  shift
-  _TLSPORT_MODEJ='' _TLSPORT_EXTRA='' _TLSPORT_TO='' _TLSPORT_HOST=''
+  local fn=$1 kind=$2 tls=() users=() sni=() plain=0 name='' alpn='' keys='' k o v u
+  shift 2
+  _TLSPORT_MODEJ='' _TLSPORT_EXTRA='' _TLSPORT_TO='' _TLSPORT_HS='' _TLSPORT_HOST=''
+  _TLSPORT_H_ASK='' _TLSPORT_H_VERIFY=''
   while (( $# )); do
-    case $1 in
+    o=$1
+    case $o in
       --insecure|-k) tls+=('"verify":0'); shift; continue ;;
-      --plain|--no-tls) plain=1; shift; continue ;;
+      --no-session-reuse) tls+=('"session_reuse":false'); shift; continue ;;
+      --ocsp-status) tls+=('"ocsp_status_request":true'); shift; continue ;;
+      --no-verify-hostname) tls+=('"verify_hostname":false'); shift; continue ;;
+      --plain|--no-tls)
+        [[ $kind == @(connect|listen|accept) ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn"; return 2; }
+        plain=1; shift; continue ;;
     esac
-    if (( $# < 2 )); then _tlsport_err "$fn" usage "option $1 needs a value (or is unknown)"; return 2; fi
-    case $1 in
-      --cacert|--cacertfile) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"cacertfile\":$_TLSPORT_J") ;;
-      --cacertdir) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"cacertdir\":$_TLSPORT_J") ;;
-      --cert|--certfile) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"certfile\":$_TLSPORT_J") ;;
-      --key|--keyfile) _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"keyfile\":$_TLSPORT_J") ;;
-      --password) _tlsport_jstr "$2"; tls+=("\"password\":$_TLSPORT_J") ;;
+    if (( $# < 2 )); then _tlsport_err "$fn" usage "option $o needs a value (or is unknown)"; return 2; fi
+    v=$2
+    if [[ -n ${_TLSPORT_FILE_OPTS[$o]:-} ]]; then
+      _tlsport_abspath "$v"; _tlsport_jstr "$_TLSPORT_J"; tls+=("\"${_TLSPORT_FILE_OPTS[$o]}\":$_TLSPORT_J")
+      shift 2; continue
+    fi
+    if [[ -n ${_TLSPORT_TEXT_OPTS[$o]:-} ]]; then
+      _tlsport_jstr "$v"; tls+=("\"${_TLSPORT_TEXT_OPTS[$o]}\":$_TLSPORT_J")
+      shift 2; continue
+    fi
+    case $o in
       --verify)
-        [[ $2 =~ ^[012]$ ]] || { _tlsport_err "$fn" usage "--verify takes 0, 1 or 2"; return 2; }
-        tls+=("\"verify\":$2") ;;
-      --sni|--server-name) _tlsport_jstr "$2"; tls+=("\"server_name\":$_TLSPORT_J") ;;
-      --verify-hostname) _tlsport_jstr "$2"; tls+=("\"verify_hostname\":$_TLSPORT_J") ;;
-      --min-version) _tlsport_jstr "$2"; tls+=("\"min_version\":$_TLSPORT_J") ;;
-      --max-version) _tlsport_jstr "$2"; tls+=("\"max_version\":$_TLSPORT_J") ;;
-      --tls) user=$2 ;;
-      --mode) _tlsport_jstr "$2"; _TLSPORT_MODEJ=$_TLSPORT_J ;;
+        [[ $v =~ ^[012]$ ]] || { _tlsport_err "$fn" usage "--verify takes 0, 1 or 2"; return 2; }
+        tls+=("\"verify\":$v") ;;
+      --depth)
+        _tlsport_is_id "$v" || { _tlsport_err "$fn" usage "--depth takes a number"; return 2; }
+        tls+=("\"depth\":$v") ;;
+      --sni)
+        if [[ $v == *=* ]]; then
+          # NAMES=CERTFILE[:KEYFILE]: a server certificate for those names.
+          local names=${v%%=*} files=${v#*=} cf kf entry
+          cf=$files kf=''
+          if [[ $files == *:* ]]; then cf=${files%:*} kf=${files##*:}; fi
+          [[ -n $names && -n $cf ]] || { _tlsport_err "$fn" usage "--sni takes NAME (client) or NAMES=CERTFILE[:KEYFILE] (server)"; return 2; }
+          _tlsport_jlist "$names"; entry="{\"names\":$_TLSPORT_J"
+          _tlsport_abspath "$cf"; _tlsport_jstr "$_TLSPORT_J"; entry+=",\"certfile\":$_TLSPORT_J"
+          if [[ -n $kf ]]; then _tlsport_abspath "$kf"; _tlsport_jstr "$_TLSPORT_J"; entry+=",\"keyfile\":$_TLSPORT_J"; fi
+          sni+=("$entry}")
+        else
+          _tlsport_jstr "$v"; tls+=("\"server_name\":$_TLSPORT_J")
+        fi ;;
+      --verify-hostname)
+        if [[ $v == false ]]; then tls+=('"verify_hostname":false')
+        else _tlsport_jstr "$v"; tls+=("\"verify_hostname\":$_TLSPORT_J"); fi ;;
+      --alpn) alpn+=${alpn:+,}$v ;;
+      --ticket-keys) keys+=${keys:+,}$v ;;
+      --callback-timeout)
+        _tlsport_dur_ms "$v" || { _tlsport_err "$fn" usage "bad duration for $o: $v"; return 2; }
+        tls+=("\"callback_timeout_ms\":$_TLSPORT_J") ;;
+      --ask-password) tls+=('"ask_password":true'); _TLSPORT_H_ASK=$v ;;
+      --verify-callback) tls+=('"verify_callback":true'); _TLSPORT_H_VERIFY=$v ;;
+      --tls|--tls-json)
+        u=$v
+        if [[ $o == --tls && ${u#"${u%%[![:space:]]*}"} != [\{\[]* ]]; then
+          [[ $kind != context ]] || { _tlsport_err "$fn" usage "a tls_context cannot name another one"; return 2; }
+          name=$u
+        else
+          users+=("$u")
+        fi ;;
+      --mode)
+        [[ $kind == @(connect|listen) ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn"; return 2; }
+        _tlsport_jstr "$v"; _TLSPORT_MODEJ=$_TLSPORT_J ;;
       --packet-size)
-        _tlsport_is_id "$2" || { _tlsport_err "$fn" usage "--packet-size takes bytes"; return 2; }
-        _TLSPORT_EXTRA+=",\"packet_size\":$2" ;;
+        [[ $kind == @(connect|listen) ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn"; return 2; }
+        _tlsport_is_id "$v" || { _tlsport_err "$fn" usage "--packet-size takes bytes"; return 2; }
+        _TLSPORT_EXTRA+=",\"packet_size\":$v" ;;
+      --active)
+        [[ $kind == @(connect|listen|accept) ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn (see tlsport_setopts)"; return 2; }
+        _tlsport_active_json "$fn" "$v" || return
+        _TLSPORT_EXTRA+=",\"active\":$_TLSPORT_J" ;;
       --backlog)
-        _tlsport_is_id "$2" || { _tlsport_err "$fn" usage "--backlog takes a number"; return 2; }
-        _TLSPORT_EXTRA+=",\"backlog\":$2" ;;
-      --host) _TLSPORT_HOST=$2 ;;
-      --timeout) _TLSPORT_TO=$2 ;;
-      *) _tlsport_err "$fn" usage "unknown option $1"; return 2 ;;
+        [[ $kind == listen ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn"; return 2; }
+        _tlsport_is_id "$v" || { _tlsport_err "$fn" usage "--backlog takes a number"; return 2; }
+        _TLSPORT_EXTRA+=",\"backlog\":$v" ;;
+      --host)
+        [[ $kind == listen ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn"; return 2; }
+        _TLSPORT_HOST=$v ;;
+      --handshake-timeout|--idle-timeout|--close-timeout)
+        [[ $kind != context ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn"; return 2; }
+        _tlsport_dur_ms "$v" || { _tlsport_err "$fn" usage "bad duration for $o: $v"; return 2; }
+        k=${o#--}; k=${k%-timeout}
+        [[ $k == handshake ]] && _TLSPORT_HS=$_TLSPORT_J
+        _TLSPORT_EXTRA+=",\"${k}_timeout_ms\":$_TLSPORT_J" ;;
+      --timeout)
+        [[ $kind != accept ]] || { _tlsport_err "$fn" usage "$o is not an option of $fn (give the TIMEOUT argument)"; return 2; }
+        _TLSPORT_TO=$v ;;
+      *) _tlsport_err "$fn" usage "unknown option $o"; return 2 ;;
     esac
     shift 2
   done
-  if (( plain )); then _TLSPORT_TLS=false; return 0; fi
+  if [[ -n $alpn ]]; then _tlsport_jlist "$alpn"; tls+=("\"alpn\":$_TLSPORT_J"); fi
+  if [[ -n $keys ]]; then _tlsport_jlist "$keys" 1; tls+=("\"ticket_keys\":$_TLSPORT_J"); fi
+  if (( ${#sni[@]} )); then k=$(IFS=,; printf '%s' "${sni[*]}"); tls+=("\"sni\":[$k]"); fi
+  if [[ -n $name ]]; then
+    if (( plain || ${#tls[@]} || ${#users[@]} )); then
+      _tlsport_err "$fn" usage "--tls NAME (a tls_context) cannot be combined with other TLS options"; return 2
+    fi
+    _tlsport_jstr "$name"; _TLSPORT_TLS=$_TLSPORT_J
+    # A context defined with --verify-callback brings its handler along.
+    [[ -f $TLSPORT_DIR/hand/ctx.$name ]] && _TLSPORT_H_VERIFY=$(<"$TLSPORT_DIR/hand/ctx.$name")
+    return 0
+  fi
+  if (( plain )); then
+    if (( ${#tls[@]} || ${#users[@]} )); then
+      _tlsport_err "$fn" usage "--plain cannot be combined with TLS options"; return 2
+    fi
+    _TLSPORT_TLS=false; return 0
+  fi
+  _TLSPORT_TLS=''
+  (( ${#tls[@]} || ${#users[@]} )) || [[ $kind != @(accept|starttls) ]] || return 0
   k=$(IFS=,; printf '%s' "${tls[*]}")
   _TLSPORT_TLS="{$k}"
-  if [[ -n $user ]]; then
-    _TLSPORT_TLS=$(jq -nc --argjson a "$_TLSPORT_TLS" --argjson b "$user" \
+  for u in ${users[@]+"${users[@]}"}; do
+    _TLSPORT_TLS=$(jq -nc --argjson a "$_TLSPORT_TLS" --argjson b "$u" \
       'if ($b|type) == "object" then $a + $b else error("not an object") end' 2>/dev/null) \
-      || { _tlsport_err "$fn" usage "--tls takes a JSON object"; return 2; }
-  fi
+      || { _tlsport_err "$fn" usage "--tls takes a JSON object or a tls_context name"; return 2; }
+  done
+  return 0
+}
+
+# _tlsport_active_json FUNC VALUE -- an active mode (true, false, once, N)
+# as JSON into _TLSPORT_J.
+_tlsport_active_json() {
+  case $2 in
+    true|false) _TLSPORT_J=$2 ;;
+    once) _TLSPORT_J='"once"' ;;
+    *) if [[ $2 =~ ^[1-9][0-9]*$ ]]; then _TLSPORT_J=$2
+       else _tlsport_err "$1" usage "--active takes true, false, once or a count N >= 1"; return 2; fi ;;
+  esac
 }
 
 # ---------------------------------------------------------------- session
@@ -341,7 +552,7 @@ _tlsport_new_session() {
   local d
   d=$(mktemp -d "${TMPDIR:-/tmp}/tlsport.XXXXXX") || return 2
   TLSPORT_DIR=$d
-  mkdir "$d/ev" "$d/rep" "$d/closed"
+  mkdir "$d/ev" "$d/rep" "$d/closed" "$d/hand"
   TLSPORT_ERROR_KIND='' TLSPORT_ERROR_MESSAGE=''
   # A guard removes the directory once this shell and the daemon (which
   # inherits the pipe) are both gone, even without tlsport_stop.
@@ -387,6 +598,7 @@ _tlsport_hello_check() {
     return 4
   fi
   _tlsport_jget client "$TLSPORT_REPLY"; TLSPORT_CLIENT=$_TLSPORT_V
+  printf '%s\n' "$TLSPORT_REPLY" > "$TLSPORT_DIR/hello"
 }
 
 # tlsport_start [DAEMON_ARGS...] -- spawn tlsportd --control lines as a
@@ -473,17 +685,31 @@ tlsport_request() {
 
 # ---------------------------------------------------------------- sockets
 
+# TLS options, of tlsport_connect, tlsport_listen, tlsport_accept,
+# tlsport_starttls and tlsport_tls_context (docs/shell.md §3.2 lists them all;
+# files are made absolute, since an attached daemon runs elsewhere):
+#   --insecure|-k  --verify 0|1|2  --depth N
+#   --cacert FILE  --cacertdir DIR  --cacert-pem PEM  --crlfile FILE
+#   --cert FILE  --key FILE  --cert-pem PEM  --key-pem PEM
+#   --password P  --password-file FILE  --ask-password CMD
+#   --sni NAME (client: the name sent; "" sends none)
+#   --sni NAMES=CERTFILE[:KEYFILE] (server: a certificate for NAMES, repeatable)
+#   --verify-hostname NAME|false  --no-verify-hostname  --verify-callback CMD
+#   --min-version tlsv1.2|tlsv1.3  --max-version V  --ciphers L  --ciphersuites L
+#   --alpn P1,P2  --no-session-reuse  --ticket-keys F1,F2  --dhparamfile FILE
+#   --ocsp-response FILE  --ocsp-status  --keylog FILE  --logfile FILE
+#   --flags SSLFLAGS  --callback-timeout DURATION
+#   --tls JSON           more tls fields, merged: '{"ciphers":"HIGH"}' (also --tls-json)
+#   --tls NAME           a context made by tlsport_tls_context (alone)
+# Socket options: --mode MODE --packet-size BYTES --active true|false|once|N
+# (connect, listen; --active on accept too), --plain (connect, listen,
+# accept), --handshake-timeout, --idle-timeout, --close-timeout DURATION
+# (seconds, or "250ms").
+
 # tlsport_connect HOST PORT [OPTIONS] -- open a TLS (or plain) connection;
-# prints the socket id. Options:
-#   --insecure|-k        do not check the server's certificate (verify 0)
-#   --cacert FILE        trust this CA (default: the system trust store)
-#   --cert FILE --key FILE [--password P]   client certificate
-#   --sni NAME  --verify-hostname NAME  --verify 0|1|2
-#   --min-version tlsv1.2|tlsv1.3  --max-version V
-#   --tls JSON           more tls fields, e.g. '{"ciphers":"HIGH"}'
-#   --plain              plain TCP, no TLS
-#   --mode MODE          raw (default), packet:2, line, asn1, ...
-#   --packet-size BYTES  --timeout SECONDS (default $TLSPORT_TIMEOUT)
+# prints the socket id. Besides the TLS and socket options above:
+#   --timeout SECONDS    name resolution, connection and handshake (default
+#                        $TLSPORT_TIMEOUT)
 tlsport_connect() {
   local - host=${1:-} port=${2:-} json to
   set +eu +o pipefail
@@ -492,7 +718,7 @@ tlsport_connect() {
     _tlsport_err tlsport_connect usage "usage: tlsport_connect HOST PORT [OPTIONS]"; return 2
   fi
   shift 2
-  _tlsport_tls_opts tlsport_connect "$@" || return
+  _tlsport_tls_opts tlsport_connect connect "$@" || return
   to=${_TLSPORT_TO:-$TLSPORT_TIMEOUT}
   _tlsport_jstr "$host"
   json="{\"op\":\"connect\",\"host\":$_TLSPORT_J,\"port\":$port,\"tls\":$_TLSPORT_TLS"
@@ -519,17 +745,17 @@ _tlsport_set_peer() {
 
 # tlsport_listen PORT [OPTIONS] -- listen (PORT 0 picks a free port); prints the
 # listener id. The port: tlsport_port ID (or $TLSPORT_PORT when tlsport_listen
-# was not run inside $(...)). Options:
-#   --cert FILE --key FILE [--password P]   (required for TLS)
-#   --host ADDR (default 0.0.0.0)  --backlog N  --mode MODE  --packet-size BYTES
-#   --cacert FILE  --verify 0|1|2  --tls JSON  --plain
+# was not run inside $(...)). Options: the TLS and socket options above
+# (--cert FILE --key FILE, or --tls NAME, are required for TLS), and
+#   --host ADDR (default 0.0.0.0)  --backlog N  --timeout SECONDS
 tlsport_listen() {
-  local - port=${1:-} json
+  local - port=${1:-} json hver
   set +eu +o pipefail
   _tlsport_running tlsport_listen || return
   _tlsport_is_id "$port" || { _tlsport_err tlsport_listen usage "usage: tlsport_listen PORT [OPTIONS]"; return 2; }
   shift
-  _tlsport_tls_opts tlsport_listen "$@" || return
+  _tlsport_tls_opts tlsport_listen listen "$@" || return
+  hver=$_TLSPORT_H_VERIFY
   json="{\"op\":\"listen\",\"port\":$port,\"tls\":$_TLSPORT_TLS"
   if [[ -n $_TLSPORT_HOST ]]; then _tlsport_jstr "$_TLSPORT_HOST"; json+=",\"host\":$_TLSPORT_J"; fi
   [[ -n $_TLSPORT_MODEJ ]] && json+=",\"mode\":$_TLSPORT_MODEJ"
@@ -538,33 +764,45 @@ tlsport_listen() {
   _tlsport_jget id "$TLSPORT_REPLY"; TLSPORT_ID=$_TLSPORT_V
   _tlsport_jget port "$TLSPORT_REPLY"; TLSPORT_PORT=$_TLSPORT_V
   printf '%s\n' "$TLSPORT_PORT" > "$TLSPORT_DIR/port.$TLSPORT_ID"
+  # The connections of the listener are judged by the same handler.
+  [[ -n $hver ]] && printf '%s\n' "$hver" > "$TLSPORT_DIR/hand/verify.listener.$TLSPORT_ID"
   printf '%s\n' "$TLSPORT_ID"
 }
 
-# tlsport_accept LISTENER [TIMEOUT] -- wait for the next connection (TLS
-# handshake done); prints its socket id. The peer: tlsport_peername ID (or
-# $TLSPORT_PEER_HOST and $TLSPORT_PEER_PORT when not run inside $(...)).
-# On timeout the accept is cancelled (return 124).
-# The daemon does the server side of a handshake only while an accept is
-# outstanding: to connect to your own listener from the same shell, use
-# tlsport_accept_async before tlsport_connect and tlsport_accept_wait after.
+# tlsport_accept LISTENER [TIMEOUT] [OPTIONS] -- wait for the next connection
+# (TLS handshake done); prints its socket id. The peer: tlsport_peername ID
+# (or $TLSPORT_PEER_HOST and $TLSPORT_PEER_PORT when not run inside $(...)).
+# On timeout the accept is cancelled (return 124). OPTIONS: --active MODE,
+# the timeouts, and TLS options, which give this accept its own TLS settings
+# instead of the listener's (--plain: plain TCP).
+# A listener with TLS settings (or --plain) runs handshakes ahead of the
+# accepts; an accept with TLS options of its own starts its connection's
+# handshake only once outstanding: to connect to your own listener from the
+# same shell then, use tlsport_accept_async before tlsport_connect and
+# tlsport_accept_wait after.
 tlsport_accept() {
-  local - h
+  local - h t=''
   set +eu +o pipefail
-  h=$(tlsport_accept_async "${1:-}") || return
-  tlsport_accept_wait "$h" "${2:-}"
+  if (( $# >= 2 )) && [[ $2 != -* ]]; then t=$2; set -- "$1" "${@:3}"; fi
+  h=$(tlsport_accept_async "$@") || return
+  tlsport_accept_wait "$h" "$t"
 }
 
-# tlsport_accept_async LISTENER -- ask for the next connection without waiting;
-# prints a handle for tlsport_accept_wait.
+# tlsport_accept_async LISTENER [OPTIONS] -- ask for the next connection
+# without waiting; prints a handle for tlsport_accept_wait.
 tlsport_accept_async() {
-  local - lid=${1:-} ref
+  local - lid=${1:-} ref json
   set +eu +o pipefail
   _tlsport_running tlsport_accept || return
-  _tlsport_is_id "$lid" || { _tlsport_err tlsport_accept usage "usage: tlsport_accept LISTENER_ID [TIMEOUT]"; return 2; }
+  _tlsport_is_id "$lid" || { _tlsport_err tlsport_accept usage "usage: tlsport_accept LISTENER_ID [TIMEOUT] [OPTIONS]"; return 2; }
+  shift
+  _tlsport_tls_opts tlsport_accept accept "$@" || return
   _tlsport_next_ref; ref=$_TLSPORT_NREF
-  _tlsport_write "{\"op\":\"accept\",\"ref\":$ref,\"id\":$lid}" \
-    || { _tlsport_err tlsport_accept daemon "tlsportd is not running"; return 4; }
+  json="{\"op\":\"accept\",\"ref\":$ref,\"id\":$lid"
+  [[ -n $_TLSPORT_TLS ]] && json+=",\"tls\":$_TLSPORT_TLS"
+  json+="$_TLSPORT_EXTRA}"
+  _tlsport_set_handlers "ref.$ref"
+  _tlsport_write "$json" || { _tlsport_err tlsport_accept daemon "tlsportd is not running"; return 4; }
   printf '%s\n' "$ref"
 }
 
@@ -584,10 +822,12 @@ tlsport_accept_wait() {
     _tlsport_deadline 5
     _tlsport_wait_reply "$ref" "$_TLSPORT_DL"; rc=$?
     if (( rc == 0 )) && ! { _tlsport_jget ok "$_TLSPORT_RJSON" && [[ $_TLSPORT_V == true ]]; }; then
+      rm -f "$TLSPORT_DIR/hand/ask.ref.$ref" "$TLSPORT_DIR/hand/verify.ref.$ref"
       _tlsport_err tlsport_accept timeout "no connection within ${t:-$TLSPORT_TIMEOUT}s"
       return 124
     fi
   fi
+  rm -f "$TLSPORT_DIR/hand/ask.ref.$ref" "$TLSPORT_DIR/hand/verify.ref.$ref"
   case $rc in
     0) _tlsport_check_reply tlsport_accept || return 1 ;;
     124) _tlsport_err tlsport_accept timeout "no connection within ${t:-$TLSPORT_TIMEOUT}s"; return 124 ;;
@@ -595,6 +835,109 @@ tlsport_accept_wait() {
   esac
   _tlsport_set_peer
   printf '%s\n' "$TLSPORT_ID"
+}
+
+# tlsport_starttls ID client|server [OPTIONS] -- start TLS on the plain
+# socket ID (connected or accepted with --plain, or after tlsport_stoptls),
+# as the client or the server end of the handshake; returns once the
+# handshake is done. OPTIONS: the TLS options (a server needs --cert/--key or
+# --tls NAME), --idle-timeout, --close-timeout, and
+#   --timeout SECONDS    the handshake (default $TLSPORT_TIMEOUT; also
+#                        --handshake-timeout)
+# Read the peer's last plaintext message with --active once (or false) before,
+# never with the default active mode (protocol.md, starttls). On failure the
+# socket is closed.
+tlsport_starttls() {
+  local - id=${1:-} side=${2:-} json to ms
+  set +eu +o pipefail
+  _tlsport_running tlsport_starttls || return
+  if ! _tlsport_is_id "$id" || [[ $side != client && $side != server ]]; then
+    _tlsport_err tlsport_starttls usage "usage: tlsport_starttls ID client|server [OPTIONS]"; return 2
+  fi
+  shift 2
+  _tlsport_tls_opts tlsport_starttls starttls "$@" || return
+  json="{\"op\":\"starttls\",\"id\":$id,\"side\":\"$side\""
+  [[ -n $_TLSPORT_TLS ]] && json+=",\"tls\":$_TLSPORT_TLS"
+  to=${_TLSPORT_TO:-}
+  if [[ -z $to && -n $_TLSPORT_HS ]]; then
+    ms=$_TLSPORT_HS             # --handshake-timeout alone
+  else
+    to=${to:-$TLSPORT_TIMEOUT} ms=''
+    if [[ $to != none && $to != inf && $to != forever ]]; then
+      _tlsport_ms "$to" || { _tlsport_err tlsport_starttls usage "bad timeout: $to"; return 2; }
+      ms=$_TLSPORT_J
+      json+=",\"timeout_ms\":$ms"
+    fi
+  fi
+  # The daemon answers "timeout" itself; wait a little longer than it.
+  [[ -n $ms ]] && to=$(( ms / 1000 + 3 ))
+  json+="$_TLSPORT_EXTRA}"
+  _tlsport_call tlsport_starttls "$to" "$json"
+}
+
+# tlsport_stoptls ID [TIMEOUT] -- end TLS on socket ID and go on in plaintext:
+# close_notify is sent and the peer's awaited (at most TIMEOUT seconds;
+# default: the socket's close timeout). A peer that does not answer in time
+# or closes TCP instead is an error, and the socket is closed. The peer must
+# answer the close_notify, not send its own first (docs/shell.md §3.6).
+tlsport_stoptls() {
+  local - id=${1:-} t=${2:-} json='' to=''
+  set +eu +o pipefail
+  _tlsport_running tlsport_stoptls || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_stoptls usage "usage: tlsport_stoptls ID [TIMEOUT]"; return 2; }
+  if [[ -n $t && $t != none && $t != inf && $t != forever ]]; then
+    _tlsport_ms "$t" || { _tlsport_err tlsport_stoptls usage "bad timeout: $t"; return 2; }
+    json=",\"timeout_ms\":$_TLSPORT_J"
+    to=$(( _TLSPORT_J / 1000 + 3 ))
+  elif [[ -n $t ]]; then
+    to=none
+  fi
+  _tlsport_call tlsport_stoptls "$to" "{\"op\":\"stoptls\",\"id\":$id$json}"
+}
+
+# tlsport_tls_context NAME [TLS OPTIONS] -- define (or redefine) the named
+# TLS settings NAME in the daemon, for "--tls NAME" on connect, listen,
+# accept and starttls. Errors in files, keys and passwords are reported here.
+# Names are shared by every client of the daemon.
+tlsport_tls_context() {
+  local - name=${1:-} hver
+  set +eu +o pipefail
+  _tlsport_running tlsport_tls_context || return
+  [[ -n $name && $name != -* ]] || { _tlsport_err tlsport_tls_context usage "usage: tlsport_tls_context NAME [TLS OPTIONS]"; return 2; }
+  shift
+  _tlsport_tls_opts tlsport_tls_context context "$@" || return
+  hver=$_TLSPORT_H_VERIFY
+  _tlsport_jstr "$name"
+  _tlsport_call tlsport_tls_context "${_TLSPORT_TO:-}" \
+    "{\"op\":\"tls_context\",\"name\":$_TLSPORT_J,\"tls\":$_TLSPORT_TLS}" || return
+  if [[ -n $hver ]]; then
+    printf '%s\n' "$hver" > "$TLSPORT_DIR/hand/ctx.$name"
+  else
+    rm -f "$TLSPORT_DIR/hand/ctx.$name"
+  fi
+}
+
+# tlsport_setopts ID [--active true|false|once|N] [--packet-size BYTES] --
+# change a socket's active mode (how the daemon reads from the peer) or
+# packet size cap.
+tlsport_setopts() {
+  local - id=${1:-} json=''
+  set +eu +o pipefail
+  _tlsport_running tlsport_setopts || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_setopts usage "usage: tlsport_setopts ID [--active MODE] [--packet-size BYTES]"; return 2; }
+  shift
+  while (( $# )); do
+    (( $# >= 2 )) || { _tlsport_err tlsport_setopts usage "option $1 needs a value"; return 2; }
+    case $1 in
+      --active) _tlsport_active_json tlsport_setopts "$2" || return; json+=",\"active\":$_TLSPORT_J" ;;
+      --packet-size)
+        _tlsport_is_id "$2" || { _tlsport_err tlsport_setopts usage "--packet-size takes bytes"; return 2; }
+        json+=",\"packet_size\":$2" ;;
+      *) _tlsport_err tlsport_setopts usage "unknown option $1"; return 2 ;;
+    esac
+    shift 2
+  done
+  _tlsport_call tlsport_setopts "" "{\"op\":\"setopts\",\"id\":$id$json}"
 }
 
 # _tlsport_deliver FUNC ID B64FILE -- deliver the base64 text in B64FILE.
@@ -833,7 +1176,7 @@ tlsport_close() {
   fi
   if (( rc == 0 )); then
     _tlsport_drop_queue "$id"
-    rm -f "$TLSPORT_DIR/port.$id"
+    rm -f "$TLSPORT_DIR/port.$id" "$TLSPORT_DIR/hand/ask.listener.$id" "$TLSPORT_DIR/hand/verify.listener.$id"
     printf 'local\n' > "$TLSPORT_DIR/closed/$id"
   fi
   return $rc
@@ -864,12 +1207,71 @@ tlsport_port() {
   printf '%s\n' "${hp##* }"
 }
 
-# tlsport_info ID -- print the TLS details of a connection (JSON).
+# tlsport_info ID [FIELD] -- print what the daemon knows of connection ID as
+# JSON (protocol, cipher, alpn, server_name, session_reused, verify_result,
+# peer_certificate, ...; protocol.md, info). With FIELD, print that field
+# only: a name or a dotted path (cipher, verify_result.code,
+# peer_certificate.subject) or a jq filter starting with "." (.peer_chain[0].issuer).
+# Strings are printed as they are, objects and arrays as JSON, null (or a
+# missing field) as nothing.
 tlsport_info() {
-  local - id=${1:-}
+  local - id=${1:-} field=${2:-}
   set +eu +o pipefail
   _tlsport_running tlsport_info || return
-  _tlsport_is_id "$id" || { _tlsport_err tlsport_info usage "usage: tlsport_info ID"; return 2; }
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_info usage "usage: tlsport_info ID [FIELD]"; return 2; }
   _tlsport_call tlsport_info "" "{\"op\":\"info\",\"id\":$id}" || return
-  jq -c 'del(.ref, .ok)' <<<"$TLSPORT_REPLY"
+  if [[ -z $field ]]; then
+    jq -c 'del(.ref, .ok)' <<<"$TLSPORT_REPLY"
+  elif [[ $field == .* ]]; then
+    jq -cr "$field | if . == null then empty else . end" <<<"$TLSPORT_REPLY" 2>/dev/null \
+      || { _tlsport_err tlsport_info usage "bad jq filter: $field"; return 2; }
+  else
+    jq -cr --arg f "$field" \
+      'getpath($f | split(".") | map(if test("^[0-9]+$") then tonumber else . end))
+       | if . == null then empty else . end' <<<"$TLSPORT_REPLY"
+  fi
+}
+
+# tlsport_ciphers ID -- print the cipher suites connection ID could use, in
+# preference order, one a line.
+tlsport_ciphers() {
+  local - id=${1:-}
+  set +eu +o pipefail
+  _tlsport_running tlsport_ciphers || return
+  _tlsport_is_id "$id" || { _tlsport_err tlsport_ciphers usage "usage: tlsport_ciphers ID"; return 2; }
+  _tlsport_call tlsport_ciphers "" "{\"op\":\"ciphers\",\"id\":$id}" || return
+  jq -r '.ciphers[]' <<<"$TLSPORT_REPLY"
+}
+
+# tlsport_inject_ca ID FILE | tlsport_inject_ca ID --pem PEM -- trust more CAs
+# on connection ID and check the peer's chain again; prints the new
+# verify_result ({"code":0,"text":"ok"}). The connection stays open whatever
+# the result.
+tlsport_inject_ca() {
+  local - id=${1:-} arg
+  set +eu +o pipefail
+  _tlsport_running tlsport_inject_ca || return
+  if ! _tlsport_is_id "$id" || [[ -z ${2:-} ]] || [[ $2 == --pem && -z ${3:-} ]]; then
+    _tlsport_err tlsport_inject_ca usage "usage: tlsport_inject_ca ID FILE | tlsport_inject_ca ID --pem PEM"; return 2
+  fi
+  if [[ $2 == --pem ]]; then
+    _tlsport_jstr "$3"; arg="\"cacert\":$_TLSPORT_J"
+  else
+    _tlsport_abspath "$2"; _tlsport_jstr "$_TLSPORT_J"; arg="\"cacertfile\":$_TLSPORT_J"
+  fi
+  _tlsport_call tlsport_inject_ca "" "{\"op\":\"inject_ca\",\"id\":$id,$arg}" || return
+  jq -c '.verify_result' <<<"$TLSPORT_REPLY"
+}
+
+# tlsport_has WORD -- true when the daemon lists WORD among its capabilities
+# (hello's "capabilities": starttls, sni, alpn, ...).
+tlsport_has() {
+  local - caps
+  set +eu +o pipefail
+  _tlsport_running tlsport_has || return
+  [[ -n ${1:-} ]] || { _tlsport_err tlsport_has usage "usage: tlsport_has WORD"; return 2; }
+  [[ -f $TLSPORT_DIR/hello ]] || return 1
+  caps=$(<"$TLSPORT_DIR/hello")
+  [[ $caps =~ \"capabilities\":\[([^]]*)\] ]] || return 1
+  [[ ,${BASH_REMATCH[1]}, == *,\"$1\",* ]]
 }

@@ -14,6 +14,8 @@ SHELL_DIR=$(cd "$TESTS_DIR/.." && pwd)
 LIB=$SHELL_DIR/tlsport.sh
 EX=$SHELL_DIR/examples
 PER_TEST_TIMEOUT=${PER_TEST_TIMEOUT:-20}
+# Tests that run several peers one after the other get three times as long.
+LONG_TESTS=" test_large_transfers test_example_smtp_starttls test_starttls_server test_ticket_keys "
 
 # ---------------------------------------------------------------- helpers
 # (used inside the tests; each test runs with "set -e" off and fails through
@@ -532,6 +534,644 @@ test_example_one_liners() {
   [[ $(jq -r '"\(.ok) \(.ref) \(.protocol)"' <<<"$out") == "true 1 1" ]] || fail "one-liner: $out"
 }
 
+# ---------------------------------------------------------------- TLS features
+
+# A python3 SMTP-style STARTTLS peer, written to $T/smtp_peer.py.
+#   server: python3 smtp_peer.py server CERT KEY   (prints its port, serves one client)
+#   client: python3 smtp_peer.py client PORT CAFILE SNI (the dialogue of test_starttls_server)
+# It logs what it saw to stderr (sni=, alpn=, got=, ...).
+write_smtp_peer() {
+  cat > "$T/smtp_peer.py" <<'EOF'
+import socket, ssl, sys
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+def readline(s):
+    # Byte by byte: nothing after the line is read (it may be a TLS record).
+    line = b""
+    while not line.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        line += c
+    return line.decode().rstrip("\r\n")
+
+def send(s, text):
+    s.sendall(text.encode() + b"\r\n")
+
+def unwrap_second(t):
+    # The tlsport end sends its close_notify first (stoptls); wait for it,
+    # then answer with ours. (A close_notify sent before the daemon's stoptls
+    # is taken for the end of the connection.)
+    if t.recv(1) != b"":
+        raise RuntimeError("data instead of close_notify")
+    return t.unwrap()
+
+def server(cert, key):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["smtp", "x-other"])
+    ctx.sni_callback = lambda sock, name, c: log("sni=%s" % name)
+    ls = socket.create_server(("127.0.0.1", 0))
+    print(ls.getsockname()[1], flush=True)
+    ls.settimeout(10)
+    s, _ = ls.accept()
+    s.settimeout(10)
+    conn = s
+    send(conn, "220 py ESMTP")
+    tls = False
+    while True:
+        line = readline(conn)
+        if not line:
+            log("eof")
+            return
+        log("got=%s" % line)
+        cmd = line.split(" ")[0].upper()
+        if cmd == "EHLO":
+            send(conn, "250 py" if tls else "250-py\r\n250-SIZE 1000\r\n250 STARTTLS")
+        elif cmd == "STARTTLS":
+            send(conn, "220 Go ahead")
+            conn = ctx.wrap_socket(conn, server_side=True)
+            tls = True
+            log("tls=%s alpn=%s" % (conn.version(), conn.selected_alpn_protocol()))
+        elif cmd == "STOPTLS":
+            send(conn, "220 plaintext follows")
+            conn = unwrap_second(conn)
+            tls = False
+            log("unwrapped")
+        elif cmd == "DATA":
+            send(conn, "354 go ahead")
+            while True:
+                line = readline(conn)
+                log("data=%s" % line)
+                if line in (".", ""):
+                    break
+            send(conn, "250 queued")
+        elif cmd == "QUIT":
+            send(conn, "221 Bye")
+            conn.close()
+            return
+        else:
+            send(conn, "250 %s OK" % ("tls" if tls else "plain"))
+
+def client(port, cafile, sni):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.set_alpn_protocols(["x-other", "smtp"])
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    log("greeting=%s" % readline(s))
+    send(s, "STARTTLS")
+    log("reply=%s" % readline(s))
+    t = ctx.wrap_socket(s, server_hostname=sni)
+    log("tls=%s alpn=%s" % (t.version(), t.selected_alpn_protocol()))
+    send(t, "HELLO over tls")
+    log("reply=%s" % readline(t))
+    send(t, "STOPTLS")
+    log("reply=%s" % readline(t))
+    p = unwrap_second(t)
+    log("unwrapped")
+    send(p, "HELLO in plaintext")
+    log("reply=%s" % readline(p))
+    p.close()
+
+if sys.argv[1] == "server":
+    server(sys.argv[2], sys.argv[3])
+else:
+    client(*sys.argv[2:5])
+EOF
+}
+
+# start_smtp_peer -- the python STARTTLS server; sets PEER_PORT, PEER_PID.
+start_smtp_peer() {
+  local i
+  write_smtp_peer
+  timeout 20 python3 "$T/smtp_peer.py" server "$CERT" "$KEY" > "$T/peer.out" 2> "$T/peer.err" &
+  PEER_PID=$!
+  for (( i = 0; i < 100; i++ )); do
+    PEER_PORT=$(head -n 1 "$T/peer.out")
+    [[ -n $PEER_PORT ]] && return 0
+    sleep 0.05
+  done
+  fail "python STARTTLS server did not start: $(cat "$T/peer.err")"
+}
+
+# line_once SOCK -- one line from SOCK, read with active once (CR LF removed).
+line_once() {
+  tlsport_setopts "$1" --active once || return
+  tlsport_recv "$1" 5 | tr -d '\r\n'
+}
+
+test_starttls_client() {
+  local s l info
+  tlsport_start || fail start
+  tlsport_has starttls || fail "no starttls capability"
+  start_smtp_peer
+  s=$(tlsport_connect localhost "$PEER_PORT" --plain --mode line --active false) || fail "plain connect"
+  [[ $(tlsport_info "$s" protocol) == tcp ]] || fail "plain socket: $(tlsport_info "$s")"
+  [[ $(line_once "$s") == "220 py ESMTP" ]] || fail greeting
+  tlsport_printf "$s" 'EHLO me\r\n' || fail send
+  [[ $(line_once "$s") == 250-py ]] && [[ $(line_once "$s") == "250-SIZE 1000" ]] \
+    && [[ $(line_once "$s") == "250 STARTTLS" ]] || fail "EHLO reply"
+  tlsport_printf "$s" 'STARTTLS\r\n' || fail send
+  [[ $(line_once "$s") == "220 Go ahead" ]] || fail "STARTTLS reply"
+  check "starttls client" tlsport_starttls "$s" client --cacert "$CERT" --alpn smtp,x-other --timeout 5
+  info=$(tlsport_info "$s") || fail info
+  [[ $(jq -r .protocol <<<"$info") == TLSv1.3 ]] || fail "info protocol: $info"
+  [[ $(tlsport_info "$s" cipher) == TLS_* ]] || fail "info cipher"
+  [[ $(tlsport_info "$s" alpn) == smtp ]] || fail "alpn: $(tlsport_info "$s" alpn)"
+  [[ $(tlsport_info "$s" server_name) == localhost ]] || fail "server_name (the host of the connect)"
+  [[ $(tlsport_info "$s" verify_result.code) == 0 ]] || fail "verify_result"
+  [[ $(tlsport_info "$s" peer_certificate.subject) == CN=localhost ]] || fail "peer subject"
+  [[ $(tlsport_info "$s" '.peer_chain | length') == 1 ]] || fail "peer_chain"
+  [[ $(tlsport_info "$s" session_reused) == false ]] || fail "session_reused"
+  [[ -z $(tlsport_info "$s" ocsp) ]] || fail "null prints nothing"
+  tlsport_ciphers "$s" > "$T/ciphers" || fail ciphers
+  grep -qx TLS_AES_256_GCM_SHA384 "$T/ciphers" || fail "ciphers: $(head -3 "$T/ciphers")"
+  # Over TLS, then back to plaintext.
+  tlsport_printf "$s" 'EHLO me\r\n' && [[ $(line_once "$s") == "250 py" ]] || fail "EHLO over TLS"
+  tlsport_printf "$s" 'STOPTLS\r\n' && [[ $(line_once "$s") == "220 plaintext follows" ]] || fail STOPTLS
+  check "stoptls" tlsport_stoptls "$s" 5
+  [[ $(tlsport_info "$s" protocol) == tcp ]] || fail "after stoptls: $(tlsport_info "$s")"
+  tlsport_printf "$s" 'NOOP\r\n' && [[ $(line_once "$s") == "250 plain OK" ]] || fail "plaintext after stoptls"
+  tlsport_printf "$s" 'QUIT\r\n' && [[ $(line_once "$s") == "221 Bye" ]] || fail QUIT
+  wait "$PEER_PID" || fail "python server: $(cat "$T/peer.err")"
+  l=$(cat "$T/peer.err")
+  contains "$l" "sni=localhost"
+  contains "$l" "tls=TLSv1.3 alpn=smtp"
+  contains "$l" $'unwrapped\ngot=NOOP'
+  # Usage and daemon errors.
+  expect_rc 2 "bad side" tlsport_starttls "$s" both 2>/dev/null
+  expect_rc 2 "--plain" tlsport_starttls "$s" client --plain 2>/dev/null
+  expect_rc 1 "starttls on a closed socket" tlsport_starttls 999999 client 2> "$T/err"
+  contains "$(cat "$T/err")" "tlsport_starttls: no_such_socket:"
+  tlsport_stop
+}
+
+test_starttls_server() {
+  # The shell as the server end of STARTTLS and stoptls, python as the client.
+  local l s port py log
+  tlsport_start || fail start
+  write_smtp_peer
+  l=$(tlsport_listen 0 --host 127.0.0.1 --plain --mode line --active false) || fail "plain listen"
+  port=$(tlsport_port "$l")
+  timeout 20 python3 "$T/smtp_peer.py" client "$port" "$CERT" localhost 2> "$T/py.err" &
+  py=$!
+  s=$(tlsport_accept "$l" 5) || fail accept
+  tlsport_printf "$s" '220 sh ESMTP\r\n' || fail greet
+  [[ $(line_once "$s") == STARTTLS ]] || fail "STARTTLS line"
+  tlsport_printf "$s" '220 Go ahead\r\n' || fail send
+  check "starttls server" tlsport_starttls "$s" server --cert "$CERT" --key "$KEY" --alpn smtp,x-other
+  [[ $(tlsport_info "$s" server_name) == localhost ]] || fail "server_name seen: $(tlsport_info "$s")"
+  [[ $(tlsport_info "$s" alpn) == smtp ]] || fail "alpn: the server's preference"
+  [[ $(tlsport_info "$s" local_certificate.subject) == CN=localhost ]] || fail "local_certificate"
+  [[ $(line_once "$s") == "HELLO over tls" ]] || fail "data over TLS"
+  tlsport_printf "$s" '250 hello\r\n' || fail send
+  [[ $(line_once "$s") == STOPTLS ]] || fail "STOPTLS line"
+  tlsport_printf "$s" '220 plaintext follows\r\n' || fail send
+  check "stoptls (server)" tlsport_stoptls "$s" 5
+  [[ $(line_once "$s") == "HELLO in plaintext" ]] || fail "plaintext after stoptls"
+  tlsport_printf "$s" '250 plain hello\r\n' || fail send
+  wait "$py" || fail "python client: $(cat "$T/py.err")"
+  log=$(cat "$T/py.err")
+  contains "$log" "tls=TLSv1.3 alpn=smtp"
+  contains "$log" "reply=250 plain hello"
+  # A failed handshake closes the socket: the client is not TLS.
+  timeout 10 python3 -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"this is not a ClientHello\r\n"); time.sleep(2)' "$port" &
+  py=$!
+  s=$(tlsport_accept "$l" 5) || fail accept
+  expect_rc 1 "starttls against a plaintext peer" tlsport_starttls "$s" server --cert "$CERT" --key "$KEY" \
+    --timeout 3 2> "$T/err"
+  contains "$(cat "$T/err")" "tlsport_starttls: tls:"
+  TLSPORT_QUIET=1 expect_rc 3 "the socket is closed after a failed starttls" tlsport_recv "$s" 5
+  wait "$py"
+  tlsport_stop
+}
+
+test_example_smtp_starttls() {
+  local port i pid out
+  "$EX/smtp_starttls.sh" server --port 0 --count 3 --cert "$CERT" --key "$KEY" > "$T/srv.out" 2> "$T/srv.err" &
+  pid=$!
+  for (( i = 0; i < 200; i++ )); do
+    port=$(sed -n 's/^smtp_starttls: listening on .*:\([0-9][0-9]*\)$/\1/p' "$T/srv.err")
+    [[ -n $port ]] && break; sleep 0.05
+  done
+  [[ -n $port ]] || fail "smtp server did not start: $(cat "$T/srv.err")"
+  # 1. openssl s_client does the STARTTLS dance, then the rest over TLS.
+  out=$( (printf 'EHLO s-client\r\nMAIL FROM:<a@example>\r\nRCPT TO:<b@example>\r\nDATA\r\n'
+          printf 'Subject: over s_client\r\n\r\nhello\r\n.\r\nQUIT\r\n') \
+        | timeout 20 openssl s_client -connect "127.0.0.1:$port" -starttls smtp -CAfile "$CERT" \
+            -verify_return_error -quiet 2> "$T/s_client.err")
+  contains "$out" "250 localhost"
+  contains "$out" "250 OK: queued"
+  contains "$out" "221 Bye"
+  # 2. The example's client against the example's server.
+  printf 'Subject: from the client\n\n.leading dot\nbye\n' \
+    | timeout 20 "$EX/smtp_starttls.sh" client localhost "$port" --cacert "$CERT" 2> "$T/cli.err" \
+    || fail "example client: $(cat "$T/cli.err")"
+  contains "$(cat "$T/cli.err")" "TLS: TLSv1.3"
+  contains "$(cat "$T/cli.err")" "<- 221 Bye"
+  # 3. A client that does not ask for STARTTLS cannot send mail.
+  out=$(timeout 10 python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+f = s.makefile("rb")
+print(f.readline().decode().strip())
+s.sendall(b"MAIL FROM:<x@example>\r\n"); print(f.readline().decode().strip())
+s.sendall(b"QUIT\r\n"); print(f.readline().decode().strip())' "$port") || fail "plaintext client"
+  contains "$out" "530 Must issue a STARTTLS command first"
+  wait_gone "$pid" 15 || { kill "$pid"; fail "smtp server did not exit after --count 3"; }
+  wait "$pid" || fail "smtp server exit status $?: $(cat "$T/srv.err")"
+  out=$(cat "$T/srv.out")
+  contains "$out" "Subject: over s_client"
+  contains "$out" $'Subject: from the client\n\n.leading dot\nbye'
+  contains "$(cat "$T/srv.err")" "TLSv1.3 TLS_"
+  # 4. The example's client against the python STARTTLS server.
+  start_smtp_peer
+  echo body | timeout 20 "$EX/smtp_starttls.sh" client localhost "$PEER_PORT" --cacert "$CERT" 2> "$T/cli2.err" \
+    || fail "example client against python: $(cat "$T/cli2.err")"
+  wait "$PEER_PID"
+  contains "$(cat "$T/peer.err")" "got=MAIL FROM:<me@localhost>"
+}
+
+# start_s_server ARGS... -- openssl s_server on a free port with ARGS (for at
+# most 20 s); sets SERVER_PORT, SERVER_PID.
+start_s_server() {
+  local i
+  timeout 20 openssl s_server -accept 127.0.0.1:0 -cert "$CERT" -key "$KEY" "$@" \
+    > "$T/s_server.out" 2>&1 < /dev/null &
+  SERVER_PID=$!
+  for (( i = 0; i < 100; i++ )); do
+    SERVER_PORT=$(sed -n 's/^ACCEPT .*:\([0-9][0-9]*\)$/\1/p' "$T/s_server.out")
+    [[ -n $SERVER_PORT ]] && return 0
+    sleep 0.05
+  done
+  fail "openssl s_server did not start: $(cat "$T/s_server.out")"
+}
+
+# make_cert NAME CN -- a self-signed certificate $T/NAME.pem, key $T/NAME.key.
+make_cert() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$2" -addext "subjectAltName=DNS:$2" \
+    -keyout "$T/$1.key" -out "$T/$1.pem" 2>/dev/null || fail "openssl req $1"
+}
+
+test_sni_alpn_client() {
+  # Our client's SNI and ALPN reach openssl s_server.
+  local c
+  make_cert other other.example
+  tlsport_start || fail start
+  start_s_server -www -naccept 10 -cert2 "$T/other.pem" -key2 "$T/other.key" -servername other.example \
+    -alpn http/1.1,h2
+  # (s_server negotiates ALPN only with its first certificate, not the
+  # -servername one: ALPN is checked on the connections without SNI.)
+  c=$(tlsport_connect 127.0.0.1 "$SERVER_PORT" --sni other.example --cacert "$T/other.pem") \
+    || fail "connect with --sni"
+  [[ $(tlsport_info "$c" peer_certificate.subject) == CN=other.example ]] || fail "SNI certificate: $(tlsport_info "$c")"
+  [[ $(tlsport_info "$c" server_name) == other.example ]] || fail "server_name"
+  tlsport_close "$c"
+  # No SNI: the default certificate (checked against the host, 127.0.0.1);
+  # the server picks from our ALPN offer by its own preference.
+  c=$(tlsport_connect 127.0.0.1 "$SERVER_PORT" --cacert "$CERT" --alpn h2,http/1.1) || fail "connect without SNI"
+  [[ $(tlsport_info "$c" peer_certificate.subject) == CN=localhost ]] || fail "default certificate"
+  [[ $(tlsport_info "$c" alpn) == http/1.1 ]] || fail "alpn: $(tlsport_info "$c" alpn)"
+  tlsport_close "$c"
+  c=$(tlsport_connect 127.0.0.1 "$SERVER_PORT" --cacert "$CERT") || fail "connect without ALPN"
+  [[ -z $(tlsport_info "$c" alpn) ]] || fail "alpn without an offer"
+  tlsport_close "$c"
+  # A name the certificate does not have: refused, unless the check is off.
+  expect_rc 1 "wrong name" tlsport_connect 127.0.0.1 "$SERVER_PORT" --cacert "$T/other.pem" \
+    --sni other.example --verify-hostname wrong.example 2> "$T/err"
+  contains "$(cat "$T/err")" "tlsport_connect: tls:"
+  c=$(tlsport_connect 127.0.0.1 "$SERVER_PORT" --cacert "$T/other.pem" --sni other.example \
+      --verify-hostname false) || fail "--verify-hostname false"
+  kill "$SERVER_PID" 2>/dev/null
+  tlsport_stop
+}
+
+test_sni_alpn_server() {
+  # Our listener's SNI certificates and ALPN preference, seen by s_client and by us.
+  local l h s c out pid
+  make_cert other other.example
+  tlsport_start || fail start
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" \
+      --sni "other.example,*.wild.example=$T/other.pem:$T/other.key" --alpn h2,http/1.1) || fail listen
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  (sleep 1.5) | timeout 5 openssl s_client -connect "127.0.0.1:$(tlsport_port "$l")" \
+    -servername x.wild.example -alpn http/1.1,h2 > "$T/s_client.out" 2>&1 &
+  pid=$!
+  s=$(tlsport_accept_wait "$h" 5) || fail "accept s_client"
+  [[ $(tlsport_info "$s" server_name) == x.wild.example ]] || fail "server_name: $(tlsport_info "$s")"
+  [[ $(tlsport_info "$s" alpn) == h2 ]] || fail "alpn (server preference): $(tlsport_info "$s" alpn)"
+  [[ $(tlsport_info "$s" local_certificate.subject) == CN=other.example ]] || fail "SNI certificate"
+  wait "$pid"
+  out=$(cat "$T/s_client.out")
+  contains "$out" "ALPN protocol: h2"
+  contains "$out" "CN = other.example"
+  # Our own client: the exact name, and a name no SNI entry has.
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --sni other.example --cacert "$T/other.pem" \
+      --alpn http/1.1) || fail "connect other.example"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept
+  [[ $(tlsport_info "$c" alpn) == http/1.1 && $(tlsport_info "$s" alpn) == http/1.1 ]] || fail "alpn http/1.1"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$CERT") || fail "connect localhost"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept
+  [[ $(tlsport_info "$c" peer_certificate.subject) == CN=localhost ]] || fail "default certificate"
+  # No protocol in common: no_application_protocol.
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  expect_rc 1 "no common ALPN protocol" tlsport_connect localhost "$(tlsport_port "$l")" \
+    --cacert "$CERT" --alpn imap 2> "$T/err"
+  contains "$(cat "$T/err")" "tlsport_connect: tls:"
+  contains "$(cat "$T/err")" "no application protocol"
+  expect_rc 2 "--sni without a certificate" tlsport_listen 0 --sni "a.example=" 2>/dev/null
+  tlsport_stop
+}
+
+test_connect_before_accept() {
+  # A listener with TLS settings handshakes ahead of the accepts; an accept
+  # with TLS options of its own gets a connection made after it was asked.
+  local l c s h
+  make_cert other other.example
+  tlsport_start || fail start
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY") || fail listen
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$CERT") || fail "connect before accept"
+  s=$(tlsport_accept "$l" 5) || fail "accept after connect"
+  tlsport_send "$c" early && [[ $(tlsport_recv "$s" 5) == early ]] || fail data
+  h=$(tlsport_accept_async "$l" --cert "$T/other.pem" --key "$T/other.key") || fail "accept_async with TLS options"
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$T/other.pem" --verify-hostname other.example) \
+    || fail "connect to the accept's own settings"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept_wait
+  [[ $(tlsport_info "$s" local_certificate.subject) == CN=other.example ]] || fail "the accept's certificate"
+  tlsport_stop
+}
+
+test_tls_context_and_inline() {
+  local l h c s
+  tlsport_start || fail start
+  check "server context" tlsport_tls_context srv --cert-pem "$(cat "$CERT")" --key-pem "$(cat "$KEY")" --alpn h2
+  [[ $(jq -r .server <<<"$TLSPORT_REPLY") == true ]] || fail "server context: $TLSPORT_REPLY"
+  check "client context" tlsport_tls_context cli --cacert-pem "$(cat "$CERT")" --alpn h2
+  [[ $(jq -r .server <<<"$TLSPORT_REPLY") == false ]] || fail "client context: $TLSPORT_REPLY"
+  l=$(tlsport_listen 0 --host 127.0.0.1 --tls srv) || fail "listen --tls srv"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --tls cli) || fail "connect --tls cli"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept
+  [[ $(tlsport_info "$c" alpn) == h2 ]] || fail "alpn through contexts"
+  tlsport_send "$c" ctx && [[ $(tlsport_recv "$s" 5) == ctx ]] || fail data
+  expect_rc 2 "--tls NAME with other options" tlsport_connect localhost 1 --tls cli --alpn x 2>/dev/null
+  expect_rc 1 "a missing file" tlsport_tls_context bad --cert "$T/none.pem" 2> "$T/err"
+  contains "$(cat "$T/err")" "tlsport_tls_context: bad_tls_config:"
+  expect_rc 1 "an unknown context" tlsport_connect localhost "$(tlsport_port "$l")" --tls nosuch 2> "$T/err"
+  [[ -s $T/err ]] || fail "no message for an unknown context"
+  expect_rc 2 "usage" tlsport_tls_context 2>/dev/null
+  tlsport_stop
+}
+
+test_passwords() {
+  local l
+  openssl pkey -in "$KEY" -aes256 -passout pass:sesame -out "$T/enc.key" 2>/dev/null || fail "encrypt key"
+  printf 'sesame\n' > "$T/pw"
+  tlsport_start || fail start
+  expect_rc 1 "encrypted key, no password" tlsport_listen 0 --cert "$CERT" --key "$T/enc.key" 2> "$T/err"
+  contains "$(cat "$T/err")" "bad_tls_config:"
+  contains "$(cat "$T/err")" "encrypted"
+  expect_rc 1 "wrong password" tlsport_listen 0 --cert "$CERT" --key "$T/enc.key" --password nope 2> "$T/err"
+  contains "$(cat "$T/err")" "wrong password"
+  tlsport_listen 0 --cert "$CERT" --key "$T/enc.key" --password sesame > /dev/null || fail "--password"
+  tlsport_listen 0 --cert "$CERT" --key "$T/enc.key" --password-file "$T/pw" > /dev/null || fail "--password-file"
+  # Asked for, answered by a function of the script.
+  # shellcheck disable=SC2317  # the handlers run through eval
+  askpw() { printf '%s\n' "$1" >> "$T/asked"; echo sesame; }
+  L=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$T/enc.key" --ask-password askpw) \
+    || fail "--ask-password"
+  contains "$(cat "$T/asked")" "enc.key"
+  check "--ask-password on a tls_context" tlsport_tls_context enc --cert "$CERT" --key "$T/enc.key" --ask-password askpw
+  # A handler that fails, and none at all: an error at once, not a wait.
+  SECONDS=0
+  expect_rc 1 "a failing handler" tlsport_listen 0 --cert "$CERT" --key "$T/enc.key" --ask-password false 2> "$T/err"
+  contains "$(cat "$T/err")" "handler failed"
+  expect_rc 1 "ask_password through --tls JSON, no handler" tlsport_listen 0 --cert "$CERT" \
+    --key "$T/enc.key" --tls '{"ask_password":true}' 2> "$T/err"
+  contains "$(cat "$T/err")" "no --ask-password handler"
+  (( SECONDS < 15 )) || fail "unanswered questions waited ${SECONDS}s"
+  tlsport_stop
+}
+
+test_verify_callback() {
+  local l h c s
+  # shellcheck disable=SC2317  # the handlers run through eval
+  judge_ok() { jq -r '.peer_chain[0].subject, .verify_result.code' <<<"$1" >> "$T/judged"; return 0; }
+  # shellcheck disable=SC2317
+  judge_no() { return 1; }
+  tlsport_start || fail start
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY") || fail listen
+  # The self-signed certificate is not trusted: the judge accepts it anyway.
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --verify-callback judge_ok) || fail "judge accepts"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept
+  [[ $(head -n 1 "$T/judged") == CN=localhost ]] || fail "judge saw: $(cat "$T/judged")"
+  [[ $(sed -n 2p "$T/judged") != 0 ]] || fail "OpenSSL's verdict should be a failure"
+  [[ $(tlsport_info "$c" verify_result.code) != 0 ]] || fail "info keeps OpenSSL's verify_result"
+  # inject_ca: trust it afterwards, and the verdict becomes ok.
+  [[ $(tlsport_inject_ca "$c" "$CERT" | jq -r .code) == 0 ]] || fail inject_ca
+  [[ $(tlsport_info "$c" verify_result.code) == 0 ]] || fail "verify_result after inject_ca"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  # (Without --no-session-reuse the session the first judge accepted would be
+  # resumed, and a resumed session is not judged again.)
+  expect_rc 1 "judge rejects" tlsport_connect localhost "$(tlsport_port "$l")" --verify-callback judge_no \
+    --no-session-reuse 2> "$T/err"
+  contains "$(cat "$T/err")" "tlsport_connect: tls:"
+  TLSPORT_QUIET=1 tlsport_accept_wait "$h" 0.5
+  # A listener's judge sees its clients' certificates.
+  : > "$T/judged"
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" --verify 1 --verify-callback judge_ok) \
+    || fail "listen --verify-callback"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$CERT" --cert "$CERT" --key "$KEY") \
+    || fail "connect with a client certificate"
+  s=$(tlsport_accept_wait "$h" 5) || fail "accept after the judge"
+  [[ $(head -n 1 "$T/judged") == CN=localhost ]] || fail "listener judge saw: $(cat "$T/judged")"
+  [[ $(tlsport_info "$s" peer_certificate.subject) == CN=localhost ]] || fail "client certificate"
+  tlsport_stop
+}
+
+test_session_reuse_and_keylog() {
+  local l h c s
+  tlsport_start || fail start
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY") || fail listen
+  connect_once() {  # connect_once [OPTS] -- a connection with a round trip; prints session_reused
+    local h c s
+    h=$(tlsport_accept_async "$l") || return
+    c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$CERT" "$@") || return
+    s=$(tlsport_accept_wait "$h" 5) || return
+    tlsport_send "$s" x && tlsport_recv "$c" 5 > /dev/null || return
+    tlsport_info "$c" session_reused
+    tlsport_close "$c"; tlsport_close "$s"
+  }
+  [[ $(connect_once --keylog "$T/keys") == false ]] || fail "first connection"
+  [[ $(connect_once --keylog "$T/keys") == true ]] || fail "second connection not resumed"
+  [[ $(connect_once --keylog "$T/keys" --no-session-reuse) == false ]] || fail "--no-session-reuse"
+  grep -q '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$T/keys" || fail "key log: $(head -2 "$T/keys")"
+  [[ $(stat -c %a "$T/keys") == 600 ]] || fail "key log mode $(stat -c %a "$T/keys")"
+  tlsport_stop
+}
+
+test_ticket_keys() {
+  # Two listeners with the same ticket key resume each other's sessions
+  # (seen by openssl s_client -sess_out / -sess_in); a third with another key does not.
+  local l1 l2 l3 h
+  openssl rand 80 > "$T/k1" && openssl rand 80 > "$T/k2" || fail "openssl rand"
+  tlsport_start || fail start
+  l1=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" --ticket-keys "$T/k1") || fail listen
+  l2=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" --ticket-keys "$T/k2,$T/k1") || fail listen
+  l3=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" --ticket-keys "$T/k2") || fail listen
+  s_client_to() {  # s_client_to LISTENER SESSION_OPTS... -- prints s_client's output
+    local h s
+    h=$(tlsport_accept_async "$1") || return
+    (sleep 1) | timeout 5 openssl s_client -connect "127.0.0.1:$(tlsport_port "$1")" -CAfile "$CERT" \
+      "${@:2}" > "$T/sc.out" 2>&1 &
+    local pid=$!
+    s=$(tlsport_accept_wait "$h" 5) || return
+    wait "$pid"
+    tlsport_close "$s"
+    cat "$T/sc.out"
+  }
+  contains "$(s_client_to "$l1" -sess_out "$T/sess")" "New, TLSv1.3"
+  [[ -s $T/sess ]] || fail "no session saved"
+  contains "$(s_client_to "$l2" -sess_in "$T/sess")" "Reused, TLSv1.3"
+  contains "$(s_client_to "$l3" -sess_in "$T/sess")" "New, TLSv1.3"
+  expect_rc 1 "a ticket key of the wrong size" tlsport_listen 0 --cert "$CERT" --key "$KEY" \
+    --ticket-keys "$CERT" 2> "$T/err"
+  [[ -s $T/err ]] || fail "no message for a bad ticket key"
+  tlsport_stop
+}
+
+# make_ca -- a CA ($T/ca.pem, ca.key), a good and a revoked certificate for
+# localhost signed by it (good.pem/key, revoked.pem/key), a CRL (crl.pem) and
+# an OCSP response for the good one (good.ocsp).
+make_ca() {
+  local n
+  mkdir -p "$T/ca" && : > "$T/ca/index.txt" && echo 01 > "$T/ca/crlnumber"
+  cat > "$T/ca/ca.cnf" <<EOF
+[ca]
+default_ca = d
+[d]
+database = $T/ca/index.txt
+crlnumber = $T/ca/crlnumber
+default_md = sha256
+default_crl_days = 2
+unique_subject = no
+EOF
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout "$T/ca.key" -out "$T/ca.pem" \
+    2>/dev/null || fail "CA"
+  for n in good revoked; do
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$T/$n.key" -out "$T/$n.csr" 2>/dev/null \
+      && openssl x509 -req -in "$T/$n.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 \
+           -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n') -out "$T/$n.pem" 2>/dev/null \
+      || fail "certificate $n"
+  done
+  openssl ca -config "$T/ca/ca.cnf" -keyfile "$T/ca.key" -cert "$T/ca.pem" -valid "$T/good.pem" 2>/dev/null \
+    && openssl ca -config "$T/ca/ca.cnf" -keyfile "$T/ca.key" -cert "$T/ca.pem" -revoke "$T/revoked.pem" 2>/dev/null \
+    && openssl ca -config "$T/ca/ca.cnf" -keyfile "$T/ca.key" -cert "$T/ca.pem" -gencrl -out "$T/crl.pem" 2>/dev/null \
+    || fail "CRL"
+  openssl ocsp -index "$T/ca/index.txt" -rsigner "$T/ca.pem" -rkey "$T/ca.key" -CA "$T/ca.pem" \
+    -issuer "$T/ca.pem" -cert "$T/good.pem" -respout "$T/good.ocsp" -ndays 1 > /dev/null 2>&1 \
+    && [[ -s $T/good.ocsp ]] || fail "OCSP response"
+}
+
+test_crl_and_ocsp() {
+  local l h c s out pid
+  make_ca
+  tlsport_start || fail start
+  # The revoked certificate is refused once the CRL is given.
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$T/revoked.pem" --key "$T/revoked.key") || fail listen
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$T/ca.pem") || fail "without the CRL"
+  tlsport_accept_wait "$h" 5 > /dev/null || fail accept
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  expect_rc 1 "revoked" tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$T/ca.pem" \
+    --crlfile "$T/crl.pem" 2> "$T/err"
+  contains "$(cat "$T/err")" "revoked"
+  TLSPORT_QUIET=1 tlsport_accept_wait "$h" 0.5
+  # The good one, with its OCSP response stapled.
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$T/good.pem" --key "$T/good.key" \
+      --ocsp-response "$T/good.ocsp") || fail "listen --ocsp-response"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$T/ca.pem" --crlfile "$T/crl.pem" \
+      --ocsp-status) || fail "connect --ocsp-status"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept
+  [[ $(tlsport_info "$c" ocsp.status) == successful ]] || fail "ocsp: $(tlsport_info "$c" ocsp)"
+  [[ $(tlsport_info "$c" ocsp.cert_status) == good ]] || fail "ocsp cert_status: $(tlsport_info "$c" ocsp)"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  (sleep 1) | timeout 5 openssl s_client -connect "127.0.0.1:$(tlsport_port "$l")" -status \
+    -CAfile "$T/ca.pem" > "$T/sc.out" 2>&1 &
+  pid=$!
+  tlsport_accept_wait "$h" 5 > /dev/null || fail "accept s_client"
+  wait "$pid"
+  contains "$(cat "$T/sc.out")" "OCSP Response Status: successful"
+  # Files that cannot be read are this command's error.
+  expect_rc 1 "missing CRL" tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$T/ca.pem" \
+    --crlfile "$T/none.crl" 2> "$T/err"
+  contains "$(cat "$T/err")" "bad_tls_config:"
+  expect_rc 1 "missing OCSP response" tlsport_listen 0 --cert "$CERT" --key "$KEY" \
+    --ocsp-response "$T/none.der" 2> "$T/err"
+  contains "$(cat "$T/err")" "bad_tls_config:"
+  tlsport_stop
+}
+
+test_dhparam_and_versions() {
+  local l h c s
+  openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out "$T/dh.pem" 2>/dev/null \
+    || fail "DH parameters"
+  tlsport_start || fail start
+  l=$(tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" --dhparamfile "$T/dh.pem") \
+    || fail "listen --dhparamfile"
+  h=$(tlsport_accept_async "$l") || fail accept_async
+  c=$(tlsport_connect localhost "$(tlsport_port "$l")" --cacert "$CERT" --max-version tlsv1.2 \
+      --ciphers DHE-RSA-AES128-GCM-SHA256) || fail "DHE connect"
+  s=$(tlsport_accept_wait "$h" 5) || fail accept
+  [[ $(tlsport_info "$c" protocol) == TLSv1.2 ]] || fail "protocol"
+  [[ $(tlsport_info "$c" cipher) == DHE-RSA-AES128-GCM-SHA256 ]] || fail "cipher: $(tlsport_info "$c" cipher)"
+  [[ $(tlsport_info "$c" cipher_description) == *Kx=DH* ]] || fail "cipher_description"
+  expect_rc 1 "missing DH file" tlsport_listen 0 --cert "$CERT" --key "$KEY" --dhparamfile "$T/none.pem" 2> "$T/err"
+  contains "$(cat "$T/err")" "bad_tls_config:"
+  expect_rc 1 "TLS 1.1" tlsport_connect localhost 1 --min-version tlsv1.1 2> "$T/err"
+  contains "$(cat "$T/err")" "unsupported_protocol"
+  tlsport_stop
+}
+
+test_socket_timeouts_and_setopts() {
+  local l h c s t0 t1
+  tlsport_start || fail start
+  # The client side's idle timeout closes it with kind timeout.
+  CONNECT_OPTS=(--idle-timeout 300ms --close-timeout 1 --handshake-timeout 2)
+  loopback
+  t0=${EPOCHREALTIME/./}
+  expect_rc 3 "idle timeout" tlsport_recv "$C" 5 2> "$T/err"
+  t1=${EPOCHREALTIME/./}
+  contains "$(cat "$T/err")" "tlsport_recv: timeout: socket $C closed"
+  (( t1 - t0 < 3000000 )) || fail "idle timeout took $(( (t1 - t0) / 1000 )) ms"
+  # On the listener, for the sockets it accepts; setopts; accept with its own options.
+  CONNECT_OPTS=()
+  loopback --idle-timeout 4 --active false
+  tlsport_send "$C" held || fail send
+  TLSPORT_QUIET=1 expect_rc 124 "passive socket" tlsport_recv "$S" 0.2
+  check "setopts once" tlsport_setopts "$S" --active once
+  [[ $(tlsport_recv "$S" 5) == held ]] || fail "data after setopts"
+  expect_rc 2 "setopts usage" tlsport_setopts "$S" --active sometimes 2>/dev/null
+  TLSPORT_QUIET=1 expect_rc 3 "idle timeout of an accepted socket" tlsport_recv "$S" 8
+  h=$(tlsport_accept_async "$L" --active once --idle-timeout 5) || fail "accept_async with options"
+  C=$(tlsport_connect localhost "$PORT" --cacert "$CERT") || fail connect
+  S=$(tlsport_accept_wait "$h" 5) || fail accept_wait
+  tlsport_send "$C" one && tlsport_send "$C" two || fail send
+  [[ $(tlsport_recv "$S" 5) == one* ]] || fail "active once on accept"
+  expect_rc 2 "bad duration" tlsport_connect localhost 1 --idle-timeout soon 2>/dev/null
+  expect_rc 2 "--backlog on connect" tlsport_connect localhost 1 --backlog 3 2>/dev/null
+  tlsport_stop
+}
+
 # ---------------------------------------------------------------- runner
 
 ALL_TESTS=(
@@ -541,6 +1181,10 @@ ALL_TESTS=(
   test_connect_errors test_connect_timeout test_request test_daemon_dies
   test_set_e_script test_unix_attach test_example_https_get
   test_example_echo_server test_example_raw_frames test_example_one_liners
+  test_starttls_client test_starttls_server test_example_smtp_starttls test_sni_alpn_client
+  test_sni_alpn_server test_connect_before_accept test_tls_context_and_inline test_passwords test_verify_callback
+  test_session_reuse_and_keylog test_ticket_keys test_crl_and_ocsp test_dhparam_and_versions
+  test_socket_timeouts_and_setopts
 )
 
 if [[ ${1:-} == --one ]]; then
@@ -586,14 +1230,16 @@ for t in "${tests[@]}"; do
   fi
   mkdir -p "$WORK/$t"
   t0=${EPOCHREALTIME/./}
-  timeout -k 2 "$PER_TEST_TIMEOUT" bash ${TEST_TRACE:+-x} "$0" --one "$WORK/$t" "$CERT" "$KEY" "$t" \
+  limit=$PER_TEST_TIMEOUT
+  [[ $LONG_TESTS == *" $t "* ]] && limit=$(( PER_TEST_TIMEOUT * 3 ))
+  timeout -k 2 "$limit" bash ${TEST_TRACE:+-x} "$0" --one "$WORK/$t" "$CERT" "$KEY" "$t" \
     > "$WORK/$t.log" 2>&1
   rc=$?
   ms=$(( (${EPOCHREALTIME/./} - t0) / 1000 ))
   if (( rc == 0 )); then
     echo "ok   $t (${ms} ms)"; passed=$(( passed + 1 ))
   else
-    (( rc == 124 || rc == 137 )) && echo "timed out after ${PER_TEST_TIMEOUT}s" >> "$WORK/$t.log"
+    (( rc == 124 || rc == 137 )) && echo "timed out after ${limit}s" >> "$WORK/$t.log"
     echo "FAIL $t (${ms} ms)"; failed=$(( failed + 1 ))
     sed 's/^/     | /' "$WORK/$t.log" | tail -n 20
   fi

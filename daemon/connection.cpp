@@ -132,6 +132,10 @@ void Connection::step_handshake() {
   }
   state_ = State::open;
   timer_.reset();  // an idle connection keeps no timer
+  if (ssl() != nullptr) {
+    ++shared_.counters.handshakes_done;
+    if (SSL_session_reused(ssl()) == 1) ++shared_.counters.handshakes_resumed;
+  }
   auto handshake = std::move(handshake_);
   if (handshake->done) handshake->done(std::nullopt);
   // After STARTTLS the socket is its owner's already: reading goes on.
@@ -149,6 +153,8 @@ void Connection::give_verdict(bool accept) {
 
 void Connection::fail_handshake(ErrorInfo error) {
   if (state_ != State::handshaking) return;
+  ++shared_.counters.handshakes_failed[error.kind()];
+  end_because("handshake failed: " + error.kind() + ": " + error.message);
   auto handshake = std::move(handshake_);
   finish();
   if (handshake && handshake->done) handshake->done(error);
@@ -191,6 +197,8 @@ void Connection::open(std::uint32_t id, std::uint32_t owner, ActiveMode active) 
   active_ = active.count;
   active_once_ = active.once && active.count == 1;
   if (log_) log_line("connected " + endpoint(true).dump() + " " + info().dump());
+  ++shared_.counters.connections_opened;
+  log_connection("opened");
   post_read();
   if (idle_) watch_idle();
 }
@@ -204,6 +212,7 @@ void Connection::close_orderly() {
     return;
   }
   log_line("closed by owner");
+  end_because("closed by its owner");
   recv_client_ = 0;
   begin_closing();
 }
@@ -211,7 +220,12 @@ void Connection::close_orderly() {
 void Connection::peer_closed() {
   if (state_ != State::open) return;
   bool normal = framing().kind == protocol::FramingKind::raw || deframer_.buffered() == 0;
-  log_line(transport_.peer_sent_close_notify() ? "peer sent close_notify" : "peer closed");
+  const char* how = transport_.ssl() == nullptr ? "peer closed the connection"
+                    : transport_.peer_sent_close_notify()
+                        ? "peer sent close_notify"
+                        : "peer closed the connection without close_notify";
+  log_line(how);
+  end_because(normal ? how : "peer closed inside a packet");
   ErrorInfo inside = wire_error(ErrorKind::closed, "peer closed inside a packet");
   // A waiting recv is answered first; the event follows (docs/protocol.md, recv).
   fail_recv(wire_error(ErrorKind::closed, "peer closed"));
@@ -274,6 +288,7 @@ void Connection::fail(ErrorInfo error) {
   if (state_ == State::closed) return;
   bool was_open = state_ == State::open && id_ != 0;
   log_line("failed: " + error.kind() + ": " + error.message);
+  end_because(error.kind() + ": " + error.message);
   log(LogLevel::debug, "socket %u: %s: %s", id_, error.kind().c_str(), error.message.c_str());
   settle_tls_change(error);
   if (was_open) {
@@ -288,6 +303,7 @@ void Connection::fail(ErrorInfo error) {
 
 void Connection::abort() {
   if (state_ == State::closed) return;
+  end_because("cut off (daemon stopping, listener closed or refused)");
   if (state_ != State::handshaking) transport_.close_notify_now();
   finish();
 }
@@ -295,11 +311,18 @@ void Connection::abort() {
 void Connection::finish() {
   if (state_ == State::closed) return;
   auto self = shared_from_this();
+  if (id_ != 0) {
+    ++shared_.counters.connections_closed;
+    log_connection("closed");
+  }
   state_ = State::closed;
   // A handshake callback holds whoever waits for the handshake (a connect):
   // dropping it here breaks that cycle however the connection ends.
   handshake_.reset();
   settle_tls_change(wire_error(ErrorKind::closed, "the socket closed"));
+  // What it held for its peer leaves the budget (others may read again).
+  deframer_.take_buffered();
+  account_held();
   timer_.reset();
   idle_.reset();
   std::error_code ignored;
@@ -335,6 +358,25 @@ json Connection::info() const {
   json result = ssl() != nullptr ? describe_session(ssl()) : json{{"protocol", "tcp"}};
   result["mode"] = protocol::framing_name(framing());
   return result;
+}
+
+void Connection::end_because(std::string reason) {
+  if (!end_reason_) end_reason_ = std::make_unique<const std::string>(std::move(reason));
+}
+
+void Connection::log_connection(const char* what) const {
+  if (id_ == 0 || !log_enabled(LogLevel::info)) return;
+  json peer = endpoint(true);
+  std::string where = peer.is_null() ? std::string("?")
+                                     : peer["host"].get<std::string>() + ":" +
+                                           std::to_string(peer["port"].get<int>());
+  const char* protocol = ssl() != nullptr ? SSL_get_version(ssl()) : "tcp";
+  const SSL_CIPHER* cipher = ssl() != nullptr ? SSL_get_current_cipher(ssl()) : nullptr;
+  log(LogLevel::info, "socket %u %s: client %u, peer %s, %s%s%s, %llu bytes in, %llu out%s%s", id_,
+      what, owner_, where.c_str(), protocol, cipher != nullptr ? " " : "",
+      cipher != nullptr ? SSL_CIPHER_get_name(cipher) : "",
+      static_cast<unsigned long long>(bytes_in_), static_cast<unsigned long long>(bytes_out_),
+      end_reason_ ? ": " : "", end_reason_ ? end_reason_->c_str() : "");
 }
 
 }  // namespace tlsport::daemon

@@ -88,6 +88,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                 std::chrono::milliseconds timeout);
   /// Hands the connection to another client.
   void set_owner(std::uint32_t owner);
+  /// Its owner died with a grace period: it belongs to nobody, reads
+  /// nothing more from its peer and keeps what it holds for a successor.
+  void orphan();
   /// Reads again after the owner drained its output.
   void resume_reading();
   /// Orderly close: no more events; queued data, close_notify, TCP close.
@@ -99,6 +102,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint32_t owner() const { return owner_; }
   /// True between a "busy" event and its "ready".
   bool busy() const { return busy_; }
+  /// Bytes queued for the peer.
+  std::size_t pending_write() const { return wbuf_.size() - wstart_; }
   const protocol::Framing& framing() const { return deframer_.framing(); }
   /// {"host":…,"port":…} of the peer or the local end.
   nlohmann::json endpoint(bool peer) const;
@@ -164,6 +169,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Reading.
   bool can_read() const;
   void post_read();
+  /// Counts what the deframer holds into the daemon-wide budget.
+  void account_held();
+  /// True when this socket, a large holder, must wait for the budget.
+  bool over_budget() const;
   void read_some();
   bool feed(std::string_view bytes);
   bool emit(std::string_view packet);
@@ -187,6 +196,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void log_line(const std::string& line) const {
     if (log_) log_->write(id_, line);
   }
+  /// Remembers why the connection ends (the first reason given wins).
+  void end_because(std::string reason);
+  /// The daemon log's line for a connection handed over or ended.
+  void log_connection(const char* what) const;
 
   // Idle connections are many: what only some connections or some moments
   // need is allocated on demand, to keep an idle connection small.
@@ -213,6 +226,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint32_t blocked_client_ = 0;       ///< client whose input waits for wbuf_ to drain
   std::uint32_t recv_client_ = 0;          ///< client waiting in recv (0 = none)
   std::uint32_t close_timeout_ms_ = 5000;  ///< longest wait of an orderly close
+  std::uint32_t held_counted_ = 0;         ///< deframer bytes counted in shared_.held_by_peers
   long long active_ = -1;                  ///< <0 active, 0 passive, N packets left
   State state_ = State::handshaking;       ///< where in its life the connection is
   Io inbound_wait_ = Io::done;             ///< what handshake/read/drain waits for
@@ -222,6 +236,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool active_once_ = false;               ///< the count came from active once (no passive event)
   bool busy_ = false;                      ///< the owner was told "busy" and not yet "ready"
   bool owner_paused_ = false;              ///< waiting for the owner to drain its output
+  bool budget_paused_ = false;             ///< waiting for the peer-memory budget
   bool write_posted_ = false;              ///< a batched write is posted
   bool peer_eof_ = false;                  ///< the peer finished sending
   /// An error found inside a deframer callback (rare: a pointer, not 64 bytes inline).
@@ -233,6 +248,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<const SocketLog> log_;
   /// The host name a plain connect used (rare: a pointer).
   std::unique_ptr<const std::string> peer_name_;
+  /// Why it ended, for the log line (set when the end is decided).
+  std::unique_ptr<const std::string> end_reason_;
+  std::uint64_t bytes_in_ = 0;   ///< from the peer, after TLS
+  std::uint64_t bytes_out_ = 0;  ///< to the peer, before TLS
 };
 
 }  // namespace tlsport::daemon

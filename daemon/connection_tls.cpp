@@ -31,6 +31,7 @@ std::optional<ErrorInfo> Connection::start_tls(SslPtr ssl, std::chrono::millisec
   // ClientHello that came with the STARTTLS line): none is lost, none is
   // delivered as plaintext.
   tls_change_->early = deframer_.take_buffered();
+  account_held();
   tls_change_->timeout = timeout;
   tls_change_->done = std::move(done);
   tls_change_->ask_verdict = std::move(ask_verdict);

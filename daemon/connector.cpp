@@ -19,6 +19,7 @@ Connector::Connector(Shared& shared, ConnectRequest request)
       timer_(shared.io) {}
 
 void Connector::start() {
+  shared_.reactor_reserve.ensure(shared_.registry.connection_count() + 1);
   const protocol::ConnectCommand& cmd = request_.command;
   timer_.expires_after(cmd.timeout);
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
@@ -37,7 +38,8 @@ void Connector::on_resolved(const std::error_code& ec,
                             asio::ip::tcp::resolver::results_type results) {
   if (done_) return;
   if (ec) {
-    fail(classify(ec));
+    // An unknown name may be a lookup that could not open a file.
+    fail(out_of_descriptors().value_or(classify(ec)));
     return;
   }
   asio::async_connect(
@@ -50,7 +52,8 @@ void Connector::on_resolved(const std::error_code& ec,
 void Connector::on_connected(const std::error_code& ec) {
   if (done_) return;
   if (ec) {
-    fail(classify(ec));
+    // asio reports a socket it could not open as a cancelled connect.
+    fail(out_of_descriptors().value_or(classify(ec)));
     return;
   }
   const protocol::ConnectCommand& cmd = request_.command;

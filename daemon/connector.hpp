@@ -28,7 +28,7 @@ struct ConnectRequest {
   std::chrono::milliseconds handshake_timeout{30000};  ///< within the connect's timeout
   std::chrono::milliseconds idle_timeout{0};           ///< of the socket (0: none)
   std::chrono::milliseconds close_timeout{5000};       ///< of the socket's orderly close
-  Connection::AskVerdict ask_verdict;  ///< tls.verify_callback: asks the client
+  Connection::AskVerdict ask_verdict;                  ///< tls.verify_callback: asks the client
 };
 
 /// One connect in progress.

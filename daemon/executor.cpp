@@ -46,6 +46,9 @@ static const char* const kCapabilities[] = {"lines",
                                             "crl",
                                             "ocsp",
                                             "keylog",
+                                            "stats",
+                                            "reload",
+                                            "grace",
                                             "dhe",
                                             "timeouts"};
 
@@ -113,6 +116,9 @@ void Executor::run(Call call, protocol::HelloCommand& cmd) {
       return;
     }
   }
+  if (cmd.grace)
+    call.client.set_grace(
+        std::min(*cmd.grace, std::chrono::milliseconds(shared_.options.max_grace_ms)));
   json body = {{"version", kVersion},
                {"protocol", kProtocolVersion},
                {"client", call.client.number()},
@@ -124,7 +130,38 @@ void Executor::run(Call call, protocol::HelloCommand& cmd) {
     body.erase("capabilities");
     body["capabilities_omitted"] = true;
   }
+  if (call.client.grace().count() > 0) body["grace_ms"] = call.client.grace().count();
   ok(call, std::move(body));
+  if (cmd.name) adopt_orphans(call.client);
+}
+
+void Executor::adopt_orphans(ControlClient& client) {
+  auto orphans = shared_.registry.take_orphans(client.name());
+  if (!orphans) return;
+  orphans->expiry->cancel();
+  protocol::OwnedFacts facts;
+  facts.from = orphans->from;
+  facts.from_name = client.name();
+  for (std::uint32_t id : orphans->sockets) {
+    facts.id = id;
+    if (Listener* listener = shared_.registry.listener(id)) {
+      listener->set_owner(client.number());
+      facts.listener = true;
+      facts.endpoint = listener->endpoint();
+    } else if (Connection* conn = shared_.registry.connection(id)) {
+      facts.listener = false;
+      facts.mode = protocol::framing_name(conn->framing());
+      facts.busy = conn->busy();
+      facts.endpoint = conn->endpoint(true);
+      // The event goes out before anything the socket reads for its new owner.
+      client.send(protocol::owned_event(facts));
+      conn->set_owner(client.number());
+      continue;
+    } else {
+      continue;  // closed meanwhile (a peer's reset)
+    }
+    client.send(protocol::owned_event(facts));
+  }
 }
 
 void Executor::run(Call call, protocol::DeliverCommand& cmd) {
@@ -256,6 +293,12 @@ void Executor::resolve_address(Call call, const std::string& address) {
     ControlClient* client = shared_.registry.client(number);
     if (client == nullptr) return;
     std::string found = !ec && !results.empty() ? results.begin()->host_name() : "";
+    if (found.empty()) {
+      if (auto error = out_of_descriptors()) {
+        client->send(protocol::error_reply(ref, *error));
+        return;
+      }
+    }
     if (address.empty()) {
       // The official name is the canonical one; without DNS it is the host name itself.
       client->send(protocol::ok_reply(ref, {{"name", found.empty() ? host : found}}));
@@ -274,6 +317,15 @@ void Executor::resolve_address(Call call, const std::string& address) {
     resolver->async_resolve(asio::ip::tcp::endpoint(asio::ip::make_address(address, ec), 0),
                             std::move(answer));
   }
+}
+
+void Executor::run(Call call, protocol::StatsCommand&) { ok(call, stats_snapshot(shared_)); }
+
+void Executor::run(Call call, protocol::ReloadCommand&) {
+  if (auto error = reload_())
+    fail(call, *error);
+  else
+    ok(call);
 }
 
 void Executor::run(Call call, protocol::StopCommand&) {

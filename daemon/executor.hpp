@@ -21,8 +21,12 @@ class ControlClient;
 /// The commands of docs/protocol.md §2.1, carried out.
 class Executor {
  public:
-  /// `stop`: what the stop command does after its reply (ends the daemon).
-  Executor(Shared& shared, std::function<void()> stop) : shared_(shared), stop_(std::move(stop)) {}
+  /// Reloads TLS material; the error when nothing was changed.
+  using Reload = std::function<std::optional<ErrorInfo>()>;
+  /// `stop`: what the stop command does after its reply (ends the daemon);
+  /// `reload`: what reload does (the daemon's, shared with SIGHUP).
+  Executor(Shared& shared, std::function<void()> stop, Reload reload)
+      : shared_(shared), stop_(std::move(stop)), reload_(std::move(reload)) {}
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
@@ -59,6 +63,8 @@ class Executor {
   void run(Call call, protocol::InjectCaCommand& cmd);
   void run(Call call, protocol::CiphersCommand& cmd);
   void run(Call call, protocol::AnswerCommand& cmd);
+  void run(Call call, protocol::StatsCommand& cmd);
+  void run(Call call, protocol::ReloadCommand& cmd);
 
  private:
   /// The context a `tls` field gives: ok (ctx null for plain TCP), failed
@@ -93,6 +99,9 @@ class Executor {
   class Connection* owned_connection(Call call, std::uint32_t id);
   /// The listener or connection `id` if the caller owns it; else replies the error.
   Registry::OwnedSocket owned_socket(Call call, std::uint32_t id);
+  /// Gives a client the sockets kept under its name (grace period), each
+  /// with an owned event.
+  void adopt_orphans(ControlClient& client);
   /// Answers a reverse lookup of `address` (this host's name when empty).
   void resolve_address(Call call, const std::string& address);
 
@@ -102,6 +111,7 @@ class Executor {
 
   Shared& shared_;                     ///< registry, contexts, loop
   std::function<void()> stop_;         ///< ends the daemon
+  Reload reload_;                      ///< reads TLS material again
   std::size_t lookups_in_flight_ = 0;  ///< resolve commands not yet answered
 };
 

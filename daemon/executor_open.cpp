@@ -31,7 +31,10 @@ asio::ip::tcp::acceptor open_acceptor(asio::io_context& io, const protocol::List
   if (!ec) acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(static_cast<int>(cmd.backlog), ec);
+  // The kernel's queue is as long as it allows: the daemon accepts eagerly
+  // and applies its own bounds; `backlog` bounds handshaken connections
+  // waiting for an accept.
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec) acceptor.non_blocking(true, ec);
   return acceptor;
 }
@@ -65,6 +68,10 @@ void Executor::run(Call call, protocol::ListenCommand& cmd) {
       settings.log_file = picked.settings->logfile;
       settings.verdict_timeout = callback_timeout_of(*picked.settings);
     }
+    if (cmd.tls.kind == TlsChoice::Kind::named)
+      settings.context_name = cmd.tls.name;
+    else if (cmd.tls.kind == TlsChoice::Kind::tls)
+      settings.tls = cmd.tls.settings;
   }
   std::error_code ec;
   asio::ip::tcp::acceptor acceptor = open_acceptor(shared_.io, cmd, ec);
@@ -77,6 +84,7 @@ void Executor::run(Call call, protocol::ListenCommand& cmd) {
   listener->set_id(id);
   listener->set_owner(call.client.number());
   ok(call, {{"id", id}, {"port", listener->port()}});
+  listener->start();
 }
 
 void Executor::run(Call call, protocol::AcceptCommand& cmd) {

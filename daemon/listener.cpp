@@ -11,6 +11,32 @@ namespace tlsport::daemon {
 
 using nlohmann::json;
 
+void HandshakeQueue::add(std::shared_ptr<Connection> conn, std::optional<std::uint64_t> serial) {
+  Connection* key = conn.get();
+  order_.push_back({std::move(conn), serial});
+  where_[key] = std::prev(order_.end());
+}
+
+bool HandshakeQueue::remove(const std::shared_ptr<Connection>& conn) {
+  auto it = where_.find(conn.get());
+  if (it == where_.end()) return false;
+  order_.erase(it->second);
+  where_.erase(it);
+  return true;
+}
+
+HandshakeQueue::Entry HandshakeQueue::take_oldest() {
+  Entry oldest = std::move(order_.front());
+  order_.pop_front();
+  where_.erase(oldest.conn.get());
+  return oldest;
+}
+
+std::list<HandshakeQueue::Entry> HandshakeQueue::take_all() {
+  where_.clear();
+  return std::move(order_);
+}
+
 Listener::Listener(Shared& shared, asio::ip::tcp::acceptor acceptor, ListenSettings settings)
     : shared_(shared),
       acceptor_(std::move(acceptor)),
@@ -37,8 +63,12 @@ void Listener::add_accept(std::uint32_t client, json ref, AcceptTls tls,
 }
 
 bool Listener::wants_connection() const {
+  // With settings of its own, a listener takes connections as they come and
+  // handshakes them ahead of the accepts (up to its backlog), so that the
+  // kernel's queue never fills behind peers that say nothing.
+  if (!settings_.tls_per_accept) return true;
   for (const auto& p : pending_)
-    if (!p.tls.given || !p.claimed) return true;
+    if (!p.claimed) return true;
   return false;
 }
 
@@ -84,15 +114,17 @@ void Listener::close() {
   }
   auto held = std::move(ready_);
   ready_.clear();
-  for (auto& conn : handshaking_) held.push_back(conn);
-  handshaking_.clear();
+  for (auto& entry : handshaking_.take_all()) held.push_back(entry.conn);
+  for (auto& conn : judging_) held.push_back(conn);
+  judging_.clear();
   for (auto& conn : held) conn->abort();
 }
 
 void Listener::accept_next() {
   if (closed_ || accepting_ || !wants_connection()) return;
-  if (handshaking_.size() >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
+  if (ready_.size() >= settings_.backlog) return;
   if (!shared_.registry.has_room_for_socket()) return;
+  shared_.reactor_reserve.ensure(shared_.registry.connection_count() + connections_held() + 1);
   accepting_ = true;
   // Accepted straight into a socket on the io_context's executor (see TcpSocket).
   acceptor_.async_accept(shared_.io,
@@ -145,7 +177,6 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
                                            settings_.framing, settings_.packet_size);
   const std::string& log_file = claim != nullptr ? claim->tls.log_file : settings_.log_file;
   if (!log_file.empty()) conn->set_log_file(log_file);
-  handshaking_.insert(conn);
   std::optional<std::uint64_t> serial;
   std::chrono::milliseconds timeout = settings_.handshake_timeout;
   if (claim != nullptr) {
@@ -153,6 +184,8 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
     serial = claim->serial;
     timeout = claim->tls.timeouts.handshake.value_or(timeout);
   }
+  if (handshaking_.size() >= kMaxHandshaking) evict_oldest();
+  handshaking_.add(conn, serial);
   conn->start_handshake(
       timeout, [self = shared_from_this(), conn, serial](const std::optional<ErrorInfo>& error) {
         self->on_handshake(conn, serial, error);
@@ -166,22 +199,33 @@ std::deque<Listener::PendingAccept>::iterator Listener::find_accept(std::uint64_
   return it;
 }
 
+void Listener::evict_oldest() {
+  HandshakeQueue::Entry oldest = handshaking_.take_oldest();
+  ++evicted_;
+  log(LogLevel::debug, "listener %u: %zu handshakes under way: the oldest gives its place", id_,
+      kMaxHandshaking);
+  if (oldest.serial) unclaim(*oldest.serial);
+  oldest.conn->abort();  // its handshake callback is dropped with it
+}
+
+void Listener::unclaim(std::uint64_t serial) {
+  auto it = find_accept(serial);
+  if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
+}
+
 void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
                             std::optional<std::uint64_t> serial,
                             const std::optional<ErrorInfo>& error) {
+  handshaking_.remove(conn);
   if (error) {
-    handshaking_.erase(conn);
     log(LogLevel::info, "listener %u: handshake failed: %s: %s", id_, error->kind().c_str(),
         error->message.c_str());
-    if (serial) {
-      auto it = find_accept(*serial);
-      if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
-    }
+    if (serial) unclaim(*serial);
     accept_next();
     return;
   }
   judge_then(conn, serial, [self = shared_from_this(), conn, serial] {
-    self->handshaking_.erase(conn);
+    self->judging_.erase(conn);
     self->place(conn, serial);
     self->accept_next();
   });
@@ -189,6 +233,7 @@ void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
 
 void Listener::judge_then(const std::shared_ptr<Connection>& conn,
                           std::optional<std::uint64_t> serial, std::function<void()> go_on) {
+  judging_.insert(conn);
   if (!wants_verdict(*conn) || closed_) {
     go_on();
     return;
@@ -208,12 +253,9 @@ void Listener::judge_then(const std::shared_ptr<Connection>& conn,
                        }
                        log(LogLevel::info, "listener %u: peer certificate rejected by the client",
                            self->id_);
-                       self->handshaking_.erase(conn);
+                       self->judging_.erase(conn);
                        conn->abort();
-                       if (serial) {
-                         auto it = self->find_accept(*serial);
-                         if (it != self->pending_.end()) it->claimed = false;
-                       }
+                       if (serial) self->unclaim(*serial);
                        self->accept_next();
                      });
 }

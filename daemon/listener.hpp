@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "daemon/connection.hpp"
@@ -43,6 +45,35 @@ struct ListenSettings {
   std::chrono::milliseconds verdict_timeout{30000};        ///< tls.callback_timeout_ms
   std::size_t backlog = 128;  ///< bound on finished connections waiting
   std::string log_file;       ///< the seed's -log file
+  /// What ctx was built from, to build it again on reload: its own
+  /// settings, or the name of a tls_context (neither for plain TCP).
+  std::optional<protocol::TlsSettings> tls;
+  std::string context_name;
+};
+
+/// Connections in their handshake, oldest first. At the cap the oldest
+/// gives its place to a new one: a crowd that connects and says nothing (or
+/// crawls) cannot keep a real client waiting, since a real client finishes
+/// its handshake in a few round trips while the crowd's places are recycled.
+class HandshakeQueue {
+ public:
+  /// One connection and the accept that claimed it, if any.
+  struct Entry {
+    std::shared_ptr<Connection> conn;     ///< the connection
+    std::optional<std::uint64_t> serial;  ///< the claiming accept's serial
+  };
+  void add(std::shared_ptr<Connection> conn, std::optional<std::uint64_t> serial);
+  /// False when `conn` is not there any more (it was evicted).
+  bool remove(const std::shared_ptr<Connection>& conn);
+  /// Takes the oldest out.
+  Entry take_oldest();
+  /// Takes every one out.
+  std::list<Entry> take_all();
+  std::size_t size() const { return order_.size(); }
+
+ private:
+  std::list<Entry> order_;                                             ///< oldest first
+  std::unordered_map<Connection*, std::list<Entry>::iterator> where_;  ///< by connection
 };
 
 /// A listener owned by one client; accepts may come from its owner only.
@@ -61,7 +92,11 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Accepts waiting for a connection.
   std::size_t pending_accepts() const { return pending_.size(); }
   /// Connections held: handshaking, or handshaken and waiting for an accept.
-  std::size_t connections_held() const { return handshaking_.size() + ready_.size(); }
+  std::size_t handshaking_count() const { return handshaking_.size() + judging_.size(); }
+  std::size_t ready_count() const { return ready_.size(); }
+  std::size_t connections_held() const {
+    return handshaking_.size() + judging_.size() + ready_.size();
+  }
   /// Cancels the accept with this ref; false when there is none.
   bool cancel(std::uint32_t client, const nlohmann::json& ref);
   /// Answers `client`'s outstanding accepts with `error` and forgets them.
@@ -69,6 +104,12 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Closes the listening socket and the connections it holds; outstanding
   /// accepts fail with `closed`.
   void close();
+  /// What its context is made of (for reload).
+  const ListenSettings& settings() const { return settings_; }
+  /// New connections use `ctx` from now on; live ones keep theirs.
+  void set_context(SslCtxPtr ctx) { settings_.ctx = std::move(ctx); }
+  /// Starts taking connections (a listener with settings of its own does at once).
+  void start() { accept_next(); }
   /// Accepts again if it stopped at the socket cap and there is room now.
   void resume_accepting() { accept_next(); }
 
@@ -89,7 +130,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
     std::optional<ActiveMode> active;  ///< its initial active mode, if given
     bool claimed = false;              ///< a connection handshakes for it (own TLS only)
   };
-  /// True when some accept waits for a new TCP connection.
+  /// True when a new TCP connection is wanted: always for a listener with
+  /// settings of its own, else while an accept waits for one.
   bool wants_connection() const;
   void accept_next();
   void on_accepted(const std::error_code& ec, TcpSocket socket);
@@ -102,6 +144,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
                   std::function<void()> go_on);
   /// The accepted connection, judged or not needing it, goes where it belongs.
   void place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial);
+  /// Aborts the oldest handshake to make room (see HandshakeQueue).
+  void evict_oldest();
+  /// The accept with this serial waits for another connection.
+  void unclaim(std::uint64_t serial);
   /// The pending accept with this serial.
   std::deque<PendingAccept>::iterator find_accept(std::uint64_t serial);
   void serve_ready();
@@ -118,10 +164,12 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::uint32_t owner_ = 0;                        ///< owning client
   std::deque<PendingAccept> pending_;              ///< accepts waiting, oldest first
   std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
-  std::unordered_set<std::shared_ptr<Connection>> handshaking_;  ///< handshakes in progress
-  std::uint64_t next_serial_ = 1;                                ///< serial of the next accept
-  bool accepting_ = false;                                       ///< an async_accept is outstanding
-  bool closed_ = false;                                          ///< close() was called
+  HandshakeQueue handshaking_;                     ///< handshakes in progress, oldest first
+  std::unordered_set<std::shared_ptr<Connection>> judging_;  ///< handshaken, the client judging
+  std::uint64_t evicted_ = 0;                                ///< handshakes given up to make room
+  std::uint64_t next_serial_ = 1;                            ///< serial of the next accept
+  bool accepting_ = false;                                   ///< an async_accept is outstanding
+  bool closed_ = false;                                      ///< close() was called
 };
 
 }  // namespace tlsport::daemon

@@ -1,5 +1,6 @@
 // tlsportd: owns TLS sockets on behalf of the programs that control it.
 #include <signal.h>
+#include <sys/prctl.h>
 
 #include <asio/io_context.hpp>
 #include <cstdio>
@@ -30,6 +31,9 @@ int main(int argc, char** argv) {
   set_log_level(options.log_level);
   // A closed pipe is seen as EPIPE where it happens, never as a signal.
   ::signal(SIGPIPE, SIG_IGN);
+  // Keys and passphrases live in this process: no core dump (and no
+  // ptrace by other processes of the user) unless asked for.
+  if (!options.core_dumps) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   try {
     asio::io_context io(1);
     Daemon daemon(io, options);

@@ -24,6 +24,9 @@ const std::map<std::string, std::string> kValueFlags = {
     {"--socket-buffer", "socket_buffer"},
     {"--max-message", "max_message"},
     {"--max-sockets", "max_sockets"},
+    {"--peer-memory-budget", "peer_memory_budget"},
+    {"--stats-listen", "stats_listen"},
+    {"--max-grace", "max_grace_ms"},
     {"--log-level", "log_level"},
 };
 
@@ -50,13 +53,24 @@ std::string text_of(const json& v) { return v.is_string() ? v.get<std::string>()
 std::string apply(const std::string& key, const json& v, Options& o) {
   std::size_t n = 0;
   if (key == "control") {
+    // The design card's framings: packet-N and binary_packet-N are the binary
+    // encoding with N-byte headers, raw is lines, asn1 is one BER TLV each.
     std::string s = text_of(v);
-    if (s == "binary")
+    auto framing = protocol::parse_framing(s);
+    if (s == "binary") {
       o.control = protocol::ControlEncoding::binary;
-    else if (s == "lines")
+    } else if (s == "lines" || s == "raw") {
       o.control = protocol::ControlEncoding::lines;
-    else
-      return "control must be binary or lines, not " + s;
+    } else if (s == "asn1") {
+      o.control = protocol::ControlEncoding::asn1;
+    } else if (framing && framing->kind == protocol::FramingKind::packet) {
+      o.control = protocol::ControlEncoding::binary;
+      o.packet = framing->header_bytes;
+    } else {
+      return "control must be binary, lines (raw), packet:N, binary_packet:N (N = 1, 2, 4) "
+             "or asn1, not " +
+             s;
+    }
   } else if (key == "packet") {
     if (!to_size(v, 1, 4, n) || n == 3) return "packet must be 1, 2 or 4, not " + text_of(v);
     o.packet = static_cast<unsigned>(n);
@@ -92,6 +106,20 @@ std::string apply(const std::string& key, const json& v, Options& o) {
   } else if (key == "max_message") {
     if (!to_size(v, 1024, (std::size_t{1} << 30) + 65536, n)) return "max_message out of range";
     o.max_message = n;
+  } else if (key == "max_grace_ms") {
+    if (!to_size(v, 0, 86400000, n)) return "max_grace_ms must be 0..86400000 ms";
+    o.max_grace_ms = static_cast<unsigned>(n);
+  } else if (key == "core_dumps") {
+    if (!v.is_boolean()) return "core_dumps must be true or false";
+    o.core_dumps = v.get<bool>();
+  } else if (key == "stats_listen") {
+    if (!v.is_string() || v.get<std::string>().find(':') == std::string::npos)
+      return "stats_listen must be ADDRESS:PORT, e.g. 127.0.0.1:9464";
+    o.stats_listen = v.get<std::string>();
+  } else if (key == "peer_memory_budget") {
+    if (!to_size(v, 1u << 20, std::size_t{1} << 40, n))
+      return "peer_memory_budget must be 1048576..1099511627776 bytes";
+    o.peer_memory_budget = n;
   } else if (key == "max_sockets") {
     if (!to_size(v, 1, 10000000, n)) return "max_sockets must be 1..10000000";
     o.max_sockets = n;
@@ -114,7 +142,8 @@ default it is a port program: it speaks the control protocol on stdin/stdout
 and exits when stdin reaches EOF. See docs/protocol.md.
 
 Options:
-  --control binary|lines   encoding on stdin/stdout (default binary)
+  --control ENCODING       on stdin/stdout: binary (default; = packet:4), packet:N or
+                           binary_packet:N (N = 1, 2, 4), lines (= raw), asn1
   --packet 1|2|4           frame header size of the binary encoding (default 4)
   --terms json|etf         term format before the client's first message (default json)
   --nouse-stdio            use fds 3 (in) and 4 (out) instead of stdin/stdout
@@ -129,7 +158,12 @@ Options:
   --socket-buffer BYTES    a socket's send-buffer high-water mark (default 1048576)
   --max-message BYTES      largest control message (default 67174400)
   --max-sockets N          most sockets and listeners open at once (default 100000)
+  --peer-memory-budget B   bytes all sockets may hold of partial packets (default 268435456)
+  --stats-listen A:P       serve Prometheus metrics at http://A:P/metrics (off by default;
+                           give a loopback address)
   --log-level LEVEL        debug, info, warning (default), error, none
+  --max-grace MS           longest grace period a client may ask for (default 300000)
+  --core-dumps             allow core dumps (off: the process holds keys)
   --help                   show this text
   --version                show the version
 )";
@@ -150,6 +184,10 @@ ParseResult parse_options(int argc, char** argv, Options& options) {
     }
     if (arg == "--help" || arg == "-h") return {ParseResult::Action::help, ""};
     if (arg == "--version") return {ParseResult::Action::version, ""};
+    if (arg == "--core-dumps") {
+      settings.emplace_back("core_dumps", true);
+      continue;
+    }
     if (arg == "--nouse-stdio" || arg == "--stdio") {
       if (has_value) return {ParseResult::Action::error, arg + " takes no value"};
       settings.emplace_back(arg == "--stdio" ? "stdio" : "nouse_stdio", true);

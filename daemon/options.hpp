@@ -27,7 +27,11 @@ struct Options {
   std::size_t socket_buffer = 1 << 20;                  ///< a socket's send-buffer high-water mark
   std::size_t max_message = (64u << 20) + (64u << 10);  ///< cap on one control message
   std::size_t max_sockets = 100000;                     ///< cap on open sockets and listeners
-  LogLevel log_level = LogLevel::warning;               ///< log lines below this are dropped
+  std::size_t peer_memory_budget = std::size_t{256} << 20;  ///< bytes held for peers, all sockets
+  std::string stats_listen;                ///< "ADDRESS:PORT" for /metrics ("" = off)
+  unsigned max_grace_ms = 300000;          ///< longest grace period a client may ask for
+  bool core_dumps = false;                 ///< leave the process dumpable (keys would be in a core)
+  LogLevel log_level = LogLevel::warning;  ///< log lines below this are dropped
 };
 
 /// What parsing the command line decided.

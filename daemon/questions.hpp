@@ -36,6 +36,7 @@ class Questions {
   bool answer(std::uint32_t client, const protocol::AnswerCommand& answer);
   /// A client left: its questions end unanswered.
   void drop_client(std::uint32_t client);
+  std::size_t open_count() const { return open_.size(); }
 
   /// Most questions open at once.
   static constexpr std::size_t kMaxOpen = 4096;

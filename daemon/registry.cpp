@@ -113,6 +113,19 @@ Registry::OwnedSocket Registry::owned_socket(std::uint32_t client, std::uint32_t
   return {nullptr, owned_connection(client, id, error)};
 }
 
+Listener* Registry::listener(std::uint32_t id) const {
+  auto it = listeners_.find(id);
+  return it == listeners_.end() ? nullptr : it->second.get();
+}
+
+std::optional<Registry::Orphans> Registry::take_orphans(const std::string& name) {
+  auto it = orphans_.find(name);
+  if (it == orphans_.end()) return std::nullopt;
+  Orphans orphans = std::move(it->second);
+  orphans_.erase(it);
+  return orphans;
+}
+
 Connection* Registry::connection(std::uint32_t id) const {
   auto it = sockets_.find(id);
   return it == sockets_.end() ? nullptr : it->second.get();

@@ -4,16 +4,21 @@
 
 #include <asio/io_context.hpp>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "daemon/options.hpp"
 #include "daemon/questions.hpp"
+#include "daemon/reactor_reserve.hpp"
 #include "daemon/registry.hpp"
 #include "daemon/session_cache.hpp"
+#include "daemon/stats.hpp"
 #include "daemon/tls_context.hpp"
 
 namespace tlsport::daemon {
+
+class Connection;
 
 /// A TLS context defined once with tls_context and used by name.
 struct NamedContext {
@@ -42,6 +47,13 @@ struct Shared {
   ContextCache server_contexts{TlsRole::server};       ///< contexts of accepts with their own tls
   std::map<std::string, NamedContext> named_contexts;  ///< defined with tls_context
   Questions questions{io, registry};                   ///< passwords and verdicts asked of clients
+  /// Bytes every connection's deframer holds (partial packets); capped by
+  /// options.peer_memory_budget.
+  std::size_t held_by_peers = 0;
+  /// Connections that stopped reading because the budget was spent.
+  std::vector<std::weak_ptr<Connection>> budget_waiters;
+  ReactorReserve reactor_reserve{io};  ///< descriptor states made in batches
+  Counters counters;                   ///< what happened, for stats and metrics
 };
 
 }  // namespace tlsport::daemon

@@ -32,7 +32,9 @@ bool set_protocol(SSL_CTX* c, const TlsSettings& settings, TlsRole role, ErrorIn
   // and retried from a buffer that has grown in the meantime.
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // An EOF without close_notify is reported as such (tls_transport tells
+  // truncation from close_notify), not disguised as a close_notify.
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
   // One read() fetches as many records as are there, not a header then a
   // body; the buffer is still given back when it empties. Safe here: reading
   // always starts with SSL_read, never with a wait, once a socket may hold data.
@@ -300,6 +302,7 @@ std::string session_key(const TlsSettings& settings, const std::string& host, un
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  OPENSSL_cleanse(text.data(), text.size());
   return std::string(reinterpret_cast<char*>(digest), length);
 }
 
@@ -356,7 +359,13 @@ SslPtr new_ssl(const SslCtxPtr& ctx, TlsRole role, ErrorInfo& error) {
 }
 
 SslCtxPtr ContextCache::get(const TlsSettings& settings, ErrorInfo& error, BuildNeeds* needs) {
-  std::string key = settings.context_key();
+  // The key is a digest: the settings' text holds passphrases and inline keys.
+  std::string text = settings.context_key();
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  OPENSSL_cleanse(text.data(), text.size());
+  std::string key(reinterpret_cast<char*>(digest), length);
   if (auto it = contexts_.find(key); it != contexts_.end()) return it->second;
   SslCtxPtr ctx = build_context(settings, role_, error, needs, sessions_);
   if (!ctx) return nullptr;

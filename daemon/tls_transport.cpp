@@ -148,6 +148,15 @@ Io TlsTransport::classify_ssl(int ret, const char* during, ErrorInfo& error) {
       return Io::eof;
     }
     default: {
+      unsigned long first = ERR_peek_error();
+      if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
+          ERR_GET_REASON(first) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        // Truncation: the peer closed TCP without close_notify.
+        ERR_clear_error();
+        error = wire_error(ErrorKind::closed,
+                           std::string("peer closed without close_notify during ") + during);
+        return Io::eof;
+      }
       std::string text = take_openssl_error("TLS error");
       long verify = SSL_get_verify_result(ssl_.get());
       if (verify != X509_V_OK) text += ": " + std::string(X509_verify_cert_error_string(verify));

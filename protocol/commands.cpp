@@ -89,6 +89,9 @@ Command parse_hello(FieldReader& fields) {
   if (name && name->size() > kMaxClientName)
     fields.fail("name", "is longer than " + std::to_string(kMaxClientName) + " bytes");
   if (name && !name->empty()) c.name = std::move(*name);
+  c.grace = read_timeout(fields, "grace_ms", 0, kMaxRecvTimeoutMs);
+  if (c.grace && c.grace->count() > 0 && !c.name && fields.ok())
+    fields.fail("grace_ms", "needs a name: a successor finds the sockets by it");
   return c;
 }
 
@@ -254,6 +257,8 @@ Command parse_inject_ca(FieldReader& fields) {
 }
 
 Command parse_ciphers(FieldReader& fields) { return CiphersCommand{read_id(fields)}; }
+Command parse_stats(FieldReader&) { return StatsCommand{}; }
+Command parse_reload(FieldReader&) { return ReloadCommand{}; }
 
 Command parse_answer(FieldReader& fields) {
   AnswerCommand c;
@@ -296,6 +301,8 @@ constexpr Op kOps[] = {
     {"inject_ca", parse_inject_ca, false},
     {"ciphers", parse_ciphers, false},
     {"answer", parse_answer, false},
+    {"stats", parse_stats, false},
+    {"reload", parse_reload, false},
 };
 
 }  // namespace

@@ -48,6 +48,9 @@ struct SocketTimeouts {
 /// hello: names the client, asks for the daemon's version and capabilities.
 struct HelloCommand {
   std::optional<std::string> name;  ///< a unique name for ownership transfer
+  /// How long the daemon keeps this client's sockets if it dies, for a
+  /// client that attaches under the same name (needs a name; capped by the daemon).
+  std::optional<std::chrono::milliseconds> grace;
 };
 
 /// listen: opens a listening socket.
@@ -168,6 +171,13 @@ struct CiphersCommand {
   SocketId id = 0;  ///< the TLS socket
 };
 
+/// stats: the daemon's counters and gauges.
+struct StatsCommand {};
+
+/// reload: reads every certificate, key and CA file again for listeners and
+/// named contexts (all or nothing).
+struct ReloadCommand {};
+
 /// answer: the client's answer to a password_needed or verify_peer event.
 struct AnswerCommand {
   std::uint64_t request = 0;            ///< the event's request number
@@ -180,8 +190,8 @@ using Command =
     std::variant<HelloCommand, ListenCommand, AcceptCommand, CancelCommand, ConnectCommand,
                  DeliverCommand, CloseCommand, ControllingProcessCommand, SetoptsCommand,
                  RecvCommand, PeernameCommand, SocknameCommand, InfoCommand, ResolveCommand,
-                 StopCommand, TlsContextCommand, StarttlsCommand, StoptlsCommand,
-                 InjectCaCommand, CiphersCommand, AnswerCommand>;
+                 StopCommand, TlsContextCommand, StarttlsCommand, StoptlsCommand, InjectCaCommand,
+                 CiphersCommand, AnswerCommand, StatsCommand, ReloadCommand>;
 
 /// The outcome of parsing one decoded message.
 struct ParsedCommand {

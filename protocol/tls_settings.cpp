@@ -170,6 +170,21 @@ bool is_ip_literal(const std::string& host) {
          (address.size() == host.size() || host.size() > address.size() + 1);
 }
 
+void erase_secret(std::string& secret) {
+  volatile char* bytes = secret.data();
+  for (std::size_t i = 0; i < secret.size(); ++i) bytes[i] = 0;
+  secret.clear();
+}
+
+TlsSettings::~TlsSettings() {
+  erase_secret(password);
+  erase_secret(key);
+  for (auto& entry : sni) {
+    erase_secret(entry.password);
+    erase_secret(entry.key);
+  }
+}
+
 int TlsSettings::effective_verify(TlsRole role) const {
   if (verify) return *verify;
   return role == TlsRole::client && !legacy_flags ? 2 : 0;

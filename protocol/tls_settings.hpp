@@ -41,8 +41,20 @@ struct SniCertificate {
   std::string password;            ///< passphrase of its key (default: the top-level one)
 };
 
-/// Every TLS setting of one connection or listener.
+/// Overwrites a secret's bytes (a volatile write the compiler keeps), then
+/// empties it: passphrases and inline keys do not outlive their settings.
+void erase_secret(std::string& secret);
+
+/// Every TLS setting of one connection or listener. Its passphrases and
+/// inline keys are wiped when it goes away.
 struct TlsSettings {
+  TlsSettings() = default;
+  TlsSettings(const TlsSettings&) = default;
+  TlsSettings(TlsSettings&&) = default;
+  TlsSettings& operator=(const TlsSettings&) = default;
+  TlsSettings& operator=(TlsSettings&&) = default;
+  ~TlsSettings();
+
   // Identity.
   std::string certfile;             ///< certificate (chain allowed), PEM or DER
   std::string keyfile;              ///< private key, PEM or DER (default: certfile)

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libssl-dev openssl ca-certificates
   libasio-dev nlohmann-json3-dev googletest libgtest-dev
-  python3 python3-pytest python3-venv
+  python3 python3-pytest python3-pytest-timeout python3-venv
   erlang-base erlang-ssl erlang-crypto erlang-public-key erlang-eunit erlang-dev
   erlang-inets erlang-tools erlang-common-test erlang-asn1 erlang-syntax-tools rebar3
   jq socat

@@ -272,12 +272,15 @@ tls_opt(ask_password, P, Acc) when is_pid(P) -> Acc#{ask_password => true};
 tls_opt(cert, V, Acc) -> Acc#{cert => cert_pem(cert, V)};
 tls_opt(key, V, Acc) -> Acc#{key => key_pem(V)};
 tls_opt(certs_keys, [CK] = V, Acc) when is_map(CK) ->
-    maps:fold(fun(K, X, A) ->
-                      case lists:member(K, ?CERTS_KEYS_OPTS) of
-                          true -> tls_opt(K, X, A);
-                          false -> throw({badarg, {certs_keys, V}})
-                      end
-              end, Acc, CK);
+    %% A bad value inside names the whole option, as OTP reports it.
+    try maps:fold(fun(K, X, A) ->
+                          case lists:member(K, ?CERTS_KEYS_OPTS) of
+                              true -> tls_opt(K, X, A);
+                              false -> throw({badarg, {certs_keys, V}})
+                          end
+                  end, Acc, CK)
+    catch throw:{badarg, _} -> throw({badarg, {certs_keys, V}})
+    end;
 tls_opt(cacertfile, V, Acc) -> Acc#{cacertfile => str(cacertfile, V)};
 tls_opt(cacertdir, V, Acc) -> Acc#{cacertdir => str(cacertdir, V)};
 tls_opt(cacerts, [_ | _] = V, Acc) -> Acc#{cacert => cert_pem(cacerts, V)};

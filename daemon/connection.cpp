@@ -185,6 +185,9 @@ void Connection::watch_idle() {
       self->watch_idle();
       return;
     }
+    // A quiet connection is a healthy one: the peer is told with close_notify
+    // (best effort), not left to take the closed socket for a truncation.
+    self->transport_.close_notify_now();
     self->fail(wire_error(ErrorKind::timeout, "no byte either way for " +
                                                   std::to_string(self->idle_->timeout.count()) +
                                                   " ms (idle_timeout_ms)"));

@@ -93,6 +93,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void orphan();
   /// Reads again after the owner drained its output.
   void resume_reading();
+  /// A server-side starttls whose handshake is done waits for its owner's
+  /// verdict: nothing is read from the peer nor delivered to it until then.
+  void hold_for_verdict(bool hold);
   /// Orderly close: no more events; queued data, close_notify, TCP close.
   void close_orderly();
   /// Immediate close with a best-effort close_notify (daemon exit, refused connection).
@@ -237,6 +240,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool busy_ = false;                      ///< the owner was told "busy" and not yet "ready"
   bool owner_paused_ = false;              ///< waiting for the owner to drain its output
   bool budget_paused_ = false;             ///< waiting for the peer-memory budget
+  bool judging_ = false;                   ///< waiting for the owner's verdict (hold_for_verdict)
   bool write_posted_ = false;              ///< a batched write is posted
   bool peer_eof_ = false;                  ///< the peer finished sending
   /// An error found inside a deframer callback (rare: a pointer, not 64 bytes inline).

@@ -36,7 +36,8 @@ ErrorInfo framing_error(const std::error_code& ec) {
 // ---------------------------------------------------------------- reading
 
 bool Connection::can_read() const {
-  if (state_ != State::open || id_ == 0 || owner_ == 0 || budget_paused_) return false;
+  if (state_ != State::open || id_ == 0 || owner_ == 0 || budget_paused_ || judging_)
+    return false;
   // stoptls must find the peer's close_notify, whatever the active mode.
   return stopping_tls() || (!owner_paused_ && (active_ != 0 || recv_client_ != 0));
 }
@@ -183,6 +184,11 @@ bool Connection::emit(std::string_view packet) {
   return true;
 }
 
+void Connection::hold_for_verdict(bool hold) {
+  judging_ = hold;
+  if (!hold) post_read();
+}
+
 void Connection::resume_reading() {
   if (!owner_paused_) return;
   owner_paused_ = false;
@@ -257,7 +263,7 @@ void Connection::orphan() {
 
 std::optional<ErrorInfo> Connection::deliver(std::string_view data, bool& over) {
   over = false;
-  if (tls_change_ || (state_ == State::handshaking && id_ != 0))
+  if (tls_change_ || judging_ || (state_ == State::handshaking && id_ != 0))
     return wire_error(ErrorKind::bad_request,
                       "TLS is being started or stopped on this socket: deliver after the reply");
   if (state_ != State::open) return wire_error(ErrorKind::closed, "socket is closed");

@@ -185,6 +185,9 @@ void Executor::run(Call call, protocol::StarttlsCommand& cmd) {
       if (client != nullptr) client->send(protocol::ok_reply(ref, {{"id", id}}));
       return;
     }
+    // Until the verdict the peer's data is not read: it would reach the
+    // owner before the starttls reply, from a peer perhaps rejected.
+    conn->hold_for_verdict(true);
     ask_server_verdict(shared_, number, {{"ref", ref}, {"id", id}}, *conn, judge_timeout,
                        [this, number, id, ref](bool accept) {
                          ControlClient* client = shared_.registry.client(number);
@@ -192,6 +195,7 @@ void Executor::run(Call call, protocol::StarttlsCommand& cmd) {
                          if (conn != nullptr && accept) {
                            if (client != nullptr)
                              client->send(protocol::ok_reply(ref, {{"id", id}}));
+                           conn->hold_for_verdict(false);
                            return;
                          }
                          ErrorInfo rejected =

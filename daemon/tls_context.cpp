@@ -320,7 +320,10 @@ SslCtxPtr build_context(const TlsSettings& settings, TlsRole role, ErrorInfo& er
   ContextExtras* extras = attach_extras(c);
   extras->verify_level = settings.effective_verify(role);
   extras->verify_callback = settings.verify_callback;
-  if (role == TlsRole::client && settings.session_reuse) extras->sessions = sessions;
+  // Every client context keeps sessions: connects with and without
+  // session_reuse share one context, and each connection decides for itself
+  // (configure_client_ssl gives only reusing ones a session key).
+  if (role == TlsRole::client) extras->sessions = sessions;
   if (role == TlsRole::server && !settings.has_identity()) {
     error = wire_error(ErrorKind::bad_tls_config,
                        "a TLS server needs a certificate (tls.certfile, tls.cert or -cert)");

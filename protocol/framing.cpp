@@ -263,16 +263,32 @@ void Deframer::hold(std::string_view rest, std::size_t expect) {
   }
   // Reserve towards the announced length, but only a little ahead of the
   // bytes that actually came: a header alone must not pin a whole packet's
-  // worth of memory per connection. Beyond that the string grows geometrically.
-  std::size_t have = buffered() + rest.size();
-  if (expect > have) buffer_.reserve(start_ + std::min(expect, have + kReserveAhead));
+  // worth of memory per connection. Beyond that the buffer grows geometrically,
+  // up to the packet's length (or the cap, when the length is not known yet).
+  const std::size_t have = buffered() + rest.size();
+  const std::size_t want = expect > have ? std::min(expect, have + kReserveAhead) : have;
+  grow(want, expect != 0 ? expect : max_packet_ + framing_.header_bytes);
   buffer_.append(rest.data(), rest.size());
 }
 
 void Deframer::complete_held(std::string_view part, std::size_t total) {
   compact();
-  buffer_.reserve(std::min(total, buffer_.size() + part.size() + kReserveAhead));
+  grow(total, total);
   buffer_.append(part.data(), part.size());
+}
+
+void Deframer::grow(std::size_t need, std::size_t bound) {
+  if (start_ + need <= buffer_.capacity()) return;
+  // std::string's own growth doubles, past the packet if need be (a 600000-byte
+  // packet could take a 1 MiB buffer): double here, but stop at `bound`. Bytes
+  // held beyond any one packet (input left by a stop) grow by the reserve.
+  const std::size_t limit = need <= bound ? bound : need + kReserveAhead;
+  const std::size_t target = std::max(need, std::min(2 * buffer_.capacity(), limit));
+  std::string grown;
+  grown.reserve(target);  // from empty: exactly target
+  grown.append(buffer_, start_, std::string::npos);
+  buffer_.swap(grown);
+  start_ = 0;
 }
 
 void Deframer::next_packet() {

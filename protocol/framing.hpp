@@ -121,6 +121,9 @@ class Deframer {
   void hold(std::string_view rest, std::size_t expect);
   /// Appends `part`, completing the held packet of `total` bytes (reserved exactly).
   void complete_held(std::string_view part, std::size_t total);
+  /// Makes room for `need` held bytes, growing geometrically but not past
+  /// `bound` (the packet's whole length, or the cap) unless `need` is larger.
+  void grow(std::size_t need, std::size_t bound);
   /// Resets the scan state for the packet after the one just taken.
   void next_packet();
   /// Once nothing is held, drops a large buffer so an idle socket holds no memory.

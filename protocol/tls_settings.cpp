@@ -163,6 +163,8 @@ std::optional<WireError> parse_pass_argument(const std::string& arg, TlsSettings
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[sizeof(in6_addr)];
+  // inet_pton() stops at a NUL: "127.0.0.1\0junk" is not an address.
+  if (host.find('\0') != std::string::npos) return false;
   if (inet_pton(AF_INET, host.c_str(), buf) == 1) return true;
   // An IPv6 address may name its interface: fe80::1%eth0.
   std::string address = host.substr(0, host.find('%'));
@@ -191,36 +193,46 @@ int TlsSettings::effective_verify(TlsRole role) const {
 }
 
 std::string TlsSettings::context_key() const {
-  json sni_list = json::array();
-  for (const auto& entry : sni)
-    sni_list.push_back(
-        {entry.names, entry.certfile, entry.keyfile, entry.cert, entry.key, entry.password});
-  json shape = {certfile,
-                keyfile,
-                cert,
-                key,
-                password,
-                password_file,
-                password_env,
-                sni_list,
-                dhparamfile,
-                cacertfile,
-                cacertdir,
-                cacert,
-                crlfile,
-                verify.value_or(-1),
-                depth.value_or(-1),
-                verify_callback,
-                ciphers,
-                ciphersuites,
-                static_cast<int>(min_version),
-                static_cast<int>(max_version),
-                alpn,
-                ticket_keys,
-                ocsp_response_file,
-                keylog,
-                legacy_flags};
-  return shape.dump();
+  // Each field length-prefixed: file names, passwords and inline keys are
+  // bytes (not always UTF-8, so no JSON text), and no field can run into the
+  // next. Measured first, so that the key is one buffer: it holds secrets,
+  // and a grown string would leave copies of them behind in freed memory.
+  auto each_field = [this](auto&& add) {
+    auto add_list = [&add](const std::vector<std::string>& list) {
+      add(std::to_string(list.size()));
+      for (const std::string& item : list) add(item);
+    };
+    for (const std::string* field :
+         {&certfile, &keyfile, &cert, &key, &password, &password_file, &password_env, &dhparamfile,
+          &cacertfile, &cacertdir, &cacert, &crlfile, &ciphers, &ciphersuites, &ocsp_response_file,
+          &keylog})
+      add(*field);
+    add(std::to_string(sni.size()));
+    for (const SniCertificate& entry : sni) {
+      add_list(entry.names);
+      for (const std::string* field :
+           {&entry.certfile, &entry.keyfile, &entry.cert, &entry.key, &entry.password})
+        add(*field);
+    }
+    add_list(alpn);
+    add_list(ticket_keys);
+    for (const int number :
+         {verify.value_or(-1), depth.value_or(-1), verify_callback ? 1 : 0,
+          static_cast<int>(min_version), static_cast<int>(max_version), legacy_flags ? 1 : 0})
+      add(std::to_string(number));
+  };
+  std::size_t size = 0;
+  each_field([&size](const std::string& field) {
+    size += std::to_string(field.size()).size() + 1 + field.size();
+  });
+  std::string text;
+  text.reserve(size);
+  each_field([&text](const std::string& field) {
+    text += std::to_string(field.size());
+    text += ':';
+    text += field;
+  });
+  return text;
 }
 
 std::string TlsSettings::sni_for(const std::string& host) const {

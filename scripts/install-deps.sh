@@ -10,7 +10,9 @@ packages=(
   python3 python3-pytest python3-pytest-timeout python3-venv
   erlang-base erlang-ssl erlang-crypto erlang-public-key erlang-eunit erlang-dev
   erlang-inets erlang-tools erlang-common-test erlang-asn1 erlang-syntax-tools rebar3
-  jq socat
+  jq socat gnutls-bin
+  clang libclang-rt-14-dev llvm
+  stunnel4   # scripts/bench compares with it; its smoke run is a test suite
 )
 
 missing=()

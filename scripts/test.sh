@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds from scratch, and runs every test suite:
-# C++ unit tests, daemon integration tests, and each client library's tests.
+# C++ unit tests, a short run of the protocol fuzzers, daemon integration
+# tests, and each client library's tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,6 +29,10 @@ run_suite() {
 }
 
 run_suite "unit (ctest)" ctest --test-dir build --output-on-failure -j2
+# The libFuzzer harnesses of protocol/ (tests/fuzz), built with clang, ASan and
+# UBSan, each run from its committed seeds for a bounded time.
+run_suite "protocol fuzzers (libFuzzer, ${FUZZ_SECONDS:-8} s each)" \
+  scripts/fuzz --fresh "${FUZZ_SECONDS:-8}"
 run_suite "daemon integration (pytest)" "$PY" -m pytest -q --timeout "$PYTEST_TIMEOUT" tests/integration
 if [ -d client-libs/python/tests ]; then
   run_suite "python client (pytest)" env PYTHONPATH="$root/client-libs/python" \
@@ -39,6 +44,8 @@ fi
 if [ -x client-libs/shell/tests/run_tests.sh ]; then
   run_suite "shell client" client-libs/shell/tests/run_tests.sh
 fi
+# The benchmark at tiny sizes: every server and workload must still run.
+run_suite "benchmark smoke (scripts/bench --smoke)" timeout 180 scripts/bench --smoke
 
 run_suite "soak (seconds)" "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2
 

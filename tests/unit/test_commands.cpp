@@ -147,6 +147,17 @@ TEST(Commands, RefAndOp) {
   EXPECT_EQ(command_of<AcceptCommand>(R"({"op":"accept","id":3,"ref":"a"})").id, 3u);
 }
 
+// An address is the whole string: inet_pton() reads up to a NUL, so
+// "127.0.0.1\u0000junk" must not pass for 127.0.0.1.
+TEST(Commands, AddressWithNulIsRefused) {
+  EXPECT_FALSE(is_ip_literal(std::string("127.0.0.1\0junk", 14)));
+  EXPECT_FALSE(is_ip_literal(std::string("::1\0", 4)));
+  EXPECT_TRUE(is_ip_literal("::1"));
+  EXPECT_EQ(error_of(R"({"op":"listen","port":0,"host":"127.0.0.1\u0000junk"})").kind(),
+            "bad_request");
+  EXPECT_EQ(error_of(R"({"op":"resolve","address":"10.0.0.1\u0000"})").kind(), "bad_request");
+}
+
 TEST(Commands, ConnectDefaultsAndCaps) {
   auto c = command_of<ConnectCommand>(R"({"op":"connect","host":"example.org","port":443})");
   EXPECT_EQ(c.timeout.count(), 30000);
@@ -320,6 +331,54 @@ TEST(TlsSettings, ContextKeyTellsContextsApart) {
   EXPECT_EQ(a.context_key(), b.context_key());
   b.cacertfile = "ca.pem";
   EXPECT_NE(a.context_key(), b.context_key());
+}
+
+// File names, ciphers and passwords are bytes: an Erlang client may send any
+// (a binary in ETF is not checked for UTF-8). The key must take them all, and
+// keep them apart, rather than throw from the JSON dump it was once built with.
+TEST(TlsSettings, ContextKeyTakesAnyBytes) {
+  TlsSettings a, b;
+  a.certfile = "\xff.pem";
+  b.certfile = "\xfe.pem";
+  std::string ka, kb;
+  EXPECT_NO_THROW(ka = a.context_key());
+  EXPECT_NO_THROW(kb = b.context_key());
+  EXPECT_NE(ka, kb);
+  TlsSettings c;
+  c.certfile = "\xff.pem\",\"";  // no field may run into the next
+  c.keyfile = "";
+  TlsSettings d;
+  d.certfile = "\xff.pem";
+  d.keyfile = "\",\"";
+  EXPECT_NE(c.context_key(), d.context_key());
+}
+
+// The same for the settings that came later: inline keys, SNI entries, ALPN
+// names and ticket key files are bytes too, and lists must not run together.
+TEST(TlsSettings, ContextKeyTakesAnyBytesInEveryField) {
+  const TlsSettings base;
+  std::vector<TlsSettings> variants(8);
+  variants[0].cert = "\xff";
+  variants[1].key = "\xff";
+  variants[2].alpn = {"\xff"};
+  variants[3].alpn = {"\xff", ""};
+  variants[4].ticket_keys = {"\xfe"};
+  variants[5].sni = {SniCertificate{{"\xff.example"}, "a.pem", "", "", "", ""}};
+  variants[6].sni = {SniCertificate{{"\xff.example"}, "a.pem", "", "", "", "\xfe"}};
+  variants[7].verify_callback = true;
+  std::vector<std::string> keys = {base.context_key()};
+  for (const TlsSettings& v : variants) {
+    std::string key;
+    EXPECT_NO_THROW(key = v.context_key());
+    keys.push_back(key);
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    for (std::size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i], keys[j]) << i << " " << j;
+  TlsSettings e, f;  // one list's items cannot pass for the next list's
+  e.alpn = {"a", "b"};
+  f.alpn = {"a"};
+  f.ticket_keys = {"b"};
+  EXPECT_NE(e.context_key(), f.context_key());
 }
 
 TEST(Messages, ErrorKindsOnTheWire) {

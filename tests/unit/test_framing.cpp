@@ -592,6 +592,39 @@ TEST(Deframer, SplitPacketIsReservedBoundedAndReleasedWhenOut) {
   EXPECT_LT(heap_in_use(), before + 64 * 1024) << "an idle deframer still holds its buffer";
 }
 
+// std::string grows by doubling, which can take a split packet's buffer far
+// beyond the packet itself: a 600000-byte packet under a 600000-byte cap once
+// grew a buffer of over 1 MiB. However it arrives, a packet's buffer is at
+// most the packet (header included); a line's at most the cap.
+TEST(Deframer, SplitPacketBufferNeverOutgrowsThePacket) {
+  if (!heap_statistics_work()) GTEST_SKIP() << "no heap statistics here";
+  constexpr std::size_t kCap = 600000;
+  for (const char* mode : {"packet:4", "asn1", "line"}) {
+    std::string wire;
+    if (std::string_view(mode) == "packet:4") {
+      wire = raw_header(4, kCap) + pattern(kCap);
+    } else if (std::string_view(mode) == "asn1") {
+      wire = "\x04\x83" + raw_header(3, kCap - 5) + pattern(kCap - 5);
+    } else {
+      wire = std::string(kCap - 1, 'x') + "\n";
+    }
+    Deframer d(framing(mode), kCap);
+    const std::size_t before = heap_in_use();
+    std::size_t largest = 0;
+    std::size_t got = 0;
+    auto on = [&](std::string_view p) {
+      got = p.size();
+      return true;
+    };
+    for (std::size_t at = 0; at < wire.size(); at += 4096) {
+      ASSERT_FALSE(d.feed(std::string_view(wire).substr(at, 4096), on)) << mode;
+      largest = std::max(largest, heap_in_use() - before);
+    }
+    EXPECT_EQ(got, std::string_view(mode) == "packet:4" ? kCap : wire.size()) << mode;
+    EXPECT_LE(largest, wire.size() + 4096) << mode;
+  }
+}
+
 // --- names and headers -----------------------------------------------------
 
 TEST(Framing, ParsesEveryName) {

@@ -55,7 +55,8 @@ def _run(workdir: Path, daemon_path: str, *argv: str) -> str:
 
 def test_guide_has_the_examples() -> None:
     expected = {"make-certs.sh", "hello_tls.py", "echo_server.py", "echo_client.py", "callbacks.py", "aio_echo.py",
-                "handoff_small.py", "handoff-demo.sh", "passive.py", "errors.py", "codec.py"}
+                "handoff_small.py", "handoff-demo.sh", "passive.py", "errors.py", "codec.py", "starttls_smtp.py",
+                "tls_callbacks.py", "grace.py"}
     assert expected <= set(BLOCKS)
 
 
@@ -68,6 +69,12 @@ def test_guide_has_the_examples() -> None:
         ("handoff_small.py", ["acceptor read b'first\\n'", "worker read b'second\\n'", "peer read b'served by worker-1\\n'"]),
         ("passive.py", ["b'one'", "count used up", "b'two'"]),
         ("errors.py", ["NetworkError econnrefused", "ValueError:", "DaemonGone:"]),
+        ("starttls_smtp.py", ["client got b'220 mail.example ESMTP\\r\\n'", "server got b'STARTTLS\\r\\n'",
+                              "client got b'220 Go ahead\\r\\n'", "server got b'EHLO client.example\\r\\n' over TLSv1.3",
+                              "server certificate: ((('commonName', 'localhost'),),)", "client got b'221 Bye\\r\\n'"]),
+        ("tls_callbacks.py", ["passphrase asked for key file", "peer CN=localhost - OpenSSL says: unable to get local issuer",
+                              "connected; verify_result kept: True"]),
+        ("grace.py", ["grace: 30.0", "successor read b'still there?\\n'", "peer read b'yes\\n'"]),
         ("codec.py", ["00 00 00 17 00 7b 22 6f 70", "00 00 00 07 01 00 00 00 05 68 69", "Data(socket_id=5, data=b'ok')", "True 1"]),
     ],
 )

@@ -222,7 +222,8 @@ BAD_CALLS = [
     (lambda c: c.connect("h", True), TypeError),
     (lambda c: c.connect("h", 443, mode="packet:3"), ValueError),
     (lambda c: c.connect("h", 443, mode=2), TypeError),
-    (lambda c: c.connect("h", 443, tls="yes"), TypeError),
+    (lambda c: c.connect("h", 443, tls=5), TypeError),  # a string names a tls_context
+    (lambda c: c.connect("h", 443, tls=""), ValueError),
     (lambda c: c.connect("h", 443, tls={"verify": 3}), ValueError),
     (lambda c: c.connect("h", 443, tls={"verify": True}), TypeError),
     (lambda c: c.connect("h", 443, tls={"certfle": "x"}), ValueError),

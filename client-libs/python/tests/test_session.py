@@ -16,6 +16,7 @@ import pytest
 from tlsport import _args
 from tlsport._session import (
     ASK,
+    RAW_CHUNK,
     END,
     Fail,
     ListenerEntry,
@@ -31,12 +32,13 @@ from tlsport.errors import DaemonGone, NetworkError, NotOwner, ProtocolError, So
 
 # docs/protocol.md §2.1 and §4, written out again here on purpose: the library
 # must never send anything else (the daemon rejects unknown fields).
+TIMEOUTS = {"handshake_timeout_ms", "idle_timeout_ms", "close_timeout_ms"}
 SPEC_FIELDS = {
-    "hello": {"name"},
-    "listen": {"host", "port", "mode", "backlog", "tls", "packet_size", "handshake_timeout_ms", "active"},
-    "accept": {"id", "tls", "active"},
+    "hello": {"name", "grace_ms"},
+    "listen": {"host", "port", "mode", "backlog", "tls", "packet_size", "active", *TIMEOUTS},
+    "accept": {"id", "tls", "active", *TIMEOUTS},
     "cancel": {"target"},
-    "connect": {"host", "port", "mode", "tls", "timeout_ms", "packet_size", "active"},
+    "connect": {"host", "port", "mode", "tls", "timeout_ms", "packet_size", "active", *TIMEOUTS},
     "deliver": {"id", "data", "text"},
     "close": {"id"},
     "controlling_process": {"id", "to"},
@@ -47,9 +49,20 @@ SPEC_FIELDS = {
     "resolve": {"address"},
     "info": {"id"},
     "stop": set(),
+    "tls_context": {"name", "tls"},
+    "starttls": {"id", "side", "tls", "timeout_ms", *TIMEOUTS},
+    "stoptls": {"id", "timeout_ms"},
+    "inject_ca": {"id", "cacertfile", "cacert"},
+    "ciphers": {"id"},
+    "answer": {"request", "password", "accept"},
+    "stats": set(),
+    "reload": set(),
 }
-SPEC_TLS = {"certfile", "keyfile", "password", "cacertfile", "cacertdir", "verify", "depth", "ciphers",
-            "ciphersuites", "min_version", "max_version", "server_name", "verify_hostname", "flags", "logfile"}
+SPEC_TLS = {"certfile", "keyfile", "cert", "key", "password", "password_file", "ask_password", "cacertfile",
+            "cacertdir", "cacert", "crlfile", "verify", "depth", "ciphers", "ciphersuites", "min_version",
+            "max_version", "server_name", "verify_hostname", "verify_callback", "callback_timeout_ms", "alpn",
+            "sni", "session_reuse", "ticket_keys", "ocsp_response_file", "ocsp_status_request", "dhparamfile",
+            "keylog", "logfile", "flags"}
 
 
 def control(obj: Dict[str, Any]) -> bytes:
@@ -158,7 +171,7 @@ def test_connect_makes_a_socket_in_the_credit_window() -> None:
 
 def test_listen_keeps_active_for_its_accepts() -> None:
     s = Session()
-    cmd = _args.listen_command(0, "127.0.0.1", False, "line", None, 64, None, False)
+    cmd = _args.listen_command(0, "127.0.0.1", False, "line", None, 64, (None, None, None), False)
     ref = s.call(cmd, "l")
     (wire,) = sent(s)
     assert "active" not in wire
@@ -349,6 +362,55 @@ def test_owned_socket_is_queued_and_restarts_its_window() -> None:
     assert out.callback is cb and isinstance(out.args[0], ListenerEntry) and out.args[0].port == 7
 
 
+def test_hello_with_grace_waits_for_what_a_predecessor_left() -> None:
+    """A named client's hello returns once every ``owned`` event that follows its
+    reply is in: those from a predecessor of its name (not from itself, nor from
+    other clients) make :attr:`Session.reclaimed`."""
+    s = Session("w1", window=2, grace_ms=30000)
+    ref = s.call(s.hello_command(), "w")
+    assert sent(s) == [{"op": "hello", "name": "w1", "grace_ms": 30000, "ref": ref}]
+    assert feed(s, ok(ref, client=9, name="w1", grace_ms=20000, capabilities=["grace", "stats"])) == []
+    assert s.grace_ms == 20000
+    [barrier] = sent(s)
+    assert barrier == {"op": "stats", "ref": barrier["ref"]}
+    back = {"event": "owned", "id": 4, "from": 3, "from_name": "w1", "mode": "raw", "peer": {"host": "h", "port": 1}}
+    lst = {"event": "owned", "id": 5, "from": 3, "from_name": "w1", "listener": True, "sockname": {"host": "h", "port": 2}}
+    other = {"event": "owned", "id": 6, "from": 2, "from_name": "acceptor", "mode": "raw"}
+    assert feed(s, back, lst, other) == [Wake(None)]
+    out = feed(s, err(barrier["ref"], "bad_request"))  # whatever it says
+    assert out == [Resolve("w", {"client": 9, "name": "w1", "grace_ms": 20000, "capabilities": ["grace", "stats"]})]
+    sock, listener = s.reclaimed
+    assert isinstance(sock, SocketEntry) and sock.previous_owner == (3, "w1")
+    assert isinstance(listener, ListenerEntry) and listener.port == 2
+    assert s.pop_adopted().id == 6 and s.pop_adopted() is None  # type: ignore[union-attr]
+    assert [(f["id"], f["active"]) for f in sent(s)] == [(4, False), (4, 2), (6, False), (6, 2)]
+    assert feed(s, {"event": "owned", "id": 7, "from": 9, "from_name": "w1", "mode": "raw"}) == [Wake(None)]  # our own
+    assert len(s.reclaimed) == 2
+
+
+def test_sockets_of_a_listener_of_unknown_mode_are_never_split() -> None:
+    """A listener handed over or given back comes without its mode: what its
+    sockets send may be a packet, so it goes whole (raw data would be split)."""
+    s = Session()
+    feed(s, {"event": "owned", "id": 5, "from": 3, "listener": True, "sockname": {"host": "h", "port": 2}})
+    lst = s.pop_adopted()
+    assert isinstance(lst, ListenerEntry) and lst.mode is None
+    ref = s.call(_args.accept_command(5, True, None), "a")
+    sent(s)
+    (made,) = feed(s, ok(ref, id=6, peer={"host": "h", "port": 9}))
+    big = b"x" * (RAW_CHUNK + 1)
+    assert made.value.mode is None and s.chunks(made.value, big) == [big]
+    assert len(s.chunks(connected(s, 7), big)) == 2  # raw
+
+
+def test_hello_without_a_name_or_grace_support_needs_no_barrier() -> None:
+    for s, caps in ((Session(), ["grace", "stats"]), (Session("w"), ["json"])):
+        ref = s.call(s.hello_command(), "w")
+        sent(s)
+        assert feed(s, ok(ref, client=1, capabilities=caps)) == [Resolve("w", {"client": 1, "capabilities": caps})]
+        assert sent(s) == [] and s.grace_ms is None
+
+
 def test_unsolicited_errors() -> None:
     s = Session()
     sock = connected(s)
@@ -388,17 +450,25 @@ def test_bad_bytes_are_a_protocol_error() -> None:
 
 
 def _all_commands(s: Session) -> List[Tuple[Dict[str, Any], Any]]:
-    tls = {k: "x" for k in SPEC_TLS if k not in ("verify", "depth", "verify_hostname")}
-    tls.update(verify=2, depth=3, verify_hostname=False)
+    tls = {k: "x" for k in SPEC_TLS}
+    tls.update(verify=2, depth=3, verify_hostname=False, callback_timeout_ms=100, alpn=["h2"], ticket_keys=["k"],
+               sni=[{"names": ["a.example"], "certfile": "a.pem", "keyfile": "a.key", "password": "p"}],
+               ask_password=True, verify_callback=lambda chain, result: True, password=lambda source: "p",
+               session_reuse=False, ocsp_status_request=True)
     sock = connected(s, sid=40)
     lst = ListenerEntry(41, "raw", None, 1)
     s._register(lst)  # noqa: SLF001 - a listener without a listen round trip
     return [
         (s.hello_command(), None),
-        (_args.listen_command(0, "::", tls, "packet:2", 5, 100, 1.5, "once"), None),
-        (_args.accept_command(41, 3, {"flags": "-cert c.pem"}), None),
+        (_args.listen_command(0, "::", tls, "packet:2", 5, 100, (1.5, 60, 2), "once"), None),
+        (_args.accept_command(41, 3, {"flags": "-cert c.pem"}, (1, 2, 3)), None),
         ({"op": "cancel", "target": 1}, None),
-        (_args.connect_command("h", 1, tls, "asn1", 2.0, 9, False), None),
+        (_args.connect_command("h", 1, tls, "asn1", 2.0, 9, False, (1, 2, 3)), None),
+        (_args.tls_context_command("web", tls), None),
+        (_args.inject_ca_command(40, "ca.pem", None), None),
+        (_args.inject_ca_command(40, None, "-----BEGIN CERTIFICATE-----\n"), None),
+        ({"op": "ciphers", "id": 40}, None),
+        ({"op": "answer", "request": 3, "accept": True}, None),
         ({"op": "deliver", "id": 40, "data": b"x"}, None),
         ({"op": "close", "id": 40}, None),
         ({"op": "controlling_process", "id": 40, "to": "w"}, None),
@@ -409,11 +479,15 @@ def _all_commands(s: Session) -> List[Tuple[Dict[str, Any], Any]]:
         (_args.resolve_command("127.0.0.1"), None),
         ({"op": "info", "id": 40}, None),
         ({"op": "stop"}, None),
+        (_args.starttls_command(40, "server", "web", 5, 6, 7), None),
+        (_args.stoptls_command(40, 1), None),
+        ({"op": "stats"}, None),
+        ({"op": "reload"}, None),
     ]
 
 
 def test_commands_carry_only_documented_fields() -> None:
-    s = Session("n")
+    s = Session("n", grace_ms=1000)
     commands = _all_commands(s)
     for cmd, waiter in commands:
         s.call(cmd, waiter)
@@ -433,7 +507,9 @@ def test_tls_is_passed_through_as_given() -> None:
     assert frame["tls"] == given
     s.call(_args.connect_command("h", 1, None, "raw", None, None), None)
     assert sent(s)[0]["tls"] == {}  # the secure defaults
-    with pytest.raises(ValueError, match="unknown tls option 'sni'"):
+    with pytest.raises(ValueError, match="unknown tls option 'cafile'"):
+        _args.check_tls({"cafile": "x"}, default=None)
+    with pytest.raises(TypeError, match="'sni' must be list"):
         _args.check_tls({"sni": "x"}, default=None)
     with pytest.raises(ValueError, match="host name or False"):
         _args.check_tls({"verify_hostname": True}, default=None)
@@ -446,8 +522,10 @@ def test_undocumented_fields_are_refused_before_sending() -> None:
         s.call({"op": "close", "id": 1, "active": True}, None)
     with pytest.raises(ValueError, match="no field sni"):
         s.call({"op": "setopts", "id": 5, "active": True, "sni": 1}, None)
-    with pytest.raises(ValueError, match="tls.sni"):
-        s.call({"op": "connect", "host": "h", "port": 1, "tls": {"sni": "x"}}, None)
+    with pytest.raises(ValueError, match="no field timeout_ms"):
+        s.call({"op": "accept", "id": 5, "timeout_ms": 1}, None)
+    with pytest.raises(ValueError, match="tls.cafile"):
+        s.call({"op": "connect", "host": "h", "port": 1, "tls": {"cafile": "x"}}, None)
     assert sent(s) == []
     s.call({"op": "no_such_op", "x": 1}, None)  # not the protocol's: left to the daemon
     assert sent(s)[0]["op"] == "no_such_op"

@@ -457,4 +457,4 @@ def test_per_accept_tls_and_initial_active(client: tlsport.Client, certs: Dict[s
     with pytest.raises(ValueError):
         client.listen(0, tls=False, active=0)
     with pytest.raises(TypeError):
-        plain.accept(timeout=1, tls="x")
+        plain.accept(timeout=1, tls=5)  # a string names a tls_context

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._certs import Certificate
 from ._locate import find_daemon
 from .errors import (
     BadRequest,
@@ -56,6 +57,7 @@ __all__ = [
     "spawn",
     "attach",
     "find_daemon",
+    "Certificate",
     "TlsportError",
     "DaemonGone",
     "DaemonNotFound",

@@ -12,6 +12,7 @@ once: asyncio writes do not block.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, TypeVar
@@ -57,12 +58,14 @@ class AioTransport(ClientBase):
         name: Optional[str] = None,
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
+        grace_ms: Optional[int] = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._proc = proc
         self._description = description
-        self._session = Session(name, window=window, max_bytes=max_buffer)
+        self._session = Session(name, window=window, max_bytes=max_buffer, grace_ms=grace_ms)
+        self._session_lock = contextlib.nullcontext()  # one task at a time touches it
         self._closing = False
         self._adopt_event = asyncio.Event()
         self._drain_lock = asyncio.Lock()
@@ -120,6 +123,19 @@ class AioTransport(ClientBase):
     async def _after(self, first: "asyncio.Task[Any]", callback: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         await asyncio.wait({first})
         await maybe_await(self._run_callback(callback, *args))
+
+    def _answer_later(self, ask: Any, awaitable: Awaitable[Any]) -> None:
+        """A coroutine callback runs in a task of its own: reading goes on meanwhile."""
+
+        async def answer() -> None:
+            try:
+                value = await awaitable
+            except Exception:
+                log.exception("tlsport %s callback %r raised", ask.what, ask.callback)
+                value = None
+            self._answer(ask, value)
+
+        self._spawn_task(answer())
 
     def _wake(self, entry: Optional[Entry]) -> None:
         event = self._adopt_event if entry is None else getattr(entry.handle, "_changed", None)
@@ -227,8 +243,8 @@ class AioTransport(ClientBase):
         return self._proc.pid if self._proc is not None else None
 
     async def close(self) -> None:
-        """Close the control channel (the daemon closes this client's sockets;
-        a spawned daemon exits)."""
+        """Close the control channel (the daemon closes this client's sockets, or
+        with a grace period keeps them for a successor; a spawned daemon exits)."""
         if self._closing:
             return
         self._closing = True

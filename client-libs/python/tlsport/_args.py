@@ -37,6 +37,7 @@ __all__ = [
     "peer_tuple",
     "check_window",
     "check_client",
+    "check_grace",
     "listen_command",
     "connect_command",
     "setopts_command",
@@ -45,6 +46,13 @@ __all__ = [
     "check_callback",
     "resolve_command",
     "accept_command",
+    "starttls_command",
+    "stoptls_command",
+    "inject_ca_command",
+    "tls_context_command",
+    "answer_value",
+    "socket_timeouts",
+    "check_context_name",
     "deadline",
     "remaining",
     "spawn_argv",
@@ -73,13 +81,23 @@ _SIMPLE_MODES = {"raw", "asn1", "line"}
 
 # The fields of the protocol's ``tls`` object (docs/protocol.md §4) -> accepted
 # Python types.  The daemon rejects a field it does not define, so no other
-# name is ever sent.
-TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
-    "certfile": (str, os.PathLike),
-    "keyfile": (str, os.PathLike),
-    "password": (str,),
-    "cacertfile": (str, os.PathLike),
-    "cacertdir": (str, os.PathLike),
+# name is ever sent.  ``callable`` marks the options a Python callable may
+# stand for (the session turns it into ``ask_password``/``verify_callback``
+# and answers the daemon's questions with it); ``list`` ones are checked item
+# by item (:data:`_LIST_ITEMS`).
+_PATH = (str, os.PathLike)
+TLS_FIELDS: Dict[str, Tuple[Any, ...]] = {
+    "certfile": _PATH,
+    "keyfile": _PATH,
+    "cert": (str, bytes),
+    "key": (str, bytes),
+    "password": (str, callable),
+    "password_file": _PATH,
+    "ask_password": (bool,),
+    "cacertfile": _PATH,
+    "cacertdir": _PATH,
+    "cacert": (str, bytes),
+    "crlfile": _PATH,
     "verify": (int,),
     "depth": (int,),
     "ciphers": (str,),
@@ -88,9 +106,33 @@ TLS_FIELDS: Dict[str, Tuple[type, ...]] = {
     "max_version": (str,),
     "server_name": (str,),
     "verify_hostname": (str, bool),  # a name, or False: no host-name check
+    "verify_callback": (bool, callable),
+    "callback_timeout_ms": (int,),
+    "alpn": (list,),
+    "sni": (list,),
+    "session_reuse": (bool,),
+    "ticket_keys": (list,),
+    "ocsp_response_file": _PATH,
+    "ocsp_status_request": (bool,),
+    "dhparamfile": _PATH,
+    "keylog": _PATH,
     "flags": (str,),
-    "logfile": (str, os.PathLike),
+    "logfile": _PATH,
 }
+
+_SNI_FIELDS: Dict[str, Tuple[Any, ...]] = {
+    "names": (list,),
+    "certfile": _PATH,
+    "keyfile": _PATH,
+    "cert": (str, bytes),
+    "key": (str, bytes),
+    "password": (str,),
+}
+
+MAX_CONTEXT_NAME = 255
+MAX_CALLBACK_TIMEOUT_MS = 600_000
+MAX_HANDSHAKE_MS = 3_600_000  # also close_timeout_ms and starttls/stoptls timeout_ms
+MAX_IDLE_MS = 24 * 3600 * 1000
 
 
 def normalize_mode(mode: Mode) -> str:
@@ -124,11 +166,13 @@ def normalize_mode(mode: Mode) -> str:
 
 def deliver_limit(mode: Optional[str], packet_size: Optional[int] = None) -> Optional[int]:
     """The largest payload one ``send`` may carry in ``mode`` (``None``: raw, any size,
-    split by the library)."""
+    split by the library).  An unknown mode (``None``: the sockets of a listener
+    handed over or given back, whose mode the daemon does not say) is never
+    split, as it may be a packet mode; the daemon refuses what is too long."""
     cap = DEFAULT_MAX_MESSAGE - 5 - 4
-    if mode is None or mode in ("raw", "binary_packet:0"):
+    if mode in ("raw", "binary_packet:0"):
         return None
-    name, _, n = mode.partition(":")
+    name, _, n = (mode or "").partition(":")
     if name in ("packet", "binary_packet"):
         header = int(n)
         cap = min(cap, (1 << (8 * header)) - 1)
@@ -137,11 +181,13 @@ def deliver_limit(mode: Optional[str], packet_size: Optional[int] = None) -> Opt
     return cap
 
 
-def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Dict[str, Any], bool, None]:
+def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Dict[str, Any], bool, str, None]:
     """Validate ``tls`` and return what to put in the command's ``tls`` field.
 
     ``False`` means plain TCP; ``None`` means ``default`` (``None``: omit the field);
-    ``True`` means ``{}`` (the daemon's secure defaults).
+    ``True`` means ``{}`` (the daemon's secure defaults); a string names a
+    context made with ``tls_context``.  ``password`` and ``verify_callback``
+    may be callables: they stay in the dict for the session to take out.
     """
     if tls is None:
         return None if default is None else dict(default)
@@ -149,35 +195,93 @@ def check_tls(tls: TlsOptions, *, default: Optional[Dict[str, Any]]) -> Union[Di
         return False
     if tls is True:
         return {}
+    if isinstance(tls, str):
+        return check_context_name(tls)
     if not isinstance(tls, Mapping):
-        raise TypeError(f"tls must be a dict of TLS options or False, not {type(tls).__name__}")
-    out: Dict[str, Any] = {}
-    for key, value in tls.items():
-        if not isinstance(key, str):
-            raise TypeError(f"tls option names must be strings, not {key!r}")
-        types = TLS_FIELDS.get(key)
-        if types is None:
-            raise ValueError(f"unknown tls option {key!r}; known: {', '.join(sorted(TLS_FIELDS))}")
-        if value is None:
-            continue
-        if isinstance(value, bool) and bool not in types:
-            raise TypeError(f"tls option {key!r} must be {_names(types)}, not bool")
-        if not isinstance(value, types):
-            raise TypeError(f"tls option {key!r} must be {_names(types)}, not {type(value).__name__}")
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if key == "verify" and value not in (0, 1, 2):
-            raise ValueError(f"tls option 'verify' must be 0, 1 or 2, not {value!r}")
-        if key == "verify_hostname" and value is True:
-            raise ValueError("tls option 'verify_hostname' must be a host name or False, not True")
-        if key == "depth" and value < 0:
-            raise ValueError("tls option 'depth' must be >= 0")
-        out[key] = value
+        raise TypeError(f"tls must be a dict of TLS options, a tls_context name or False, not {type(tls).__name__}")
+    out = _check_options(tls, TLS_FIELDS, "tls option")
+    if "sni" in out:
+        out["sni"] = [_check_options(_mapping(e, "tls option 'sni' entries"), _SNI_FIELDS, "sni option") for e in out["sni"]]
+        for entry in out["sni"]:
+            if not entry.get("names") or not ("certfile" in entry or "cert" in entry):
+                raise ValueError("each tls 'sni' entry needs names and certfile (or cert)")
+    for key, limit in (("alpn", 255), ("ticket_keys", None)):
+        for item in out.get(key, ()):
+            if not isinstance(item, (str, os.PathLike)) or (key == "alpn" and not isinstance(item, str)):
+                raise TypeError(f"tls option {key!r} must be a list of {'strings' if key == 'alpn' else 'paths'}")
+        if key in out:
+            out[key] = [os.fspath(i) for i in out[key]]
+            if limit is not None and not all(0 < len(i.encode("utf-8")) <= limit for i in out[key]):
+                raise ValueError(f"tls option {key!r} items must be 1 to {limit} bytes")
+    if out.get("verify") not in (None, 0, 1, 2):
+        raise ValueError(f"tls option 'verify' must be 0, 1 or 2, not {out['verify']!r}")
+    if out.get("verify_hostname") is True:
+        raise ValueError("tls option 'verify_hostname' must be a host name or False, not True")
+    if out.get("depth", 0) < 0:
+        raise ValueError("tls option 'depth' must be >= 0")
+    if not 1 <= out.get("callback_timeout_ms", 1) <= MAX_CALLBACK_TIMEOUT_MS:
+        raise ValueError(f"tls option 'callback_timeout_ms' must be in 1..{MAX_CALLBACK_TIMEOUT_MS}")
+    if callable(out.get("password")) and out.get("ask_password") is False:
+        raise ValueError("a password callable asks for the passphrase: ask_password cannot be False")
     return out
 
 
-def _names(types: Tuple[type, ...]) -> str:
-    return " or ".join("a path" if t is os.PathLike else t.__name__ for t in types)
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be dicts, not {type(value).__name__}")
+    return value
+
+
+def _check_options(options: Mapping[str, Any], fields: Dict[str, Tuple[Any, ...]], what: str) -> Dict[str, Any]:
+    """Names known, values of the right type (paths as strings, PEM bytes as text)."""
+    out: Dict[str, Any] = {}
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{what} names must be strings, not {key!r}")
+        types = fields.get(key)
+        if types is None:
+            raise ValueError(f"unknown {what} {key!r}; known: {', '.join(sorted(fields))}")
+        if value is None:
+            continue
+        if callable in types and callable(value):
+            out[key] = value
+            continue
+        plain = tuple(t for t in types if t is not callable)
+        if isinstance(value, bool) and bool not in plain or not isinstance(value, plain):
+            raise TypeError(f"{what} {key!r} must be {_names(types)}, not {type(value).__name__}")
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, bytes):
+            value = value.decode("ascii")
+        out[key] = list(value) if isinstance(value, list) else value
+    return out
+
+
+def check_context_name(name: Any) -> str:
+    """A ``tls_context`` name: 1 to 255 bytes."""
+    if not isinstance(name, str):
+        raise TypeError(f"a tls_context name must be a string, not {type(name).__name__}")
+    if not 0 < len(name.encode("utf-8")) <= MAX_CONTEXT_NAME:
+        raise ValueError(f"a tls_context name must be 1 to {MAX_CONTEXT_NAME} bytes")
+    return name
+
+
+def _names(types: Tuple[Any, ...]) -> str:
+    names = {os.PathLike: "a path", callable: "a callable", bytes: "bytes (PEM)"}
+    return " or ".join(names.get(t, getattr(t, "__name__", str(t))) for t in types)
+
+
+def socket_timeouts(cmd: Dict[str, Any], handshake: Any, idle: Any, close: Any) -> Dict[str, Any]:
+    """Add a socket's timeouts (seconds, ``None``: the daemon's default) to ``cmd``."""
+    for name, value, maximum in (
+        ("handshake_timeout", handshake, MAX_HANDSHAKE_MS),
+        ("idle_timeout", idle, MAX_IDLE_MS),
+        ("close_timeout", close, MAX_HANDSHAKE_MS),
+    ):
+        seconds = check_timeout(value, name)
+        if seconds is not None:
+            cmd[f"{name}_ms"] = max(1, timeout_ms(seconds, maximum) or 1)
+    return cmd
 
 
 def check_host(host: Any, what: str = "host") -> str:
@@ -294,6 +398,20 @@ def check_client(name: Any, window: Any, max_buffer: Any) -> Optional[str]:
     return name
 
 
+MAX_GRACE_MS = 24 * 3600 * 1000
+
+
+def check_grace(grace: Any, name: Optional[str]) -> Optional[int]:
+    """``hello``'s ``grace_ms`` for a grace period of ``grace`` seconds
+    (``None``: none); it needs a name, by which a successor finds the sockets."""
+    seconds = check_timeout(grace, "grace")
+    if seconds is None:
+        return None
+    if name is None:
+        raise ValueError("grace needs a name: a successor finds the sockets by it")
+    return timeout_ms(seconds, MAX_GRACE_MS)
+
+
 def check_window(window: Any, max_buffer: Any) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, not {window!r}")
@@ -308,11 +426,12 @@ def listen_command(
     mode: Mode,
     backlog: Any,
     packet_size: Any,
-    handshake_timeout: Any,
+    timeouts: "Tuple[Any, Any, Any]",
     active: Any = True,
 ) -> Dict[str, Any]:
     """A ``listen`` command; ``active`` (the initial mode of accepted sockets) is kept
-    by the session, which sends it with every accept."""
+    by the session, which sends it with every accept.  ``timeouts`` are the
+    accepted sockets' (handshake, idle, close) timeouts in seconds."""
     cmd: Dict[str, Any] = {
         "op": "listen",
         "host": check_host(host),
@@ -328,21 +447,31 @@ def listen_command(
         if not 1 <= backlog <= 65535:
             raise ValueError("backlog must be in 1..65535")
         cmd["backlog"] = backlog
+    return _socket_options(cmd, packet_size, timeouts, active)
+
+
+def _socket_options(cmd: Dict[str, Any], packet_size: Any, timeouts: "Tuple[Any, Any, Any]", active: Any) -> Dict[str, Any]:
+    """The options ``listen`` and ``connect`` share: packet size, timeouts, active mode."""
     ps = check_packet_size(packet_size)
     if ps is not None:
         cmd["packet_size"] = ps
-    ht = check_timeout(handshake_timeout, "handshake_timeout")
-    if ht is not None:
-        cmd["handshake_timeout_ms"] = timeout_ms(ht)
+    socket_timeouts(cmd, *timeouts)
     cmd["active"] = check_active(active)
     return cmd
 
 
 def connect_command(
-    host: Any, port: Any, tls: TlsOptions, mode: Mode, timeout: Any, packet_size: Any, active: Any = True
+    host: Any,
+    port: Any,
+    tls: TlsOptions,
+    mode: Mode,
+    timeout: Any,
+    packet_size: Any,
+    active: Any = True,
+    timeouts: "Tuple[Any, Any, Any]" = (None, None, None),
 ) -> Dict[str, Any]:
     """A ``connect`` command; ``active`` is the library's mode (the session turns
-    ``True`` into its credit window)."""
+    ``True`` into its credit window); ``timeouts`` as for :func:`listen_command`."""
     cmd: Dict[str, Any] = {
         "op": "connect",
         "host": check_host(host),
@@ -353,11 +482,7 @@ def connect_command(
     t = check_timeout(timeout)
     if t is not None:
         cmd["timeout_ms"] = max(1, timeout_ms(t) or 1)
-    ps = check_packet_size(packet_size)
-    if ps is not None:
-        cmd["packet_size"] = ps
-    cmd["active"] = check_active(active)
-    return cmd
+    return _socket_options(cmd, packet_size, timeouts, active)
 
 
 def setopts_command(sid: int, active: Any, packet_size: Any) -> Dict[str, Any]:
@@ -402,13 +527,73 @@ def resolve_command(address: Any) -> Dict[str, Any]:
     return cmd
 
 
-def accept_command(lid: int, active: Any, tls: TlsOptions) -> Dict[str, Any]:
-    """An ``accept`` command; ``active`` is the library's mode for the new socket."""
+def accept_command(
+    lid: int, active: Any, tls: TlsOptions, timeouts: "Tuple[Any, Any, Any]" = (None, None, None)
+) -> Dict[str, Any]:
+    """An ``accept`` command; ``active`` is the library's mode for the new socket;
+    ``timeouts`` override the listener's (see :func:`listen_command`)."""
     cmd: Dict[str, Any] = {"op": "accept", "id": lid, "active": check_active(active)}
     tls_value = check_tls(tls, default=None)
     if tls_value is not None:
         cmd["tls"] = tls_value
+    return socket_timeouts(cmd, *timeouts)
+
+
+def starttls_command(sid: int, side: Any, tls: TlsOptions, timeout: Any, idle_timeout: Any, close_timeout: Any) -> Dict[str, Any]:
+    """A ``starttls``: ``side`` is the end of the handshake we are; ``timeout``
+    bounds the handshake, ``idle_timeout``/``close_timeout`` apply afterwards."""
+    if side not in ("client", "server"):
+        raise ValueError(f"side must be 'client' or 'server', not {side!r}")
+    cmd: Dict[str, Any] = {"op": "starttls", "id": sid, "side": side}
+    tls_value = check_tls(tls, default=None)
+    if tls_value is False:
+        raise ValueError("starttls needs TLS settings (a dict or a tls_context name), not False")
+    if tls_value is not None:
+        cmd["tls"] = tls_value
+    t = check_timeout(timeout)
+    if t is not None:
+        cmd["timeout_ms"] = max(1, timeout_ms(t, MAX_HANDSHAKE_MS) or 1)
+    return socket_timeouts(cmd, None, idle_timeout, close_timeout)
+
+
+def stoptls_command(sid: int, timeout: Any) -> Dict[str, Any]:
+    """A ``stoptls``; ``timeout`` bounds the wait for the peer's close_notify."""
+    cmd: Dict[str, Any] = {"op": "stoptls", "id": sid}
+    t = check_timeout(timeout)
+    if t is not None:
+        cmd["timeout_ms"] = max(1, timeout_ms(t, MAX_HANDSHAKE_MS) or 1)
     return cmd
+
+
+def inject_ca_command(sid: int, cafile: Any, cadata: Any) -> Dict[str, Any]:
+    """An ``inject_ca`` with a CA file or PEM text (exactly one)."""
+    if (cafile is None) == (cadata is None):
+        raise ValueError("inject_ca needs one of cafile and cadata")
+    if cafile is not None:
+        return {"op": "inject_ca", "id": sid, "cacertfile": check_path(cafile)}
+    if isinstance(cadata, (bytes, bytearray)):
+        cadata = bytes(cadata).decode("ascii")
+    if not isinstance(cadata, str) or "-----BEGIN CERTIFICATE-----" not in cadata:
+        raise ValueError("cadata must be PEM text (str or bytes) with at least one certificate")
+    return {"op": "inject_ca", "id": sid, "cacert": cadata}
+
+
+def tls_context_command(name: Any, tls: Any) -> Dict[str, Any]:
+    """A ``tls_context`` naming TLS settings (a dict) for later ``tls=name``."""
+    if not isinstance(tls, Mapping):
+        raise TypeError(f"tls_context needs a dict of TLS options, not {type(tls).__name__}")
+    return {"op": "tls_context", "name": check_context_name(name), "tls": check_tls(tls, default=None)}
+
+
+def answer_value(what: str, value: Any) -> Dict[str, Any]:
+    """The ``answer`` field for a callback's result: a passphrase (``str``, or
+    ``bytes`` in UTF-8; anything else answers ``""``, which fails the command),
+    or a verdict (true accepts)."""
+    if what != "password":
+        return {"accept": bool(value)}
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    return {"password": value if isinstance(value, str) else ""}
 
 
 def deadline(timeout: Optional[float]) -> Optional[float]:

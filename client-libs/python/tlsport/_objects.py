@@ -3,12 +3,13 @@ and carrying out the session's outcomes.  No I/O and no waiting here."""
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Any, Callable, ClassVar, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Optional, Tuple
 
 from . import _args
 from ._args import Active, TlsOptions
-from ._session import END, Entry, Fail, ListenerEntry, Notice, Resolve, Run, Session, SocketEntry, Wake
+from ._session import END, Ask, Entry, Fail, ListenerEntry, Notice, Resolve, Run, Session, SocketEntry, Wake
 from .errors import DaemonGone, SocketClosed, Timeout, TlsportError
 
 log = logging.getLogger("tlsport")
@@ -63,6 +64,14 @@ class SocketBase:
         return self._entry.busy
 
 
+    def _command(self, op: str, *args: Any) -> Dict[str, Any]:
+        """The ``starttls``, ``stoptls`` or ``inject_ca`` command for this socket
+        (arguments checked, the socket still open)."""
+        build = {"starttls": _args.starttls_command, "stoptls": _args.stoptls_command, "inject_ca": _args.inject_ca_command}[op]
+        cmd = build(self.id, *args)
+        self._client._check_open(self._entry)
+        return cmd
+
     def _recv_failed(self, err: TlsportError, message: str) -> Any:
         """What the error of a passive socket's ``recv`` means: the end, or a timeout."""
         if isinstance(err, SocketClosed):
@@ -96,23 +105,50 @@ class ListenerBase:
         """Whether the listener is closed (or handed over)."""
         return self._entry.closed
 
-    def _accept_command(self, active: Optional[Active], tls: TlsOptions) -> Any:
-        cmd = _args.accept_command(self.id, self.active if active is None else active, tls)
-        self._client._session.check_open(self._entry)
+    def _accept_command(self, active: Optional[Active], tls: TlsOptions, timeouts: Tuple[Any, Any, Any]) -> Any:
+        cmd = _args.accept_command(self.id, self.active if active is None else active, tls, timeouts)
+        self._client._check_open(self._entry)
         return cmd
 
 
 class ClientBase:
     """What :class:`tlsport.Client` and :class:`tlsport.aio.AsyncClient` share.
 
-    A transport provides ``_wake(entry)`` (whoever waits on it looks again) and
+    A transport provides ``_wake(entry)`` (whoever waits on it looks again),
     ``_run_in_order(entry, callback, args)`` (run a user callback; may return an
-    awaitable to await before reading on)."""
+    awaitable to await before reading on), ``_answer_later(ask, awaitable)``
+    (answer a question once a coroutine callback is done) and
+    ``_session_lock`` (held while the session is touched)."""
 
     _socket_class: ClassVar[Any]
     _listener_class: ClassVar[Any]
     _session: Session
+    _session_lock: ContextManager[Any]
     _closing: bool
+
+    def on_password(self, callback: Optional[Callable[[str], Any]]) -> Any:
+        """Answer the daemon's passphrase questions with ``callback(source)``
+        (``source`` names the key, e.g. ``"key file server.key"``; it returns
+        the passphrase) for every command whose TLS options have
+        ``"ask_password": True`` and no ``password`` callable of their own.
+        ``None`` removes it.  Usable as a decorator."""
+        with self._session_lock:
+            self._session.password_callback = _args.check_callback(callback)
+        return callback
+
+    def on_verify(self, callback: Optional[Callable[[List[Any], Dict[str, Any]], Any]]) -> Any:
+        """Judge peers with ``callback(peer_chain, verify_result)`` (a list of
+        :class:`~tlsport.Certificate`, leaf first, and OpenSSL's verdict
+        ``{"code", "text", "depth"}``; true accepts) for every socket whose TLS
+        options have ``"verify_callback": True`` and no callable of their own.
+        ``None`` removes it.  Usable as a decorator."""
+        with self._session_lock:
+            self._session.verify_callback = _args.check_callback(callback)
+        return callback
+
+    def _check_open(self, entry: Entry) -> None:
+        with self._session_lock:
+            self._session.check_open(entry)
 
     @property
     def number(self) -> Optional[int]:
@@ -133,6 +169,23 @@ class ClientBase:
     def protocol(self) -> Optional[int]:
         """The protocol version the daemon speaks."""
         return self._session.protocol
+
+    @property
+    def grace(self) -> Optional[float]:
+        """The grace period in force, in seconds (``None``: none): how long the
+        daemon keeps this client's sockets for a successor of the same name
+        once its channel ends, however it ends (a crash, or :meth:`close`)."""
+        ms = self._session.grace_ms
+        return None if ms is None else ms / 1000
+
+    @property
+    def reclaimed(self) -> List[Any]:
+        """The sockets and listeners a predecessor of the same name left with a
+        grace period, given back to this client when it said hello (complete
+        once the client is made; empty when there were none).  Data the
+        predecessor had not taken arrives on them first, in order."""
+        with self._session_lock:
+            return [self._public(e) for e in self._session.reclaimed]
 
     @property
     def capabilities(self) -> List[str]:
@@ -190,9 +243,35 @@ class ClientBase:
                 pending = self._run_in_order(outcome.entry, outcome.callback, args)
                 if pending is not None:
                     later.append(pending)
+            elif isinstance(outcome, Ask):
+                self._ask(outcome)
             elif isinstance(outcome, Notice):
                 log.log(outcome.level, "%s", outcome.text)
         return later
+
+    def _ask(self, ask: Ask) -> None:
+        """Call a question's callback and answer with what it returns (an
+        exception answers no: ``""`` for a passphrase, a refusal for a peer)."""
+        try:
+            value = ask.callback(*ask.args)
+        except Exception:
+            log.exception("tlsport %s callback %r raised", ask.what, ask.callback)
+            value = None
+        if inspect.isawaitable(value):
+            self._answer_later(ask, value)
+        else:
+            self._answer(ask, value)
+
+    def _answer(self, ask: Ask, value: Any) -> None:
+        with self._session_lock:
+            self._session.answer(ask.request, ask.what, value)
+        self._kick()
+
+    def _answer_later(self, ask: Ask, awaitable: Any) -> None:
+        raise NotImplementedError
+
+    def _kick(self) -> None:
+        raise NotImplementedError
 
     def _wake(self, entry: Optional[Entry]) -> None:
         raise NotImplementedError

@@ -21,7 +21,15 @@ the transport carries out:
 * :class:`Wake` — an entry's state changed (data queued, busy/ready, closed),
   or with ``None`` the client's (a socket handed over to it, the end);
 * :class:`Run` — call a user callback with these arguments;
+* :class:`Ask` — the daemon asks a question (a passphrase, a verdict on a
+  peer's chain): call the callback and hand its result to :meth:`Session.answer`;
 * :class:`Notice` — something to log.
+
+TLS options that are Python callables (``password``, ``verify_callback``)
+never reach the daemon: :meth:`Session.call` keeps them with the command (and
+with the listener, or the ``tls_context`` name, it makes) and sends
+``ask_password``/``verify_callback`` instead; the question events name the
+command (or listener) they are for, which picks the callable.
 
 Values of type :class:`Entry` (in results and callback arguments) stand for
 sockets and listeners; a transport gives each the object the application sees
@@ -35,23 +43,24 @@ import logging
 from collections import deque
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
-from . import _args
+from . import _args, _certs
 from ._args import Active
 from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW, FlowState
 from .codec import CLOSED, NEED_DATA, CodecError, Data, Decoder, Event, Reply, _Sentinel, encode_command, encode_deliver
 from .errors import ProtocolError, SocketClosed, TlsportError, error_from_reply
 
-__all__ = ["Session", "Entry", "SocketEntry", "ListenerEntry", "Resolve", "Fail", "Wake", "Run", "Notice"]
+__all__ = ["Session", "Entry", "SocketEntry", "ListenerEntry", "Hooks", "Resolve", "Fail", "Wake", "Run", "Ask", "Notice"]
 __all__ += ["COMMAND_FIELDS", "END", "ASK"]
 
+_TIMEOUTS = "handshake_timeout_ms idle_timeout_ms close_timeout_ms"
 COMMAND_FIELDS: Dict[str, FrozenSet[str]] = {
     op: frozenset(fields.split())
     for op, fields in {
-        "hello": "name",
-        "listen": "host port mode backlog tls packet_size handshake_timeout_ms active",
-        "accept": "id tls active",
+        "hello": "name grace_ms",
+        "listen": f"host port mode backlog tls packet_size active {_TIMEOUTS}",
+        "accept": f"id tls active {_TIMEOUTS}",
         "cancel": "target",
-        "connect": "host port mode tls timeout_ms packet_size active",
+        "connect": f"host port mode tls timeout_ms packet_size active {_TIMEOUTS}",
         "deliver": "id data text",
         "close": "id",
         "controlling_process": "id to",
@@ -62,6 +71,14 @@ COMMAND_FIELDS: Dict[str, FrozenSet[str]] = {
         "resolve": "address",
         "info": "id",
         "stop": "",
+        "tls_context": "name tls",
+        "starttls": f"id side tls timeout_ms {_TIMEOUTS}",
+        "stoptls": "id timeout_ms",
+        "inject_ca": "id cacertfile cacert",
+        "ciphers": "id",
+        "answer": "request password accept",
+        "stats": "",
+        "reload": "",
     }.items()
 }
 """The fields docs/protocol.md §2.1 defines for each command (besides ``op`` and
@@ -99,10 +116,18 @@ class Entry:
         return f"<{type(self).__name__} {self.id}{' closed' if self.closed else ''}>"
 
 
-class SocketEntry(Entry):
-    """A connection: its received data and credits, busy state and callbacks."""
+class Hooks(NamedTuple):
+    """The Python callables a command's TLS options gave (``None``: not given)."""
 
-    __slots__ = ("peer", "flow", "busy", "async_error", "data_callback", "close_callback", "passive_callback")
+    password: Optional[Callable[..., Any]]
+    verify: Optional[Callable[..., Any]]
+
+
+class SocketEntry(Entry):
+    """A connection: its received data and credits, busy state and callbacks;
+    ``held`` keeps data sent while a ``starttls``/``stoptls`` runs."""
+
+    __slots__ = ("peer", "flow", "busy", "async_error", "data_callback", "close_callback", "passive_callback", "held")
 
     def __init__(
         self, sid: int, mode: Optional[str], packet_size: Optional[int], flow: FlowState, peer: Optional[Tuple[str, int]]
@@ -115,17 +140,20 @@ class SocketEntry(Entry):
         self.data_callback: Optional[Callable[..., Any]] = None
         self.close_callback: Optional[Callable[..., Any]] = None
         self.passive_callback: Optional[Callable[..., Any]] = None
+        self.held: Optional[List[bytes]] = None  # frames waiting for the TLS switch
 
 
 class ListenerEntry(Entry):
-    """A listening socket: its port and the initial active mode of what it accepts."""
+    """A listening socket: its port, the initial active mode of what it accepts,
+    and the callables of its TLS options."""
 
-    __slots__ = ("port", "active")
+    __slots__ = ("port", "active", "hooks")
 
     def __init__(self, sid: int, mode: Optional[str], packet_size: Optional[int], port: int, active: Active = True) -> None:
         super().__init__(sid, mode, packet_size)
         self.port = port
         self.active = active
+        self.hooks: Optional[Hooks] = None
 
 
 # ----------------------------------------------------------------------------
@@ -161,6 +189,16 @@ class Run(NamedTuple):
     entry: Optional[SocketEntry]
 
 
+class Ask(NamedTuple):
+    """Call ``callback(*args)`` and pass its result to :meth:`Session.answer`
+    with ``request`` and ``what`` (``"password"`` or ``"accept"``)."""
+
+    callback: Callable[..., Any]
+    args: Tuple[Any, ...]
+    request: int
+    what: str
+
+
 class Notice(NamedTuple):
     """A line for the log, at ``level`` (a :mod:`logging` level)."""
 
@@ -168,15 +206,16 @@ class Notice(NamedTuple):
     text: str
 
 
-Outcome = Any  # one of the five above
+Outcome = Any  # one of the six above
 
 
 class _Pending:
     """A command waiting for its reply."""
 
-    __slots__ = ("op", "waiter", "entry", "detail", "last", "error")
+    __slots__ = ("op", "waiter", "entry", "detail", "last", "error", "hooks")
 
     def __init__(self, op: str, waiter: Any, entry: Optional[Entry], detail: Any = None, last: Optional["_Pending"] = None) -> None:
+        self.hooks: Optional[Hooks] = None  # the callables of its TLS options
         self.op = op
         self.waiter = waiter
         self.entry = entry  # the socket or listener the command is about
@@ -192,9 +231,22 @@ class _Pending:
 class Session:
     """One control channel's protocol state (see the module's documentation)."""
 
-    def __init__(self, name: Optional[str] = None, *, window: int = DEFAULT_WINDOW, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        window: int = DEFAULT_WINDOW,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        grace_ms: Optional[int] = None,
+    ) -> None:
         self.name = name
         """This client's name (sent with ``hello``)."""
+        self.grace_ms = grace_ms
+        """The grace period asked for with ``hello``; after its reply, the one in force
+        (``None``: none, the daemon closes this client's sockets when it leaves)."""
+        self.reclaimed: List[Entry] = []
+        """The sockets and listeners kept for this name after a predecessor's
+        channel ended, given back at ``hello`` (protocol: "Surviving a crash")."""
         self.number: Optional[int] = None
         self.version: Optional[str] = None
         self.protocol: Optional[int] = None
@@ -204,6 +256,11 @@ class Session:
         self.gone: Optional[TlsportError] = None
         """Why the channel ended; every later call raises it."""
         self.adopt_callback: Optional[Callable[..., Any]] = None
+        self.password_callback: Optional[Callable[..., Any]] = None
+        """Answers ``password_needed`` for commands that gave no callable of their own."""
+        self.verify_callback: Optional[Callable[..., Any]] = None
+        """Judges ``verify_peer`` for sockets whose TLS options gave no callable."""
+        self._contexts: Dict[str, Hooks] = {}  # tls_context names -> their callables
         self._adopted: Deque[Entry] = deque()
         self._decoder = Decoder()
         self._refs = itertools.count(1)
@@ -214,7 +271,12 @@ class Session:
 
     # -- outbound --------------------------------------------------------------
     def hello_command(self) -> Dict[str, Any]:
-        return {"op": "hello", "name": self.name} if self.name is not None else {"op": "hello"}
+        cmd: Dict[str, Any] = {"op": "hello"}
+        if self.name is not None:
+            cmd["name"] = self.name
+        if self.grace_ms is not None:
+            cmd["grace_ms"] = self.grace_ms
+        return cmd
 
     def call(self, command: Mapping[str, Any], waiter: Any = None) -> int:
         """Queue a command and return its ref; ``waiter`` gets its outcome.
@@ -229,12 +291,22 @@ class Session:
         cmd = dict(command)
         _check_fields(cmd)
         op = cmd.get("op")
+        hooks = self._take_hooks(cmd)
         sid = cmd.get("id")
         entry = self._entries.get(sid) if isinstance(sid, int) and not isinstance(sid, bool) else None
         detail: Any = None
         if op == "setopts" and isinstance(entry, SocketEntry):
             return self._setopts(entry, cmd, waiter)
-        if op == "listen":
+        if op in ("starttls", "stoptls") and isinstance(entry, SocketEntry):
+            pending = _Pending(str(op), waiter, entry)
+            pending.hooks = hooks
+            ref = self._send(cmd, pending)
+            if entry.held is None:
+                entry.held = []  # data sent until the reply follows the switch
+            return ref
+        if op == "tls_context":
+            detail = cmd["name"]
+        elif op == "listen":
             detail = (cmd.get("mode"), cmd.get("packet_size"), cmd.pop("active", True))
         elif op in ("connect", "accept"):
             listener = entry if isinstance(entry, ListenerEntry) else None
@@ -246,13 +318,50 @@ class Session:
             cmd["active"] = self.window if active is True else active
         elif op == "controlling_process":
             detail = cmd.get("to")
-        return self._send(cmd, _Pending(str(op), waiter, entry, detail))
+        pending = _Pending(str(op), waiter, entry, detail)
+        pending.hooks = hooks
+        return self._send(cmd, pending)
+
+    def _take_hooks(self, cmd: Dict[str, Any]) -> Optional[Hooks]:
+        """Take the callables out of ``cmd``'s ``tls`` (the daemon gets
+        ``ask_password``/``verify_callback`` instead); a context name brings
+        the callables it was defined with."""
+        tls = cmd.get("tls")
+        if isinstance(tls, str):
+            return self._contexts.get(tls)
+        if not isinstance(tls, Mapping):
+            return None
+        tls = cmd["tls"] = dict(tls)
+        password, verify = tls.get("password"), tls.get("verify_callback")
+        hooks = Hooks(password if callable(password) else None, verify if callable(verify) else None)
+        if hooks.password is not None:
+            del tls["password"]
+            tls["ask_password"] = True
+        if hooks.verify is not None:
+            tls["verify_callback"] = True
+        if tls.get("ask_password") is True and hooks.password is None and self.password_callback is None:
+            raise ValueError("ask_password needs a password callable: tls={'password': fn} or the client's on_password(fn)")
+        if cmd.get("op") != "tls_context" and tls.get("verify_callback") is True:
+            if hooks.verify is None and self.verify_callback is None:
+                raise ValueError("verify_callback needs a callable: tls={'verify_callback': fn} or the client's on_verify(fn)")
+        return hooks if hooks != (None, None) else None
 
     def deliver(self, entry: SocketEntry, data: bytes) -> None:
-        """Queue raw data for ``entry`` (a DATA frame, no reply): one of :meth:`chunks`."""
+        """Queue raw data for ``entry`` (a DATA frame, no reply): one of :meth:`chunks`.
+        While a ``starttls``/``stoptls`` runs, it waits for the switch."""
         if self.gone is not None:
             raise self.gone
-        self._out.append(encode_deliver(entry.id, data))
+        self._emit(entry, encode_deliver(entry.id, data))
+
+    def _emit(self, entry: Optional[Entry], frame: bytes) -> None:
+        held = entry.held if isinstance(entry, SocketEntry) else None
+        (self._out if held is None else held).append(frame)
+
+    def answer(self, request: int, what: str, value: Any) -> None:
+        """Answer the daemon's question ``request`` (see :class:`Ask`) with a
+        callback's result: the passphrase, or whether the peer is accepted."""
+        if self.gone is None:
+            self._send({"op": "answer", "request": request, **_args.answer_value(what, value)}, _Pending("answer", None, None, request))
 
     def chunks(self, entry: SocketEntry, data: bytes) -> List[bytes]:
         """``data`` as the pieces to deliver; a packet too long for the mode raises ``ValueError``."""
@@ -309,7 +418,11 @@ class Session:
         ref = next(self._refs)
         cmd["ref"] = ref
         _check_fields(cmd)
-        self._out.append(encode_command(cmd))
+        frame = encode_command(cmd)
+        if pending.op == "deliver":
+            self._emit(pending.entry, frame)
+        else:
+            self._out.append(frame)
         self._pending[ref] = pending
         return ref
 
@@ -373,7 +486,15 @@ class Session:
         pending = self._pending.pop(reply.ref, None)
         if pending is None:
             return []
+        if pending.op == "reclaim":  # whatever it says, every owned event of hello came first
+            return [] if pending.waiter is None else [Resolve(pending.waiter, pending.detail)]
         out: List[Outcome] = []
+        if pending.op in ("starttls", "stoptls") and isinstance(pending.entry, SocketEntry):
+            held, pending.entry.held = pending.entry.held or [], None
+            if reply.ok:  # on failure the socket closes: what was held goes nowhere
+                self._out.extend(held)
+        elif pending.op == "answer" and not reply.ok:
+            return [Notice(logging.WARNING, f"answer to question {pending.detail} not taken: {error_from_reply(reply.body)}")]
         value: Any = None
         error: Optional[TlsportError] = None
         if reply.ok or (pending.op == "close" and reply.error_kind in ("no_such_socket", "closed")):
@@ -408,12 +529,20 @@ class Session:
             return endpoint
         if op == "resolve":
             return str(body.get("name"))
+        if op == "info":
+            return _certs.with_certificates(_args.reply_body(reply))
+        if op == "ciphers":
+            return [str(c) for c in body.get("ciphers", [])]
+        if op == "inject_ca":
+            return dict(body.get("verify_result") or {})
+        if op == "tls_context":
+            if pending.hooks is not None:
+                self._contexts[pending.detail] = pending.hooks
+            else:
+                self._contexts.pop(pending.detail, None)
         if op == "hello":
-            self.number = body.get("client")
-            self.version = body.get("version")
-            self.protocol = body.get("protocol")
-            self.capabilities = list(body.get("capabilities", []))
-        if op not in ("close", "controlling_process", "setopts", "deliver"):
+            self._hello(pending, reply)
+        if op not in ("close", "controlling_process", "setopts", "deliver", "starttls", "stoptls", "answer"):
             return _args.reply_body(reply)
         if op == "close" and entry is not None:
             self._close(entry, None, out)
@@ -428,6 +557,23 @@ class Session:
             self._mark(entry)
         return None
 
+    def _hello(self, pending: _Pending, reply: Reply) -> None:
+        """Learn who we are.  A named client may be given back the sockets of a
+        predecessor that had a grace period: the daemon sends their ``owned``
+        events right after this reply, and says nothing of how many there are.
+        So the call waits for the reply to one more command (``stats``, answered
+        at once): by then :attr:`reclaimed` holds them all."""
+        body = reply.body
+        self.number = body.get("client")
+        self.version = body.get("version")
+        self.protocol = body.get("protocol")
+        self.capabilities = list(body.get("capabilities", []))
+        grace = body.get("grace_ms")
+        self.grace_ms = grace if isinstance(grace, int) and not isinstance(grace, bool) and grace > 0 else None
+        if self.name is not None and "grace" in self.capabilities and "stats" in self.capabilities:
+            self._send({"op": "stats"}, _Pending("reclaim", pending.waiter, None, _args.reply_body(reply)))
+            pending.waiter = None
+
     def _made(self, pending: _Pending, sid: int, body: Dict[str, Any]) -> Optional[Entry]:
         """A listen, connect or accept succeeded: the new entry."""
         if pending.waiter is None:  # nobody wants it any more
@@ -436,6 +582,7 @@ class Session:
         mode, packet_size, active = pending.detail
         if pending.op == "listen":
             made: Entry = ListenerEntry(sid, mode, packet_size, int(body["port"]), active)
+            made.hooks = pending.hooks
         else:
             made = SocketEntry(sid, mode, packet_size, self._flow(), _args.peer_tuple(body.get("peer")))
             made.flow.created_with(active)
@@ -459,6 +606,8 @@ class Session:
         name, sid = event.name, event.socket_id
         if name == "owned" and sid is not None:
             return self._owned(event.body)
+        if name in ("password_needed", "verify_peer"):
+            return self._question(name, event.body)
         entry = self._entries.get(sid) if sid is not None else None
         out: List[Outcome] = []
         if entry is None:
@@ -476,8 +625,32 @@ class Session:
             out.append(Wake(entry))
         return out
 
+    def _question(self, name: str, body: Dict[str, Any]) -> List[Outcome]:
+        """``password_needed`` or ``verify_peer``: the callable of the command
+        (or listener) it is for, else the client's, answers it."""
+        request = body.get("request")
+        if not isinstance(request, int) or isinstance(request, bool):
+            return [Notice(logging.WARNING, f"tlsportd: {name} without a request number")]
+        pending = self._pending.get(body.get("ref"))
+        hooks = pending.hooks if pending is not None else None
+        if name == "password_needed":
+            what, args = "password", (str(body.get("source", "")),)
+            callback = (hooks.password if hooks else None) or self.password_callback
+        else:
+            what, args = "accept", (_certs.chain(body.get("peer_chain")), dict(body.get("verify_result") or {}))
+            listener = self._entries.get(body.get("listener"))  # type: ignore[arg-type]
+            if (hooks is None or hooks.verify is None) and isinstance(listener, ListenerEntry):
+                hooks = listener.hooks
+            callback = (hooks.verify if hooks else None) or self.verify_callback
+        if callback is None:
+            self.answer(request, what, None)
+            return [Notice(logging.WARNING, f"tlsportd asked {name} and no callback answers it: refused")]
+        return [Ask(callback, args, request, what)]
+
     def _owned(self, body: Dict[str, Any]) -> List[Outcome]:
-        """A socket or listener handed to this client (``controlling_process``)."""
+        """A socket or listener handed to this client (``controlling_process``),
+        or given back from a predecessor of the same name (its ``from_name`` is
+        ours, its ``from`` another client's number)."""
         sid = int(body["id"])
         entry: Entry
         if body.get("listener"):
@@ -489,6 +662,10 @@ class Session:
             entry.busy = bool(body.get("busy"))
         entry.previous_owner = (int(body.get("from", 0)), body.get("from_name"))
         self._register(entry)  # its credit window restarts (FlowState starts so)
+        from_number, from_name = entry.previous_owner
+        if self.name is not None and from_name == self.name and from_number != self.number:
+            self.reclaimed.append(entry)  # before hello's call returns: nobody waits for it
+            return []
         if self.adopt_callback is not None:
             return [Run(self.adopt_callback, (entry,), None)]
         self._adopted.append(entry)

@@ -155,10 +155,12 @@ class SyncTransport(ClientBase):
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
         hello_timeout: Optional[float] = 30.0,
+        grace_ms: Optional[int] = None,
     ) -> None:
         self._chan = channel
-        self._session = Session(name, window=window, max_bytes=max_buffer)
+        self._session = Session(name, window=window, max_bytes=max_buffer, grace_ms=grace_ms)
         self._lock = threading.Lock()  # the session's
+        self._session_lock = self._lock
         self._write_lock = threading.Lock()  # frames leave in the order the session queued them
         self._adopt_cond = threading.Condition(self._lock)
         self._out_cond = threading.Condition(threading.Lock())
@@ -197,6 +199,13 @@ class SyncTransport(ClientBase):
             return
         with sock._cb_lock:
             self._run_callback(callback, *args)
+
+    def _answer_later(self, ask: Any, awaitable: Any) -> None:
+        log.error("tlsport %s callback %r returned an awaitable: the threaded client needs a plain function", ask.what, ask.callback)
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+        self._answer(ask, None)
 
     def _wake(self, entry: Optional[Entry]) -> None:
         cond = self._adopt_cond if entry is None else getattr(entry.handle, "_cond", None)
@@ -307,7 +316,9 @@ class SyncTransport(ClientBase):
 
     def close(self) -> None:
         """Close the control channel: the daemon closes every socket this client owns
-        (and a spawned daemon exits).  Pending calls fail with SocketClosed."""
+        (and a spawned daemon exits).  Pending calls fail with SocketClosed.  With
+        a grace period the daemon keeps the sockets for a successor instead (close
+        them first to end them)."""
         if self._closing:
             return
         self._closing = True

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _args
+from . import _args, _certs
 from ._aio_transport import AioTransport, maybe_await, wait_event
 from ._args import UNSET, Active, Mode, TlsOptions
 from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW
@@ -176,7 +176,7 @@ class AsyncSocket(SocketBase, _Closing):
         """Change the active mode (``True``, ``False``, ``"once"``, N) and/or ``packet_size``."""
         cmd = _args.setopts_command(self.id, active, packet_size)
         timeout = _args.check_timeout(timeout)
-        self._client._session.check_open(self._entry)
+        self._client._check_open(self._entry)
         await self._client._call(cmd, timeout=timeout)
 
     async def controlling_process(self, to: Union[str, int], *, timeout: Optional[float] = None) -> List[bytes]:
@@ -216,8 +216,38 @@ class AsyncSocket(SocketBase, _Closing):
         return await self._ask("sockname", timeout)  # type: ignore[no-any-return]
 
     async def info(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
-        """TLS details (``protocol``, ``cipher``, ``peer_certificate`` ...)."""
+        """Everything the connection can tell (see :meth:`tlsport.Socket.info`)."""
         return await self._ask("info", timeout)  # type: ignore[no-any-return]
+
+    async def peercert(self, binary_form: bool = False, *, timeout: Optional[float] = None) -> Any:
+        """The peer's certificate as ``ssl``'s ``getpeercert`` gives it (see
+        :meth:`tlsport.Socket.peercert`)."""
+        return _certs.peercert(await self.info(timeout=timeout), binary_form)
+
+    async def ciphers(self, *, timeout: Optional[float] = None) -> List[str]:
+        """The cipher suites this connection could use, in preference order."""
+        return await self._ask("ciphers", timeout)  # type: ignore[no-any-return]
+
+    async def inject_ca(self, cafile: Optional[str] = None, cadata: Union[str, bytes, None] = None, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Trust more CAs and verify the peer again (see :meth:`tlsport.Socket.inject_ca`)."""
+        return await self._client._call(self._command("inject_ca", cafile, cadata), timeout=timeout)  # type: ignore[no-any-return]
+
+    async def starttls(
+        self,
+        side: str = "client",
+        *,
+        tls: TlsOptions = None,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
+    ) -> None:
+        """Run a TLS handshake on this plain connection (see :meth:`tlsport.Socket.starttls`)."""
+        cmd = self._command("starttls", side, tls, timeout, idle_timeout, close_timeout)
+        await self._client._call(cmd, timeout=_args.reply_timeout(timeout))
+
+    async def stoptls(self, *, timeout: Optional[float] = None) -> None:
+        """End TLS and keep the TCP connection (see :meth:`tlsport.Socket.stoptls`)."""
+        await self._client._call(self._command("stoptls", timeout), timeout=_args.reply_timeout(timeout))
 
 
 class AsyncListener(ListenerBase, _Closing):
@@ -225,10 +255,19 @@ class AsyncListener(ListenerBase, _Closing):
 
     _client: "AsyncClient"
 
-    async def accept(self, timeout: Optional[float] = None, *, active: Optional[Active] = None, tls: TlsOptions = None) -> AsyncSocket:
+    async def accept(
+        self,
+        timeout: Optional[float] = None,
+        *,
+        active: Optional[Active] = None,
+        tls: TlsOptions = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
+    ) -> AsyncSocket:
         """The next connection whose handshake completed (see :meth:`tlsport.Listener.accept`)."""
         timeout = _args.check_timeout(timeout)
-        cmd = self._accept_command(active, tls)
+        cmd = self._accept_command(active, tls, (handshake_timeout, idle_timeout, close_timeout))
         client = self._client
         client._check_may_wait("accept")
         ref, fut = await client._begin(cmd)
@@ -331,19 +370,24 @@ class AsyncClient(AioTransport):
         path: PathArg,
         *,
         name: Optional[str] = None,
+        grace: Optional[float] = None,
         timeout: Optional[float] = 10.0,
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
     ) -> "AsyncClient":
-        """Connect to a running daemon's Unix socket."""
+        """Connect to a running daemon's Unix socket (``grace``: see
+        :meth:`tlsport.Client.attach`; what a predecessor left is in :attr:`reclaimed`)."""
         spath = _args.check_path(path)
         name = _args.check_client(name, window, max_buffer)
+        grace_ms = _args.check_grace(grace, name)
         timeout = _args.check_timeout(timeout)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(spath), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise DaemonGone(f"cannot connect to the daemon at {spath}: {exc!r}") from exc
-        client = cls(reader, writer, description=f"the daemon at {spath}", name=name, window=window, max_buffer=max_buffer)
+        client = cls(
+            reader, writer, description=f"the daemon at {spath}", name=name, window=window, max_buffer=max_buffer, grace_ms=grace_ms
+        )
         return await client._open(timeout)
 
     # -- public API ------------------------------------------------------------
@@ -358,10 +402,13 @@ class AsyncClient(AioTransport):
         backlog: Optional[int] = None,
         packet_size: Optional[int] = None,
         handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
         timeout: Optional[float] = None,
     ) -> AsyncListener:
         """Listen on ``host:port`` (see :meth:`tlsport.Client.listen`)."""
-        cmd = _args.listen_command(port, host, tls, mode, backlog, packet_size, handshake_timeout, active)
+        timeouts = (handshake_timeout, idle_timeout, close_timeout)
+        cmd = _args.listen_command(port, host, tls, mode, backlog, packet_size, timeouts, active)
         return await self._call(cmd, timeout=timeout)  # type: ignore[no-any-return]
 
     async def connect(
@@ -374,10 +421,18 @@ class AsyncClient(AioTransport):
         active: Active = True,
         timeout: Optional[float] = None,
         packet_size: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
     ) -> AsyncSocket:
         """Connect and complete the TLS handshake (see :meth:`tlsport.Client.connect`)."""
-        cmd = _args.connect_command(host, port, tls, mode, timeout, packet_size, active)
+        timeouts = (handshake_timeout, idle_timeout, close_timeout)
+        cmd = _args.connect_command(host, port, tls, mode, timeout, packet_size, active, timeouts)
         return await self._call(cmd, timeout=_args.reply_timeout(timeout))  # type: ignore[no-any-return]
+
+    async def tls_context(self, name: str, tls: Mapping[str, Any], *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Build TLS settings once under ``name`` (see :meth:`tlsport.Client.tls_context`)."""
+        return await self._call(_args.tls_context_command(name, tls), timeout=timeout)  # type: ignore[no-any-return]
 
     async def resolve(self, address: Optional[str] = None, *, timeout: Optional[float] = None) -> str:
         """This host's official name, or the name of ``address``."""
@@ -402,6 +457,14 @@ class AsyncClient(AioTransport):
             if result is not None:
                 self._spawn_task(result)
         return callback
+
+    async def stats(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The daemon's state and counters (see :meth:`tlsport.Client.stats`)."""
+        return await self._call({"op": "stats"}, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def reload(self, *, timeout: Optional[float] = None) -> None:
+        """Re-read every listener's and named context's TLS files (see :meth:`tlsport.Client.reload`)."""
+        await self._call({"op": "reload"}, timeout=timeout)
 
     async def stop(self, *, timeout: Optional[float] = 10.0) -> None:
         """Ask the daemon to close everything and exit."""

@@ -25,7 +25,7 @@ import concurrent.futures
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _args
+from . import _args, _certs
 from ._args import UNSET, Active, Mode, TlsOptions
 from ._flow import DEFAULT_MAX_BYTES, DEFAULT_WINDOW
 from ._locate import PathArg
@@ -164,8 +164,7 @@ class Socket(SocketBase, _Closing):
 
     # -- sending ---------------------------------------------------------
     def _check_open(self) -> None:
-        with self._client._lock:
-            self._client._session.check_open(self._entry)
+        self._client._check_open(self._entry)
 
     def send(
         self,
@@ -274,8 +273,62 @@ class Socket(SocketBase, _Closing):
         return self._ask("sockname", timeout)  # type: ignore[no-any-return]
 
     def info(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
-        """TLS details: ``protocol``, ``cipher``, ``bits``, ``peer_certificate``, ``verify_result``."""
+        """Everything the connection can tell (docs/protocol.md, ``info``):
+        ``protocol`` (``"tcp"`` for plain TCP), ``cipher``, ``bits``,
+        ``alg_bits``, ``cipher_description``, ``session_reused``, ``alpn``,
+        ``server_name``, ``verify_result``, ``ocsp``, ``peer``, ``sockname``,
+        ``mode``; ``peer_certificate``, ``local_certificate`` (a
+        :class:`~tlsport.Certificate` or ``None``) and ``peer_chain`` (a list)."""
         return self._ask("info", timeout)  # type: ignore[no-any-return]
+
+    def peercert(self, binary_form: bool = False, *, timeout: Optional[float] = None) -> Any:
+        """The peer's certificate as :meth:`ssl.SSLSocket.getpeercert` gives it: a
+        dict (``subject``, ``issuer``, ``version``, ``serialNumber``,
+        ``notBefore``, ``notAfter``, ``subjectAltName``), or with
+        ``binary_form=True`` its DER bytes; ``None`` when the peer sent none."""
+        return _certs.peercert(self.info(timeout=timeout), binary_form)
+
+    def ciphers(self, *, timeout: Optional[float] = None) -> List[str]:
+        """The cipher suites this connection could use, in preference order."""
+        return self._ask("ciphers", timeout)  # type: ignore[no-any-return]
+
+    def inject_ca(self, cafile: Optional[str] = None, cadata: Union[str, bytes, None] = None, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Trust more CAs on this connection (a PEM or DER file, or PEM text) and
+        verify the peer's chain again; returns the new ``verify_result``
+        (``{"code": 0, "text": "ok"}`` when it verifies now).  The connection
+        stays open whatever the result; :meth:`info` reports it from then on."""
+        return self._client._call(self._command("inject_ca", cafile, cadata), timeout=timeout)  # type: ignore[no-any-return]
+
+    def starttls(
+        self,
+        side: str = "client",
+        *,
+        tls: TlsOptions = None,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
+    ) -> None:
+        """Run a TLS handshake on this plain connection (``side``: which end we
+        are) and return once it is done; the socket keeps its id, framing and
+        active mode.  ``tls`` as for :meth:`Client.connect` (``None``: secure
+        defaults; a client checks the host it connected to), or a
+        :meth:`Client.tls_context` name.  ``timeout`` bounds the handshake;
+        ``idle_timeout``/``close_timeout`` apply from then on.
+
+        Read the peer's last plaintext message with ``active=False`` (or
+        ``"once"``) before, so that no TLS byte is read as plaintext.  Data
+        sent while the handshake runs waits until it is done.  On failure
+        (:class:`~tlsport.errors.TlsError`, :class:`~tlsport.errors.Timeout`)
+        the socket is closed."""
+        cmd = self._command("starttls", side, tls, timeout, idle_timeout, close_timeout)
+        self._client._call(cmd, timeout=_args.reply_timeout(timeout))
+
+    def stoptls(self, *, timeout: Optional[float] = None) -> None:
+        """End TLS and keep the TCP connection: queued data is written,
+        close_notify exchanged, then the socket carries plaintext.  ``timeout``
+        bounds the wait for the peer's close_notify (default: the close
+        timeout); a peer that does not answer, or closes, ends the socket."""
+        self._client._call(self._command("stoptls", timeout), timeout=_args.reply_timeout(timeout))
 
 
 class Listener(ListenerBase, _Closing):
@@ -289,19 +342,23 @@ class Listener(ListenerBase, _Closing):
         *,
         active: Optional[Active] = None,
         tls: TlsOptions = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
     ) -> Socket:
         """Wait for the next connection whose TLS handshake completed.
 
         ``active`` overrides the listener's initial active mode for this
         socket (``False``: nothing is read until you ask, e.g. before handing
         it over); ``tls`` gives this connection its own TLS settings (needed
-        when the listener has none).  Raises :class:`~tlsport.errors.Timeout`
+        when the listener has none); the timeouts override the listener's
+        (see :meth:`Client.listen`).  Raises :class:`~tlsport.errors.Timeout`
         after ``timeout`` seconds (the daemon-side accept is cancelled; a
         connection that won the race is returned),
         :class:`~tlsport.errors.SocketClosed` when the listener closes.
         """
         timeout = _args.check_timeout(timeout)
-        cmd = self._accept_command(active, tls)
+        cmd = self._accept_command(active, tls, (handshake_timeout, idle_timeout, close_timeout))
         client = self._client
         if client._in_callback():
             raise RuntimeError("accept() cannot be called from a tlsport callback")
@@ -408,16 +465,28 @@ class Client(SyncTransport):
         path: PathArg,
         *,
         name: Optional[str] = None,
+        grace: Optional[float] = None,
         timeout: Optional[float] = 10.0,
         window: int = DEFAULT_WINDOW,
         max_buffer: int = DEFAULT_MAX_BYTES,
     ) -> "Client":
-        """Connect to a running daemon's Unix socket (``tlsportd --unix PATH``)."""
+        """Connect to a running daemon's Unix socket (``tlsportd --unix PATH``).
+
+        With ``grace`` (seconds; needs a ``name``) the daemon keeps this
+        client's sockets and listeners when its channel ends, for a successor
+        that attaches with the same name within that time (the daemon caps it,
+        see :attr:`grace`).  A client attaching under a name whose predecessor
+        left sockets finds them in :attr:`reclaimed`.  The name is taken until
+        the daemon has seen the predecessor's channel end: a successor started
+        at once may get :class:`~tlsport.errors.NetworkError` ``eaddrinuse``
+        and should try again.
+        """
         spath = _args.check_path(path)
         name = _args.check_client(name, window, max_buffer)
+        grace_ms = _args.check_grace(grace, name)
         timeout = _args.check_timeout(timeout)
         channel = UnixChannel.connect(spath, timeout)
-        return cls(channel, name=name, window=window, max_buffer=max_buffer, hello_timeout=timeout)
+        return cls(channel, name=name, window=window, max_buffer=max_buffer, hello_timeout=timeout, grace_ms=grace_ms)
 
     # -- public API ----------------------------------------------------------
     def listen(
@@ -431,17 +500,23 @@ class Client(SyncTransport):
         backlog: Optional[int] = None,
         packet_size: Optional[int] = None,
         handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
         timeout: Optional[float] = None,
     ) -> Listener:
         """Listen on ``host:port`` (port 0: any free port, see :attr:`Listener.port`).
 
         ``tls`` is required: a dict of TLS options (a server needs
-        ``certfile``/``keyfile``), ``False`` for plain TCP, or ``None`` when
-        every :meth:`Listener.accept` brings its own ``tls``.  ``mode`` is the
-        framing of accepted sockets, ``active`` their initial active mode
-        (see :meth:`Socket.setopts`).
+        ``certfile``/``keyfile``), a :meth:`tls_context` name, ``False`` for
+        plain TCP, or ``None`` when every :meth:`Listener.accept` brings its
+        own ``tls``.  ``mode`` is the framing of accepted sockets, ``active``
+        their initial active mode (see :meth:`Socket.setopts`), and the
+        timeouts (seconds) theirs: the handshake's, how long a socket may be
+        idle before it closes with kind ``timeout``, how long an orderly close
+        may take (``None``: the daemon's defaults, 30 s, none, 5 s).
         """
-        cmd = _args.listen_command(port, host, tls, mode, backlog, packet_size, handshake_timeout, active)
+        timeouts = (handshake_timeout, idle_timeout, close_timeout)
+        cmd = _args.listen_command(port, host, tls, mode, backlog, packet_size, timeouts, active)
         return self._call(cmd, timeout=timeout)  # type: ignore[no-any-return]
 
     def connect(
@@ -454,18 +529,38 @@ class Client(SyncTransport):
         active: Active = True,
         timeout: Optional[float] = None,
         packet_size: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        close_timeout: Optional[float] = None,
     ) -> Socket:
         """Connect to ``host:port`` and complete the TLS handshake.
 
         ``tls`` defaults to ``{}``: TLS >= 1.2, the peer verified against the
         system trust store and its host name checked.  ``tls=False`` is plain
-        TCP.  ``timeout`` (seconds, default 30 in the daemon) covers
-        resolution, connection and handshake.  ``active`` is the socket's
-        initial active mode (see :meth:`Socket.setopts`).
+        TCP (which :meth:`Socket.starttls` may upgrade); a string names a
+        :meth:`tls_context`.  ``timeout`` (seconds, default 30 in the daemon)
+        covers resolution, connection and handshake; ``handshake_timeout``
+        the handshake within it, ``idle_timeout`` and ``close_timeout`` as for
+        :meth:`listen`.  ``active`` is the socket's initial active mode (see
+        :meth:`Socket.setopts`).
         """
-        cmd = _args.connect_command(host, port, tls, mode, timeout, packet_size, active)
+        timeouts = (handshake_timeout, idle_timeout, close_timeout)
+        cmd = _args.connect_command(host, port, tls, mode, timeout, packet_size, active, timeouts)
         # The daemon always answers within timeout_ms; the margin covers the channel.
         return self._call(cmd, timeout=_args.reply_timeout(timeout))  # type: ignore[no-any-return]
+
+    def tls_context(self, name: str, tls: Mapping[str, Any], *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Build TLS settings once under ``name``, for ``tls=name`` in :meth:`listen`,
+        :meth:`connect`, :meth:`Listener.accept` and :meth:`Socket.starttls`.
+
+        Returns ``{"name", "server", "replaced"}``: ``server`` is false when
+        the settings have no certificate (then only clients may use them).
+        Errors in the settings (files, keys, passphrases) are raised here.
+        Names are shared by every client of the daemon; defining one again
+        replaces it for sockets made from then on.  A ``verify_callback``
+        callable given here judges the sockets this client makes with it.
+        """
+        return self._call(_args.tls_context_command(name, tls), timeout=timeout)  # type: ignore[no-any-return]
 
     def resolve(self, address: Optional[str] = None, *, timeout: Optional[float] = None) -> str:
         """This host's official name, or the name of ``address`` (an IP address)."""
@@ -489,6 +584,19 @@ class Client(SyncTransport):
         for entry in entries:
             self._run_callback(callback, self._public(entry))  # type: ignore[arg-type]
         return callback
+
+    def stats(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The daemon's state and counters since it started (docs/protocol.md,
+        ``stats``): ``connections``, ``listeners``, ``clients``, ``bytes``,
+        ``handshakes``, ``queues``, ``tls``, ``memory`` ..."""
+        return self._call({"op": "stats"}, timeout=timeout)  # type: ignore[no-any-return]
+
+    def reload(self, *, timeout: Optional[float] = None) -> None:
+        """Have every listener and named context read its TLS files again (new
+        connections get the new material, live ones keep theirs).  If one file is
+        bad nothing changes and :class:`~tlsport.errors.TlsError` kind
+        ``bad_tls_config`` names it."""
+        self._call({"op": "reload"}, timeout=timeout)
 
     def stop(self, *, timeout: Optional[float] = 10.0) -> None:
         """Ask the daemon to close every socket and exit (``stop``)."""

@@ -6,28 +6,38 @@
 %%   ok = tlsport:send(S, <<"hello">>),
 %%   receive {tlsport, S, Data} -> Data end
 %%
-%% Options are a map or a proplist. Socket options: `{packet, raw | 0 | 1 |
-%% 2 | 4 | asn1 | line}', `{mode, binary | list}' (or the bare atoms; default
-%% binary), `{active, true | false | once | N}' (default true),
-%% `{packet_size, Bytes}'. TLS options: certfile, keyfile, password,
-%% cacertfile, cacertdir, verify (verify_none | verify_peer | 0 | 1 | 2),
-%% depth, ciphers, ciphersuites, versions, ssl_flags (seed 004's string),
-%% log, and `{tls, false}' for plain TCP. Listen only: ip (or ifaddr),
-%% backlog, handshake_timeout (ms). Connect only: server_name_indication
-%% (a name, or disable: no SNI, the host name is still checked),
-%% verify_hostname (a name, or false: no host-name check). Any other
-%% option, or one given to the wrong call, is `{error, {badarg, Opt}}'
-%% and nothing is sent to the daemon.
+%% Options are a map or a proplist, named as OTP's ssl names them where
+%% ssl has the concept; docs/erlang.md lists every one. Socket options:
+%% `{packet, raw | 0 | 1 | 2 | 4 | asn1 | line}', `{mode, binary | list}'
+%% (or the bare atoms; default binary), `{active, true | false | once |
+%% N}' (default true), `{packet_size, Bytes}'; timeouts handshake_timeout,
+%% idle_timeout, close_timeout (ms). TLS options of both sides: certfile,
+%% keyfile, cert, key, certs_keys, password (or a fun), password_file,
+%% cacertfile, cacertdir, cacerts, verify, verify_fun, depth, crl_check,
+%% crlfile, ciphers, ciphersuites, versions, keep_secrets, keylog_file,
+%% ssl_flags (seed 004's string), log, ask_password, ask_verify,
+%% callback_timeout, and `{tls, false}' for plain TCP or `{tls, Name}' for
+%% a named context (tls_context/2). Client: server_name_indication,
+%% verify_hostname, alpn_advertised_protocols, reuse_sessions,
+%% ocsp_stapling. Server: sni_hosts, alpn_preferred_protocols,
+%% ticket_keys, ocsp_response_file, dh, dhfile; listen also ip (or
+%% ifaddr), backlog. Any other option, or one given to the wrong call, is
+%% `{error, {badarg, Opt}}' and nothing is sent to the daemon.
 %%
 %% Messages to the controlling process: `{tlsport, S, Data}',
 %% `{tlsport_closed, S}', `{tlsport_error, S, Reason}', `{tlsport_passive, S}'.
+%% To a process named by ask_password / ask_verify:
+%% `{tlsport_password, Ref, Source}', `{tlsport_verify, Ref, Info}'.
 -module(tlsport).
 
 -export([start/0, stop/0,
          listen/2, accept/1, accept/2, connect/3, connect/4,
          send/2, recv/2, recv/3, setopts/2, getopts/2, close/1,
          controlling_process/2, peername/1, sockname/1,
-         connection_information/1, daemon_info/0]).
+         connection_information/1, connection_information/2, peercert/1,
+         negotiated_protocol/1, ciphers/1, inject_ca/2,
+         starttls/2, starttls/3, stoptls/1, stoptls/2, tls_context/2,
+         answer_password/2, answer_verify/2, daemon_info/0]).
 
 -include("tlsport.hrl").
 
@@ -35,7 +45,9 @@
 -type listen_socket() :: #tlsport_listen{}.
 -type options() :: map() | [term()].
 -type reason() :: tlsport_lib:error_reason().
--export_type([socket/0, listen_socket/0, options/0]).
+%% A question of the daemon's, as ask_password / ask_verify deliver it.
+-type question() :: {tlsport_request, pos_integer()}.
+-export_type([socket/0, listen_socket/0, options/0, question/0]).
 
 %% @doc Starts the application (and its daemon). Other functions start it
 %% on first use too.
@@ -60,22 +72,24 @@ listen(Port, Opts) when is_integer(Port), Port >= 0, Port =< 65535 ->
       fun() ->
               %% Options are checked before anything reaches the daemon.
               {ok, M} = ok(tlsport_lib:listen_options(Opts)),
-              {ok, Tls} = ok(tlsport_lib:tls_options(M, server)),
+              {ok, Tls0} = ok(tlsport_lib:tls_options(M, server)),
               {ok, Host} = ok(tlsport_lib:host_string(maps:get(ip, M, maps:get(ifaddr, M, "0.0.0.0")))),
               ensure_started(),
-              %% Accepted sockets start in their active mode: a passive one
-              %% is not read before its owner asks.
-              Params0 = #{host => Host, port => Port, mode => maps:get(daemon_mode, M), tls => Tls,
-                          active => tlsport_lib:daemon_active(maps:get(active, M)),
-                          sockopts => maps:with([format, active], M)},
-              Params = add_opt(backlog, maps:get(backlog, M, undefined),
-                       add_opt(packet_size, maps:get(packet_size, M, undefined),
-                       add_opt(handshake_timeout_ms, maps:get(handshake_timeout, M, undefined),
-                               Params0))),
-              case tlsport_server:listen(modern, Params, self()) of
-                  {ok, Key, Number} -> {ok, #tlsport_listen{key = Key, port = Number}};
-                  {error, E} -> error_of(E)
-              end
+              with_dh(Tls0, fun(Tls) ->
+                  %% Accepted sockets start in their active mode: a passive
+                  %% one is not read before its owner asks.
+                  Params0 = #{host => Host, port => Port, mode => maps:get(daemon_mode, M),
+                              tls => Tls, callbacks => tlsport_lib:tls_callbacks(M),
+                              active => tlsport_lib:daemon_active(maps:get(active, M)),
+                              sockopts => maps:with([format, active], M)},
+                  Params = add_opt(backlog, maps:get(backlog, M, undefined),
+                           add_opt(packet_size, maps:get(packet_size, M, undefined),
+                                   maps:merge(Params0, tlsport_lib:timeout_fields(M)))),
+                  case tlsport_server:listen(modern, Params, self()) of
+                      {ok, Key, Number} -> {ok, #tlsport_listen{key = Key, port = Number}};
+                      {error, E} -> error_of(E)
+                  end
+              end)
       end);
 listen(Port, _Opts) ->
     {error, {badarg, Port}}.
@@ -112,11 +126,13 @@ connect(Host, Port, Opts, Timeout) when is_integer(Port), Port > 0, Port =< 6553
               Mode = maps:get(daemon_mode, M),
               Command0 = #{host => H, port => Port, mode => Mode, tls => Tls,
                            active => tlsport_lib:daemon_active(maps:get(active, M))},
-              Command = add_opt(timeout_ms, case Timeout of infinity -> undefined; T -> max(T, 1) end,
-                        add_opt(packet_size, maps:get(packet_size, M, undefined), Command0)),
+              Command = add_opt(timeout_ms, ms(Timeout),
+                        add_opt(packet_size, maps:get(packet_size, M, undefined),
+                                maps:merge(Command0, tlsport_lib:timeout_fields(M)))),
               SockArgs = #{style => modern, mode => Mode, format => maps:get(format, M),
                            active => maps:get(active, M)},
-              case tlsport_server:connect(Command, SockArgs, Timeout) of
+              case tlsport_server:connect(Command, SockArgs, Timeout,
+                                          tlsport_lib:tls_callbacks(M)) of
                   {ok, S} -> {ok, S};
                   {error, E} -> error_of(E)
               end
@@ -183,10 +199,171 @@ sockname(#tlsport_listen{key = Key}) ->
         {error, E} -> error_of(E)
     end.
 
-%% @doc TLS details of a connection: protocol, cipher, bits, peer
-%% certificate (subject, issuer), verify result.
+%% @doc Everything the connection can tell, as a map in the style of
+%% ssl:connection_information/1: protocol ('tlsv1.3', 'tlsv1.2', or tcp
+%% for a plain socket), selected_cipher_suite, cipher, bits, alg_bits,
+%% cipher_description, session_resumption, alpn, sni_hostname,
+%% verify_result, peer_certificate, peer_chain, local_certificate
+%% (certificate maps: subject, issuer, serial, validity, san, sha256,
+%% pem and der), ocsp, mode, peer, sockname. docs/erlang.md has the table.
 -spec connection_information(socket()) -> {ok, map()} | {error, reason()}.
 connection_information(#tlsport_socket{pid = Pid}) -> tlsport_socket:info(Pid).
+
+%% @doc Only these items of connection_information/1.
+-spec connection_information(socket(), [atom()]) -> {ok, map()} | {error, reason()}.
+connection_information(S, Items) when is_list(Items) ->
+    case connection_information(S) of
+        {ok, Info} -> {ok, maps:with(Items, Info)};
+        Error -> Error
+    end.
+
+%% @doc The peer's certificate as DER, as ssl:peercert/1 gives it.
+-spec peercert(socket()) -> {ok, binary()} | {error, reason()}.
+peercert(S) ->
+    case connection_information(S, [peer_certificate]) of
+        {ok, #{peer_certificate := #{der := Der}}} when is_binary(Der) -> {ok, Der};
+        {ok, _} -> {error, no_peercert};
+        Error -> Error
+    end.
+
+%% @doc The protocol ALPN settled on, as ssl:negotiated_protocol/1.
+-spec negotiated_protocol(socket()) -> {ok, binary()} | {error, reason()}.
+negotiated_protocol(S) ->
+    case connection_information(S, [alpn]) of
+        {ok, #{alpn := P}} when is_binary(P) -> {ok, P};
+        {ok, _} -> {error, protocol_not_negotiated};
+        Error -> Error
+    end.
+
+%% @doc The cipher suites this connection could use, in preference order
+%% (OpenSSL's names).
+-spec ciphers(socket()) -> {ok, [binary()]} | {error, reason()}.
+ciphers(#tlsport_socket{pid = Pid}) ->
+    tlsport_socket:daemon_request(Pid, #{op => ciphers},
+                                  fun(#{ciphers := Cs}) -> {ok, Cs} end).
+
+%% @doc Adds CAs to this connection's trust and verifies the peer's chain
+%% again; returns the new verify result (`#{code := 0, text := <<"ok">>}'
+%% when it passes). `CA' is a CA file's name, `{cacertfile, File}',
+%% `{cacerts, [DER | PEM]}' or PEM text (a binary). The connection stays
+%% open whatever the result.
+-spec inject_ca(socket(), term()) -> {ok, map()} | {error, reason()}.
+inject_ca(#tlsport_socket{pid = Pid}, CA) ->
+    maybe_ok(
+      fun() ->
+              Fields = case CA of
+                           {cacertfile, F} -> #{cacertfile => bin(cacertfile, F)};
+                           {cacerts, Cs} -> ok(tlsport_lib:tls_options(#{cacerts => Cs}, client));
+                           <<"-----BEGIN", _/binary>> -> #{cacert => CA};
+                           _ -> #{cacertfile => bin(inject_ca, CA)}
+                       end,
+              Command = case Fields of
+                            {ok, #{cacert := Pem}} -> #{cacert => Pem};
+                            #{} -> Fields
+                        end,
+              case tlsport_socket:daemon_request(Pid, Command#{op => inject_ca},
+                                                 fun(#{verify_result := R}) -> {ok, R} end) of
+                  {error, E} -> error_of(E);
+                  Ok -> Ok
+              end
+      end).
+
+%% @doc Starts TLS on a plain socket (connected or accepted with
+%% `{tls, false}', or after stoptls/1), as ssl:connect/3 and
+%% ssl:handshake/2 upgrade a gen_tcp socket. Options: `{side, client |
+%% server}' (or `role'; default client: the daemon is the TLS client),
+%% the TLS options of that side (or `{tls, Name}'), and the timeouts.
+%% The socket keeps its owner, framing, active mode and handle.
+%%
+%% The socket must be passive (`{active, false}', or a once/N that has
+%% run out: `{error, einval}' otherwise), so that no TLS byte of the peer
+%% is taken for plaintext. Data sent before the call goes out as
+%% plaintext first; data sent while it runs waits for it. On failure the
+%% socket is closed.
+-spec starttls(socket(), options()) -> ok | {error, reason()}.
+starttls(S, Opts) -> starttls(S, Opts, infinity).
+
+-spec starttls(socket(), options(), timeout()) -> ok | {error, reason()}.
+starttls(#tlsport_socket{pid = Pid}, Opts, Timeout) ->
+    maybe_ok(
+      fun() ->
+              {ok, M} = ok(tlsport_lib:starttls_options(Opts)),
+              Side = maps:get(side, M),
+              {ok, Tls0} = ok(tlsport_lib:tls_options(M, Side)),
+              with_dh(Tls0, fun(Tls) ->
+                  Command = add_opt(timeout_ms, ms(Timeout),
+                                    maps:merge(#{side => Side, tls => Tls},
+                                               tlsport_lib:timeout_fields(M))),
+                  case tlsport_socket:starttls(Pid, Command, tlsport_lib:tls_callbacks(M)) of
+                      ok -> ok;
+                      {error, E} -> error_of(E)
+                  end
+              end)
+      end);
+starttls(Other, _Opts, _Timeout) ->
+    {error, {badarg, Other}}.
+
+%% @doc Ends TLS and keeps the TCP connection (ssl:close/2 with a new
+%% controller): close_notify both ways, then the socket carries plaintext.
+%% Data the peer sent before its close_notify is delivered as the active
+%% mode allows. A peer that does not answer within Timeout (default: the
+%% socket's close timeout), or closes TCP instead, closes the socket.
+-spec stoptls(socket()) -> ok | {error, reason()}.
+stoptls(S) -> stoptls(S, infinity).
+
+-spec stoptls(socket(), timeout()) -> ok | {error, reason()}.
+stoptls(#tlsport_socket{pid = Pid}, Timeout) ->
+    case tlsport_socket:stoptls(Pid, add_opt(timeout_ms, ms(Timeout), #{})) of
+        ok -> ok;
+        {error, E} -> error_of(E)
+    end.
+
+%% @doc Builds TLS settings once under a name, for every later listen,
+%% connect and starttls that says `{tls, Name}'. The options are the TLS
+%% options of either side (a context with a certificate serves both;
+%% without, clients only). Defining a name again replaces it for sockets
+%% made from then on. Returns whether the context can serve and whether
+%% it replaced another.
+-spec tls_context(iodata() | atom(), options()) ->
+          {ok, #{server := boolean(), replaced := boolean()}} | {error, reason()}.
+tls_context(Name, Opts) ->
+    maybe_ok(
+      fun() ->
+              N = case bin(tls_context, Name) of
+                      <<>> -> throw({tlsport_error, {badarg, Name}});
+                      B -> B
+                  end,
+              {ok, M} = ok(tlsport_lib:context_options(Opts)),
+              {ok, Tls0} = ok(tlsport_lib:tls_options(M, context)),
+              ensure_started(),
+              with_dh(Tls0, fun(Tls) ->
+                  case tlsport_server:tls_context(N, Tls, tlsport_lib:tls_callbacks(M)) of
+                      {ok, Info} -> {ok, Info};
+                      {error, E} -> error_of(E)
+                  end
+              end)
+      end).
+
+%% @doc Answers a `{tlsport_password, Ref, Source}' message.
+-spec answer_password(question(), iodata()) -> ok | {error, reason()}.
+answer_password({tlsport_request, N}, Password) when is_integer(N) ->
+    answer(N, #{password => iolist_to_binary(Password)});
+answer_password(Ref, _) ->
+    {error, {badarg, Ref}}.
+
+%% @doc Answers a `{tlsport_verify, Ref, Info}' message: true accepts the
+%% peer, false rejects it.
+-spec answer_verify(question(), boolean()) -> ok | {error, reason()}.
+answer_verify({tlsport_request, N}, Accept) when is_integer(N), is_boolean(Accept) ->
+    answer(N, #{accept => Accept});
+answer_verify(Ref, _) ->
+    {error, {badarg, Ref}}.
+
+answer(N, Fields) ->
+    case tlsport_server:answer(N, Fields) of
+        ok -> ok;
+        {error, E} -> error_of(E)
+    end.
 
 %% @doc The daemon's hello: version, protocol, capabilities.
 -spec daemon_info() -> map().
@@ -200,6 +377,34 @@ ensure_started() ->
     case whereis(tlsport_server) of
         undefined -> _ = start(), ok;
         _ -> ok
+    end.
+
+%% An inline `dh' (OTP's DER DH parameters): the daemon reads DH
+%% parameters from a file only, so they are written to a private file
+%% that lives as long as the command (the daemon reads it at once).
+with_dh(#{'$dh' := Dh} = Tls, F) ->
+    Dir = case os:getenv("TMPDIR") of
+              false -> "/tmp";
+              "" -> "/tmp";
+              T -> T
+          end,
+    Path = filename:join(Dir, io_lib:format("tlsport-dh-~s-~p.der",
+                                            [os:getpid(), erlang:unique_integer([positive])])),
+    ok = file:write_file(Path, <<>>),
+    ok = file:change_mode(Path, 8#600),
+    ok = file:write_file(Path, Dh),
+    try F((maps:remove('$dh', Tls))#{dhparamfile => unicode:characters_to_binary(Path)})
+    after file:delete(Path)
+    end;
+with_dh(Tls, F) ->
+    F(Tls).
+
+ms(infinity) -> undefined;
+ms(T) when is_integer(T) -> max(T, 1).
+
+bin(K, V) ->
+    try tlsport_lib:to_binary(V)
+    catch throw:_ -> throw({tlsport_error, {badarg, {K, V}}})
     end.
 
 add_opt(_K, undefined, M) -> M;

@@ -13,6 +13,14 @@
 %% the socket's owner as the message the owner expects: one process hop
 %% instead of two.
 %%
+%% The daemon's questions (password_needed, verify_peer) are answered
+%% here: by a fun the options gave (run in a process of its own, so that a
+%% slow fun holds up nobody else), or by a process that asked for them as
+%% messages. The command the question is about says which: its ref (a
+%% connect, listen, starttls, tls_context), or the listener whose
+%% connection it is; a named context lends its callbacks to the sockets
+%% made with it.
+%%
 %% When the daemon exits, every caller waiting here gets `{error, closed}',
 %% every socket process sees this server go down, and the supervisor starts
 %% a new daemon.
@@ -20,8 +28,9 @@
 -behaviour(gen_server).
 
 -export([start_link/0, find_daemon/0, port/0, os_pid/0, hello/0,
-         request/2, command/3, send_command/2, route_via/2,
-         listen/3, accept/3, connect/3, close_listener/1, listener_request/3]).
+         request/2, command/3, command/4, send_command/2, route_via/2,
+         listen/3, accept/3, connect/3, connect/4, close_listener/1, listener_request/3,
+         tls_context/3, answer/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -56,8 +65,15 @@
     listeners = #{} :: #{integer() => map()},
     accepts = #{} :: #{reference() => map()},
     %% monitors of accept callers and listener owners
-    mons = #{} :: #{reference() => {accept, reference()} | {listener, integer()}}
+    mons = #{} :: #{reference() => {accept, reference()} | {listener, integer()}},
+    %% callbacks for the daemon's questions: by the ref of a command still
+    %% waiting for its reply, and by tls_context name
+    cbs = #{} :: #{integer() => callbacks()},
+    contexts = #{} :: #{binary() => callbacks()}
 }).
+
+%% See tlsport_lib:tls_callbacks/1.
+-type callbacks() :: none | {context, binary()} | map().
 
 %%% ================================================================ API
 
@@ -125,8 +141,14 @@ request(Command, Timeout) ->
 %% to the port; the reply comes as `{tlsport_reply, Ref, Result}'.
 -spec command(port(), pid(), map()) -> {ok, integer()} | {error, closed}.
 command(Port, Server, Command) ->
+    command(Port, Server, Command, none).
+
+%% @doc As command/3, for a command whose TLS settings may make the daemon
+%% ask questions (starttls): `Cbs' answers them.
+-spec command(port(), pid(), map(), callbacks()) -> {ok, integer()} | {error, closed}.
+command(Port, Server, Command, Cbs) ->
     Ref = erlang:unique_integer([positive, monotonic]),
-    Server ! {expect, Ref, self()},
+    Server ! {expect, Ref, self(), Cbs},
     case send_command(Port, Command#{ref => Ref}) of
         ok -> {ok, Ref};
         Error -> Error
@@ -162,8 +184,27 @@ accept(Key, How, Timeout) ->
 
 %% @doc Connects; the new socket process is owned by the caller.
 -spec connect(map(), map(), timeout()) -> {ok, pid() | #tlsport_socket{}} | {error, term()}.
-connect(Command, SockArgs, _Timeout) ->
-    safe_call({connect, Command, SockArgs}, infinity).
+connect(Command, SockArgs, Timeout) ->
+    connect(Command, SockArgs, Timeout, none).
+
+-spec connect(map(), map(), timeout(), callbacks()) ->
+          {ok, pid() | #tlsport_socket{}} | {error, term()}.
+connect(Command, SockArgs, _Timeout, Cbs) ->
+    safe_call({connect, Command, SockArgs, Cbs}, infinity).
+
+%% @doc Defines (or redefines) the named TLS context `Name'.
+-spec tls_context(binary(), map(), callbacks()) -> {ok, map()} | {error, term()}.
+tls_context(Name, Tls, Cbs) ->
+    safe_call({tls_context, Name, Tls, Cbs}, infinity).
+
+%% @doc Answers the daemon's question number N: `#{password => P}' or
+%% `#{accept => Bool}'.
+-spec answer(pos_integer(), map()) -> ok | {error, term()}.
+answer(N, Fields) ->
+    case request(Fields#{op => answer, request => N}, 30000) of
+        {ok, _} -> ok;
+        Error -> Error
+    end.
 
 %% @doc Closes a listener.
 -spec close_listener(integer()) -> ok | {error, term()}.
@@ -232,14 +273,16 @@ handle_call(hello, _From, St) ->
 handle_call({request, Command}, From, St) ->
     {noreply, send(Command, {call, From}, St)};
 handle_call({listen, Style, Params, Owner}, From, St) ->
-    Command0 = maps:with([host, port, mode, backlog, packet_size, handshake_timeout_ms, active],
+    Command0 = maps:with([host, port, mode, backlog, packet_size, handshake_timeout_ms,
+                          idle_timeout_ms, close_timeout_ms, active],
                          Params),
     %% Without `tls' the daemon takes each accept's own (seed 004).
     Command = case Style of
                   seed -> Command0;
                   modern -> Command0#{tls => maps:get(tls, Params)}
               end,
-    {noreply, send(Command#{op => listen}, {listen, From, Style, Params, Owner}, St)};
+    {noreply, send(Command#{op => listen}, {listen, From, Style, Params, Owner},
+                   maps:get(callbacks, Params, none), St)};
 handle_call({accept, Key, How, Timeout}, {Caller, _} = From, St) ->
     case maps:find(Key, St#st.listeners) of
         {ok, #{state := closed}} -> {reply, {error, closed}, St};
@@ -266,8 +309,11 @@ handle_call({accept, Key, How, Timeout}, {Caller, _} = From, St) ->
                                                  St#st.listeners)}};
         error -> {reply, {error, closed}, St}
     end;
-handle_call({connect, Command, SockArgs}, {Caller, _} = From, St) ->
-    {noreply, send(Command#{op => connect}, {connect, From, SockArgs#{owner => Caller}}, St)};
+handle_call({connect, Command, SockArgs, Cbs}, {Caller, _} = From, St) ->
+    {noreply, send(Command#{op => connect}, {connect, From, SockArgs#{owner => Caller}}, Cbs, St)};
+handle_call({tls_context, Name, Tls, Cbs}, From, St) ->
+    {noreply, send(#{op => tls_context, name => Name, tls => Tls}, {context, From, Name, Cbs},
+                   Cbs, St)};
 handle_call({close_listener, Key}, _From, St) ->
     {reply, ok, close_listener(Key, closed, St)};
 handle_call({route_via, Id}, _From, St) ->
@@ -315,12 +361,14 @@ handle_info({'EXIT', Port, Reason}, #st{port = Port} = St) ->
     ?LOG_WARNING("tlsport: the tlsportd port closed: ~p", [Reason]),
     {stop, {shutdown, {tlsportd_exit, Reason}}, St};
 handle_info({expect, Ref, Pid}, St) ->
+    handle_info({expect, Ref, Pid, none}, St);
+handle_info({expect, Ref, Pid, Cbs}, St) ->
     case maps:take(Ref, St#st.early) of
         {Result, Early} ->
             Pid ! {tlsport_reply, Ref, Result},
             {noreply, St#st{early = Early}};
         error ->
-            {noreply, St#st{pending = maps:put(Ref, {expect, Pid}, St#st.pending)}}
+            {noreply, with_cbs(Ref, Cbs, St#st{pending = maps:put(Ref, {expect, Pid}, St#st.pending)})}
     end;
 handle_info({route_direct, Id, Pid, Gen, Direct}, #st{sockets = Sockets} = St) ->
     %% The socket process wants its data sent to the owner directly. Data
@@ -441,9 +489,15 @@ writer(Port) ->
 %%% ================================================================ replies
 
 send(Command, Waiter, St) ->
+    send(Command, Waiter, none, St).
+
+send(Command, Waiter, Cbs, St) ->
     Ref = erlang:unique_integer([positive, monotonic]),
     write(Command#{ref => Ref}, St),
-    St#st{pending = maps:put(Ref, Waiter, St#st.pending)}.
+    with_cbs(Ref, Cbs, St#st{pending = maps:put(Ref, Waiter, St#st.pending)}).
+
+with_cbs(_Ref, none, St) -> St;
+with_cbs(Ref, Cbs, St) -> St#st{cbs = maps:put(Ref, Cbs, St#st.cbs)}.
 
 write(Command, St) ->
     St#st.writer ! {write, [0, term_to_binary(Command)]},
@@ -456,12 +510,17 @@ ignore(Command, St) ->
 fail_waiter({call, From}, Reason) -> gen_server:reply(From, {error, Reason});
 fail_waiter({listen, From, _, _, _}, Reason) -> gen_server:reply(From, {error, Reason});
 fail_waiter({connect, From, _}, Reason) -> gen_server:reply(From, {error, Reason});
+fail_waiter({context, From, _, _}, Reason) -> gen_server:reply(From, {error, Reason});
 fail_waiter(_, _) -> ok.
 
 result(#{ok := true} = M) -> {ok, M};
 result(#{error := E}) -> {error, E};
 result(M) -> {error, M}.
 
+control(#{event := <<"password_needed">>} = Question, St) ->
+    question(password, Question, St);
+control(#{event := <<"verify_peer">>} = Question, St) ->
+    question(verify, Question, St);
 control(#{event := _, id := Id} = Event, St) ->
     Event1 = Event#{event := binary_to_atom(maps:get(event, Event), utf8)},
     case St#st.sockets of
@@ -481,7 +540,8 @@ control(#{event := _, id := Id} = Event, St) ->
 control(#{ref := 0} = Hello, St) ->
     [gen_server:reply(W, Hello) || W <- St#st.hello_waiters],
     St#st{hello = Hello, hello_waiters = []};
-control(#{ref := Ref} = Reply, St) ->
+control(#{ref := Ref} = Reply, St0) ->
+    St = St0#st{cbs = maps:remove(Ref, St0#st.cbs)},
     case maps:take(Ref, St#st.pending) of
         {{expect, Pid}, Pending} ->
             Pid ! {tlsport_reply, Ref, result(Reply)},
@@ -506,6 +566,12 @@ reply({call, From}, Result, St) ->
     gen_server:reply(From, Result),
     St;
 reply(ignore, _Result, St) ->
+    St;
+reply({context, From, Name, Cbs}, {ok, M}, St) ->
+    gen_server:reply(From, {ok, maps:with([server, replaced], M)}),
+    St#st{contexts = maps:put(Name, Cbs, St#st.contexts)};
+reply({context, From, _, _}, {error, _} = Error, St) ->
+    gen_server:reply(From, Error),
     St;
 reply({listen, From, Style, Params, Owner}, {ok, #{id := Did, port := Port}}, St) ->
     Key = erlang:unique_integer([positive]),
@@ -548,6 +614,80 @@ start_socket(Id, Args, St) ->
         Error ->
             ?LOG_ERROR("tlsport: cannot start a socket process: ~p", [Error]),
             {ignore(#{op => close, id => Id}, St), {error, closed}}
+    end.
+
+%%% ================================================================ questions
+
+%% A password_needed or verify_peer event: whoever the command's options
+%% named answers it. A question nobody here can answer is left to the
+%% daemon's callback timeout (a password) or rejected (a peer).
+question(Kind, #{request := N} = Q, St) ->
+    Cbs = resolve_cbs(question_cbs(Q, St), St),
+    case {Kind, Cbs} of
+        {password, #{password := How, timeout := T}} ->
+            Source = binary_to_list(maps:get(source, Q, <<>>)),
+            ask(How, T, N, {tlsport_password, {tlsport_request, N}, Source},
+                fun(F) when is_function(F, 0) -> #{password => iolist_to_binary(F())};
+                   (F) -> #{password => iolist_to_binary(F(Source))}
+                end, #{password => <<>>});
+        {verify, #{verify := How, timeout := T}} ->
+            Chain = [tlsport_lib:cert_map(C) || C <- maps:get(peer_chain, Q, [])],
+            Result = maps:get(verify_result, Q, #{}),
+            ask(How, T, N, {tlsport_verify, {tlsport_request, N},
+                            #{peer_chain => Chain, verify_result => Result}},
+                fun({F, UserState}) ->
+                        #{accept => tlsport_lib:verify_chain(F, UserState, Chain, Result)}
+                end, #{accept => false});
+        {verify, _} ->
+            ?LOG_WARNING("tlsport: nobody to judge a peer (~p): rejected", [Q]),
+            spawn(fun() -> answer(N, #{accept => false}) end);
+        {password, _} ->
+            ?LOG_WARNING("tlsport: nobody to give the password for ~s", [maps:get(source, Q, <<>>)])
+    end,
+    St;
+question(_Kind, Q, St) ->
+    ?LOG_WARNING("tlsport: a question without a number: ~p", [Q]),
+    St.
+
+question_cbs(#{ref := Ref} = Q, St) when is_map_key(Ref, St#st.cbs) ->
+    case maps:get(Ref, St#st.cbs) of
+        none -> listener_cbs(Q, St);
+        Cbs -> Cbs
+    end;
+question_cbs(Q, St) ->
+    listener_cbs(Q, St).
+
+listener_cbs(#{listener := Did}, St) ->
+    case [L || L <- maps:values(St#st.listeners), maps:get(did, L) =:= Did] of
+        [#{params := Params} | _] -> maps:get(callbacks, Params, none);
+        [] -> none
+    end;
+listener_cbs(_Q, _St) ->
+    none.
+
+resolve_cbs({context, Name}, St) -> maps:get(Name, St#st.contexts, none);
+resolve_cbs(Cbs, _St) -> Cbs.
+
+%% A process that asked for questions as messages gets this one; a fun is
+%% run in a process of its own, killed when the daemon stops waiting.
+ask({ask, Pid}, _Timeout, _N, Message, _Work, _Failed) ->
+    Pid ! Message,
+    ok;
+ask(Fun, Timeout, N, _Message, Work, Failed) ->
+    _ = spawn(fun() -> answerer(N, fun() -> Work(Fun) end, Timeout, Failed) end),
+    ok.
+
+answerer(N, Work, Timeout, Failed) ->
+    {Pid, Mon} = spawn_monitor(fun() -> exit({answer, Work()}) end),
+    receive
+        {'DOWN', Mon, process, Pid, {answer, Answer}} ->
+            _ = answer(N, Answer);
+        {'DOWN', Mon, process, Pid, Reason} ->
+            ?LOG_WARNING("tlsport: a TLS callback failed: ~p", [Reason]),
+            _ = answer(N, Failed)
+    after Timeout ->
+            exit(Pid, kill),
+            ?LOG_WARNING("tlsport: a TLS callback took longer than ~p ms", [Timeout])
     end.
 
 %%% ================================================================ routes

@@ -44,7 +44,7 @@
 
 -export([start_link/1, handle/2, initial_route/2]).
 -export([send/2, direct_send/2, close/1, controlling_process/2, recv/3, setopts/2, getopts/2,
-         peername/1, sockname/1, info/1]).
+         peername/1, sockname/1, info/1, starttls/3, stoptls/2, daemon_request/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -99,7 +99,12 @@
     busy = false :: boolean(),
     barrier :: integer() | undefined,              % daemon ref of the barrier out
     outq = queue:new() :: queue:queue({gen_server:from() | none, non_neg_integer(), iodata()}),
-    close_wait :: undefined | {gen_server:from() | none, reference()}
+    close_wait :: undefined | {gen_server:from() | none, reference()},
+    %% starttls/stoptls: waiting for held data to leave, then for the
+    %% daemon's reply; data is held here meanwhile (the daemon refuses a
+    %% deliver between the command and its reply)
+    switch = none :: none | {queued, map(), term(), gen_server:from()}
+                   | {sent | settling, gen_server:from()}
 }).
 
 %%% ================================================================ API
@@ -199,6 +204,17 @@ peername(Pid) -> call(Pid, peername, infinity).
 sockname(Pid) -> call(Pid, sockname, infinity).
 
 info(Pid) -> call(Pid, info, infinity).
+
+%% @doc Starts TLS on the plain socket (`Command': the daemon's starttls
+%% fields besides op and id); `Cbs' answers the daemon's questions.
+starttls(Pid, Command, Cbs) -> call(Pid, {switch, Command#{op => starttls}, Cbs}, infinity).
+
+%% @doc Ends TLS, the TCP connection stays.
+stoptls(Pid, Command) -> call(Pid, {switch, Command#{op => stoptls}, none}, infinity).
+
+%% @doc A command about this socket (ciphers, inject_ca): the reply map,
+%% given to Convert.
+daemon_request(Pid, Command, Convert) -> call(Pid, {request, Command, Convert}, infinity).
 
 %% @doc Makes NewOwner the owner. Runs in the old owner: what the socket
 %% has already sent to it is taken out of its mailbox and handed, in order
@@ -300,6 +316,19 @@ handle_call(sockname, From, S) ->
     daemon_call(#{op => sockname}, {endpoint, From}, S);
 handle_call(info, From, S) ->
     daemon_call(#{op => info}, {info, From}, S);
+handle_call({request, Command, Convert}, From, S) ->
+    daemon_call(Command, {request, From, Convert}, S);
+handle_call({switch, _Command, _Cbs}, _From, #s{switch = Switch} = S) when Switch =/= none ->
+    {reply, {error, ealready}, S};
+handle_call({switch, #{op := starttls}, _Cbs}, _From, #s{active = A} = S) when A =/= false ->
+    %% The peer's first TLS bytes could be taken for plaintext.
+    {reply, {error, einval}, S};
+handle_call({switch, _Command, _Cbs}, _From, #s{closed = Closed, closing = Closing,
+                                                close_wait = Wait} = S)
+  when Closed =/= false; Closing =/= false; Wait =/= undefined ->
+    {reply, {error, closed}, S};
+handle_call({switch, Command, Cbs}, From, S) ->
+    continue(pump(S#s{switch = {queued, Command, Cbs, From}}));
 handle_call({recv, _Len, _Timeout}, _From, #s{style = modern, active = A} = S) when A =/= false ->
     {reply, {error, einval}, S};
 handle_call({recv, Len, Timeout}, From, #s{style = modern} = S) ->
@@ -507,9 +536,23 @@ pump(S0) ->
                     set_flags(S)
             end;
         empty ->
-            set_flags(S)
+            set_flags(send_switch(S))
     end.
 
+%% starttls/stoptls leave once everything delivered before them has.
+send_switch(#s{switch = {queued, Command, Cbs, From}} = S) ->
+    case tlsport_server:command(S#s.port, S#s.server, Command#{id => S#s.id}, Cbs) of
+        {ok, Ref} ->
+            S#s{switch = {sent, From}, calls = maps:put(Ref, {switch, From}, S#s.calls)};
+        {error, closed} = Error ->
+            gen_server:reply(From, Error),
+            S#s{switch = none}
+    end;
+send_switch(S) ->
+    S.
+
+writable(_Size, #s{switch = {Stage, _}}) when Stage =:= sent; Stage =:= settling ->
+    false;
 writable(_Size, #s{busy = true}) ->
     false;
 writable(Size, S) when Size > ?WINDOW ->
@@ -544,7 +587,7 @@ maybe_barrier(S) ->
 set_flags(#s{state = State} = S) ->
     Flags = if
                 S#s.closed =/= false; S#s.closing =/= false; S#s.close_wait =/= undefined -> ?CLOSED;
-                S#s.busy -> ?HOLD;
+                S#s.busy; S#s.switch =/= none -> ?HOLD;
                 true -> case queue:is_empty(S#s.outq) of
                             true -> ?OPEN;
                             false -> ?HOLD
@@ -559,7 +602,11 @@ set_flags(#s{state = State} = S) ->
 
 fail_outq(S) ->
     [reply_to(From, {error, closed}) || {From, _, _} <- queue:to_list(S#s.outq)],
-    S#s{outq = queue:new()}.
+    Switch = case S#s.switch of
+                 {queued, _, _, From} -> gen_server:reply(From, {error, closed}), none;
+                 Other -> Other
+             end,
+    S#s{outq = queue:new(), switch = Switch}.
 
 %% Sends a command about this socket; `What' says what to do with the reply.
 daemon_call(Command, What, S) ->
@@ -620,8 +667,38 @@ reply({endpoint, From}, {ok, #{host := H, port := P}}, S) ->
     gen_server:reply(From, {ok, {tlsport_lib:parse_ip(H), P}}),
     S;
 reply({info, From}, {ok, M}, S) ->
-    gen_server:reply(From, {ok, maps:without([ok, ref], M)}),
+    gen_server:reply(From, {ok, tlsport_lib:connection_info(M)}),
     S;
+reply({request, From, Convert}, {ok, M}, S) ->
+    gen_server:reply(From, Convert(maps:without([ok, ref], M))),
+    S;
+reply({request, From, _}, {error, E}, S) ->
+    gen_server:reply(From, {error, tlsport_lib:error_reason(E)}),
+    S;
+reply({switch, From}, {ok, _}, S) ->
+    gen_server:reply(From, ok),
+    pump(S#s{switch = none});
+reply({switch, From}, {error, E}, #s{closed = false} = S) ->
+    %% A failed handshake or close_notify exchange closes the socket, and
+    %% the daemon's socket_closed comes right after this reply; a command
+    %% refused before it started (a bad option, a password that never
+    %% came) leaves the socket as it was. One more command about the
+    %% socket tells the two apart: its reply comes after that event.
+    case tlsport_server:command(S#s.port, S#s.server, #{op => peername, id => S#s.id}) of
+        {ok, Ref} ->
+            S#s{switch = {settling, From},
+                calls = maps:put(Ref, {switch_settled, From, E}, S#s.calls)};
+        {error, closed} ->
+            gen_server:reply(From, {error, tlsport_lib:error_reason(E)}),
+            pump(S#s{switch = none})
+    end;
+reply({switch, From}, {error, E}, S) ->
+    gen_server:reply(From, {error, tlsport_lib:error_reason(E)}),
+    pump(S#s{switch = none});
+reply({switch_settled, From, E}, _Result, S) ->
+    %% Anything sent meanwhile fails if the socket closed, else goes out.
+    gen_server:reply(From, {error, tlsport_lib:error_reason(E)}),
+    pump(S#s{switch = none});
 reply({setopts, From}, {ok, _}, S) ->
     reply_to(From, ok),
     S;
@@ -647,6 +724,8 @@ continue(#s{close_wait = {From, TRef}} = S) ->
 continue(#s{closing = {true, From}, closed = {true, _}} = S) ->
     reply_to(From, ok),
     {stop, normal, S};
+continue(#s{switch = {settling, _}} = S) ->
+    {noreply, S};                    % a starttls/stoptls caller waits for its answer
 continue(#s{closed = {true, _}, holding = []} = S) ->
     case S#s.style =:= seed orelse (queue:is_empty(S#s.buf) andalso S#s.active =/= false) of
         true -> {stop, normal, S};

@@ -10,16 +10,28 @@
 -define(T(F), {??F, {timeout, 30, fun() -> tlsport_test_lib:flush(), F() end}}).
 
 %% The `tls' fields of protocol.md section 4.
--define(TLS_FIELDS, [certfile, keyfile, password, cacertfile, cacertdir, verify, depth,
+-define(TLS_FIELDS, [certfile, keyfile, cert, key, password, password_file, ask_password,
+                     cacertfile, cacertdir, cacert, crlfile, verify, depth,
                      ciphers, ciphersuites, min_version, max_version, server_name,
-                     verify_hostname, flags, logfile]).
+                     verify_hostname, verify_callback, callback_timeout_ms, alpn, sni,
+                     session_reuse, ticket_keys, ocsp_response_file, ocsp_status_request,
+                     dhparamfile, keylog, flags, logfile]).
+%% The fields of one entry of `sni'.
+-define(SNI_FIELDS, [names, certfile, keyfile, cert, key, password]).
+-define(TIMEOUT_FIELDS, [handshake_timeout_ms, idle_timeout_ms, close_timeout_ms]).
 
 %% Command fields of protocol.md section 2.1, besides op and ref.
 fields(hello) -> [name];
-fields(listen) -> [host, port, mode, backlog, tls, packet_size, handshake_timeout_ms, active];
-fields(accept) -> [id, active, tls];
+fields(listen) -> [host, port, mode, backlog, tls, packet_size, active | ?TIMEOUT_FIELDS];
+fields(accept) -> [id, active, tls | ?TIMEOUT_FIELDS];
 fields(cancel) -> [target];
-fields(connect) -> [host, port, mode, tls, timeout_ms, packet_size, active];
+fields(connect) -> [host, port, mode, tls, timeout_ms, packet_size, active | ?TIMEOUT_FIELDS];
+fields(starttls) -> [id, side, tls, timeout_ms | ?TIMEOUT_FIELDS];
+fields(stoptls) -> [id, timeout_ms];
+fields(tls_context) -> [name, tls];
+fields(inject_ca) -> [id, cacertfile, cacert];
+fields(ciphers) -> [id];
+fields(answer) -> [request, password, accept];
 fields(deliver) -> [id, data, text];
 fields(close) -> [id];
 fields(controlling_process) -> [id, to];
@@ -58,23 +70,51 @@ options_of_the_other_call_refused_test() ->
     %% listen's options mean nothing to connect, and the client's TLS
     %% options nothing to a listener.
     [?assertEqual({error, {badarg, O}}, tlsport_lib:connect_options([O]))
-     || O <- [{ip, {127, 0, 0, 1}}, {ifaddr, "127.0.0.1"}, {backlog, 5}, {handshake_timeout, 100}]],
+     || O <- [{ip, {127, 0, 0, 1}}, {ifaddr, "127.0.0.1"}, {backlog, 5}, {side, client},
+              {sni_hosts, [{"a.example", [{certfile, "a.pem"}]}]}, {dh, <<1>>}, {dhfile, "dh.pem"},
+              {ticket_keys, ["t.key"]}, {alpn_preferred_protocols, [<<"h2">>]},
+              {ocsp_response_file, "o.der"}]],
     [?assertEqual({error, {badarg, O}}, tlsport_lib:listen_options([O]))
      || O <- [{server_name_indication, "example.com"}, {server_name_indication, disable},
-              {verify_hostname, false}, {verify_hostname, "example.com"}]],
+              {verify_hostname, false}, {verify_hostname, "example.com"}, {role, server},
+              {alpn_advertised_protocols, [<<"h2">>]}, {reuse_sessions, true},
+              {ocsp_stapling, true}]],
     ?assertEqual({error, {badarg, {verify_hostname, false}}},
-                 tlsport_lib:tls_options(#{verify_hostname => false}, server)).
+                 tlsport_lib:tls_options(#{verify_hostname => false}, server)),
+    %% starttls: the options of its side, no socket options.
+    [?assertEqual({error, {badarg, O}}, tlsport_lib:starttls_options([{side, server}, O]))
+     || O <- [{server_name_indication, "x"}, {packet, 2}, {active, true}, {backlog, 1}]],
+    [?assertEqual({error, {badarg, O}}, tlsport_lib:starttls_options([O]))
+     || O <- [{sni_hosts, [{"a.example", [{certfile, "a.pem"}]}]}, {mode, list}, list,
+              {tls, false}, {side, both}]],
+    ?assertMatch({ok, #{side := server}},
+                 tlsport_lib:starttls_options([{role, server}, {dhfile, "dh.pem"}])),
+    ?assertMatch({ok, #{side := client}}, tlsport_lib:starttls_options(#{reuse_sessions => false})),
+    %% tls_context: no socket options, no tls.
+    [?assertEqual({error, {badarg, O}}, tlsport_lib:context_options([O]))
+     || O <- [{packet, 2}, {tls, true}, {side, client}, {handshake_timeout, 5}, binary]].
 
 bad_values_refused_test() ->
     Bad = [{mode, text}, {active, sometimes}, {active, 40000}, {packet_size, 0},
-           {packet_size, "big"}, {tls, maybe}, {certfile, 42}, {keyfile, {a}},
+           {packet_size, "big"}, {tls, {maybe}}, {certfile, 42}, {keyfile, {a}},
            {verify, 3}, {verify, verify_always}, {depth, -1}, {ciphers, 42},
            {ciphers, ["AES", 42]}, {versions, []}, {versions, 'tlsv1.3'},
            {verify_hostname, ""}, {verify_hostname, 42}, {server_name_indication, 42},
-           {log, 1.5}, {ssl_flags, 7}],
+           {log, 1.5}, {ssl_flags, 7}, {reuse_sessions, save}, {crl_check, peer},
+           {crlfile, 3}, {alpn_advertised_protocols, []}, {alpn_advertised_protocols, [h2]},
+           {alpn_advertised_protocols, [<<>>]}, {alpn_advertised_protocols, <<"h2">>},
+           {verify_fun, fun(_, _) -> ok end}, {verify_fun, {fun(_, _) -> ok end, 0}},
+           {password, fun(_, _) -> ok end}, {ask_password, "me"}, {ask_verify, self},
+           {callback_timeout, 0}, {idle_timeout, 0}, {close_timeout, infinity},
+           {handshake_timeout, -1}, {cacerts, []}, {cacerts, [42]}, {keep_secrets, yes},
+           {keylog_file, 1}, {ocsp_stapling, 1}, {tls, ""}, {tls, 42}, {cert, <<>>},
+           {key, {'RSAPrivateKey', <<>>}}, {key, <<"not pem">>}, {password_file, 1},
+           {certs_keys, []}, {certs_keys, [#{cert => 42}]}],
     [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_lib:connect_options([O])}) || O <- Bad],
     [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_lib:listen_options([O])})
-     || O <- [{backlog, 0}, {handshake_timeout, infinity}, {ip, {1, 2, 3}}, {ifaddr, 42}]],
+     || O <- [{backlog, 0}, {handshake_timeout, infinity}, {ip, {1, 2, 3}}, {ifaddr, 42},
+              {sni_hosts, []}, {ticket_keys, []}, {dh, "text"}, {dhfile, 1},
+              {alpn_preferred_protocols, [1]}, {ocsp_response_file, 2}]],
     ?assertEqual({error, {badarg, {packet, 3}}}, tlsport_lib:connect_options([{packet, 3}])),
     ?assertMatch({error, {unsupported_protocol, _}},
                  tlsport_lib:connect_options([{versions, ['tlsv1.3', 'tlsv1']}])).
@@ -87,37 +127,90 @@ listen_opts() ->
      {cacertdir, "/etc/ssl/certs"}, {verify, verify_peer}, {depth, 3},
      {ciphers, ["ECDHE-ECDSA-AES128-GCM-SHA256", 'ECDHE-RSA-AES128-GCM-SHA256']},
      {ciphersuites, "TLS_AES_128_GCM_SHA256"}, {versions, ['tlsv1.3', 'tlsv1.2']},
-     {ssl_flags, "-verify 1"}, {log, "tls.log"}, {tls, true}].
+     {ssl_flags, "-verify 1"}, {log, "tls.log"}, {tls, true},
+     {idle_timeout, 10000}, {close_timeout, 2000}, {password_file, "pw.txt"},
+     {cacerts, [<<1, 2, 3>>]}, {crl_check, true}, {crlfile, "crl.pem"}, {keep_secrets, true},
+     {keylog_file, "keys.log"}, {verify_fun, {fun verify_fun/3, 0}}, {callback_timeout, 5000},
+     {ask_password, self()}]
+        ++ server_only_opts().
+
+server_only_opts() ->
+    [{sni_hosts, [{"a.example", [{certfile, "a.pem"}, {keyfile, "a.key"}]},
+                  {<<"*.b.example">>, #{cert => <<1>>, key => {'PrivateKeyInfo', <<2>>},
+                                        password => "pw"}}]},
+     {alpn_preferred_protocols, [<<"h2">>, "http/1.1"]}, {ticket_keys, ["t1.key", <<"t2.key">>]},
+     {ocsp_response_file, "ocsp.der"}, {dhfile, "dh.pem"}].
+
+verify_fun(_, _, S) -> {valid, S}.
+
+%% Options that cannot go with some of listen_opts() (certfile, dhfile,
+%% verify_fun), each valid on its own.
+alone_opts() ->
+    [{cert, [<<1>>, <<2>>]}, {key, {'ECPrivateKey', <<3>>}},
+     {certs_keys, [#{certfile => "c.pem", keyfile => "k.pem", password => fun() -> "pw" end}]},
+     {dh, <<4, 5>>}, {ask_verify, self()}, {password, fun(_Source) -> "pw" end}].
 
 connect_opts() ->
-    [O || {K, _} = O <- listen_opts(), not lists:member(K, [ip, ifaddr, backlog, handshake_timeout])]
+    [O || {K, _} = O <- listen_opts(), not lists:member(K, [ip, ifaddr, backlog]),
+          not lists:keymember(K, 1, server_only_opts())]
         ++ [{packet, line}, {active, -3}, {server_name_indication, "example.com"},
-            {verify_hostname, "www.example.com"}].
+            {verify_hostname, "www.example.com"}, {alpn_advertised_protocols, [<<"h2">>]},
+            {reuse_sessions, false}, {ocsp_stapling, true}].
 
 known_options_accepted_test() ->
     {ok, L} = tlsport_lib:listen_options(listen_opts()),
     ?assertMatch(#{daemon_mode := <<"packet:2">>, format := binary, active := once,
                    backlog := 16, handshake_timeout := 5000}, L),
+    ?assertEqual(#{handshake_timeout_ms => 5000, idle_timeout_ms => 10000, close_timeout_ms => 2000},
+                 tlsport_lib:timeout_fields(L)),
     {ok, LT} = tlsport_lib:tls_options(L, server),
     ?assertEqual(#{certfile => <<"s.pem">>, keyfile => <<"s.key">>, password => <<"pw">>,
                    cacertfile => <<"ca.pem">>, cacertdir => <<"/etc/ssl/certs">>, verify => 2,
                    depth => 3,
                    ciphers => <<"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256">>,
                    ciphersuites => <<"TLS_AES_128_GCM_SHA256">>, min_version => <<"tlsv1.2">>,
-                   max_version => <<"tlsv1.3">>, flags => <<"-verify 1">>, logfile => <<"tls.log">>},
+                   max_version => <<"tlsv1.3">>, flags => <<"-verify 1">>, logfile => <<"tls.log">>,
+                   password_file => <<"pw.txt">>,
+                   cacert => <<"-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n">>,
+                   crlfile => <<"crl.pem">>, keylog => <<"keys.log">>, verify_callback => true,
+                   callback_timeout_ms => 5000, ask_password => true,
+                   sni => [#{names => [<<"a.example">>], certfile => <<"a.pem">>,
+                             keyfile => <<"a.key">>},
+                           #{names => [<<"*.b.example">>],
+                             cert => <<"-----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n">>,
+                             key => <<"-----BEGIN PRIVATE KEY-----\nAg==\n-----END PRIVATE KEY-----\n">>,
+                             password => <<"pw">>}],
+                   alpn => [<<"h2">>, <<"http/1.1">>], ticket_keys => [<<"t1.key">>, <<"t2.key">>],
+                   ocsp_response_file => <<"ocsp.der">>, dhparamfile => <<"dh.pem">>},
                  LT),
+    ?assertMatch(#{password := {ask, _}, verify := {_, 0}, timeout := 5000},
+                 tlsport_lib:tls_callbacks(L)),
+    [begin
+         {ok, A} = tlsport_lib:listen_options([O]),
+         ?assertMatch({O, {ok, #{}}}, {O, tlsport_lib:tls_options(A, server)})
+     end || O <- alone_opts()],
     {ok, C} = tlsport_lib:connect_options(maps:from_list([O || {_, _} = O <- connect_opts()])),
     ?assertMatch(#{daemon_mode := <<"line">>, format := binary, active := -3}, C),
     {ok, CT} = tlsport_lib:tls_options(C, client),
-    ?assertMatch(#{server_name := <<"example.com">>, verify_hostname := <<"www.example.com">>}, CT),
+    ?assertMatch(#{server_name := <<"example.com">>, verify_hostname := <<"www.example.com">>,
+                   alpn := [<<"h2">>], session_reuse := false, ocsp_status_request := true}, CT),
     ?assertEqual([], maps:keys(CT) -- ?TLS_FIELDS),
+    %% A named context.
+    {ok, N} = tlsport_lib:connect_options([{tls, "web"}, {packet, 2}]),
+    ?assertEqual({ok, <<"web">>}, tlsport_lib:tls_options(N, client)),
+    ?assertEqual({context, <<"web">>}, tlsport_lib:tls_callbacks(N)),
+    %% An atom other than true and false names a context too (the daemon
+    %% refuses a name nobody defined).
+    {ok, NA} = tlsport_lib:connect_options([{tls, maybe}]),
+    ?assertEqual({ok, <<"maybe">>}, tlsport_lib:tls_options(NA, client)),
     %% Plain TCP.
     {ok, P} = tlsport_lib:connect_options([{tls, false}, {verify, 0}]),
     ?assertEqual({ok, false}, tlsport_lib:tls_options(P, client)),
     %% The guide's names are the library's.
-    ?assertEqual(lists:usort([O || {O, _} <- listen_opts()]),
+    ?assertEqual(lists:usort([O || {O, _} <- listen_opts() ++ alone_opts()]),
                  lists:usort(tlsport_lib:option_names(listen))),
-    ?assertEqual(lists:usort([O || {O, _} <- connect_opts()]),
+    ?assertEqual(lists:usort([O || {O, _} <- connect_opts() ++ alone_opts(),
+                                   not lists:member(O, [dh])]),
                  lists:usort(tlsport_lib:option_names(connect))).
 
 host_name_options_on_the_wire_test() ->
@@ -276,7 +369,7 @@ known_options_work() ->
     ok = tlsport:send(S, <<"options">>),
     ?assertEqual("options", receive {tlsport, C, D2} -> D2 after 5000 -> timeout end),
     {ok, Info} = tlsport:connection_information(C),
-    ?assertMatch(#{protocol := <<"TLSv1.3">>, cipher := <<"TLS_AES_256_GCM_SHA384">>}, Info),
+    ?assertMatch(#{protocol := 'tlsv1.3', cipher := <<"TLS_AES_256_GCM_SHA384">>}, Info),
     ?assertMatch(#{subject := <<"CN=tlsport-test-client">>},
                  maps:get(peer_certificate, element(2, tlsport:connection_information(S)))),
     tlsport:close(C),
@@ -331,14 +424,19 @@ setopts_getopts_unknown() ->
 only_protocol_fields_on_the_wire() ->
     {ok, Frames} = with_wire(fun wire_session/0),
     Ops = lists:usort([Op || #{op := Op} <- Frames]),
-    ?assertEqual([], [accept, cancel, close, connect, hello, info, listen, peername,
-                      recv, resolve, setopts, sockname] -- Ops),
+    ?assertEqual([], [accept, answer, cancel, ciphers, close, connect, hello, info, inject_ca,
+                      listen, peername, recv, resolve, setopts, sockname, starttls, stoptls,
+                      tls_context] -- Ops),
     [begin
          ?assertNotEqual({Op, undefined}, {Op, fields(Op)}),
          ?assertEqual({Op, []}, {Op, maps:keys(M) -- [op, ref | fields(Op)]}),
          case M of
              #{tls := Tls} when is_map(Tls) ->
-                 ?assertEqual({Op, tls, []}, {Op, tls, maps:keys(Tls) -- ?TLS_FIELDS});
+                 ?assertEqual({Op, tls, []}, {Op, tls, maps:keys(Tls) -- ?TLS_FIELDS}),
+                 [?assertEqual({Op, sni, []}, {Op, sni, maps:keys(E) -- ?SNI_FIELDS})
+                  || E <- maps:get(sni, Tls, [])];
+             #{tls := Name} when is_binary(Name) ->
+                 ok;
              #{tls := Tls} ->
                  ?assertEqual(false, Tls);
              _ -> ok
@@ -388,7 +486,69 @@ wire_session() ->
     ssl_socket:close(SL),
     _ = ssl_socket:resolve(),
     _ = ssl_socket:resolve({127, 0, 0, 1}),
-    ok.
+    new_commands_session().
+
+%% The commands and options that came with TLS on live connections.
+new_commands_session() ->
+    Self = self(),
+    %% tls_context, with a password asked for as a message (answer).
+    Asker = spawn(fun() -> receive {tlsport_password, Ref, _} ->
+                                   Self ! {answered, tlsport:answer_password(Ref, "secret")}
+                           after 5000 -> ok end end),
+    {ok, _} = tlsport:tls_context("wire", [{certfile, cert("server.pem")},
+                                           {keyfile, cert("server_enc.key")},
+                                           {ask_password, Asker}, {callback_timeout, 5000},
+                                           {alpn_preferred_protocols, [<<"h2">>]},
+                                           {sni_hosts, [{"other.example",
+                                                         [{certfile, cert("other.pem")},
+                                                          {keyfile, cert("other.key")}]}]},
+                                           {ticket_keys, [cert("ticket1.key")]},
+                                           {dh, file_bin("dh.der")},
+                                           {ocsp_response_file, cert("ocsp.der")}]),
+    {answered, ok} = receive {answered, _} = A -> A after 5000 -> error(no_answer) end,
+    {ok, L} = tlsport:listen(0, [{tls, "wire"}, {idle_timeout, 60000}, {close_timeout, 1000}]),
+    spawn(fun() -> {ok, S0} = tlsport:accept(L, 5000),
+                   ok = tlsport:controlling_process(S0, Self),
+                   Self ! {wire_server, S0} end),
+    {ok, C} = tlsport:connect("localhost", L#tlsport_listen.port,
+                              [{cacerts, [ca_der()]}, {alpn_advertised_protocols, [<<"h2">>]},
+                               {reuse_sessions, false}, {ocsp_stapling, true},
+                               {keep_secrets, true}, {keylog_file, cert("wire-keys.log")},
+                               {crl_check, true}, {crlfile, cert("crl.pem")},
+                               {verify_fun, {fun(_, _, U) -> {valid, U} end, 0}},
+                               {handshake_timeout, 5000}, {idle_timeout, 60000},
+                               {close_timeout, 1000}], 5000),
+    S = receive {wire_server, S1} -> S1 after 5000 -> error(no_accept) end,
+    {ok, _} = tlsport:ciphers(C),
+    {ok, _} = tlsport:inject_ca(C, {cacertfile, cert("ca.pem")}),
+    {ok, _} = tlsport:inject_ca(C, {cacerts, [ca_der()]}),
+    ok = tlsport:close(C),
+    ok = tlsport:close(S),
+    ok = tlsport:close(L),
+    %% starttls and stoptls on a plain pair.
+    {ok, PL} = tlsport:listen(0, [{tls, false}, {active, false}]),
+    spawn(fun() -> {ok, S2} = tlsport:accept(PL, 5000),
+                   ok = tlsport:starttls(S2, [{side, server}, {certfile, cert("server.pem")},
+                                              {keyfile, cert("server.key")}, {idle_timeout, 60000}],
+                                         5000),
+                   Self ! {stopped, tlsport:stoptls(S2, 5000)},
+                   tlsport:close(S2) end),
+    {ok, PC} = tlsport:connect("localhost", PL#tlsport_listen.port, [{tls, false}, {active, false}],
+                               5000),
+    ok = tlsport:starttls(PC, [{cacertfile, cert("ca.pem")}, {handshake_timeout, 5000},
+                               {close_timeout, 1000}], 5000),
+    ok = tlsport:stoptls(PC, 5000),
+    {stopped, ok} = receive {stopped, _} = St -> St after 5000 -> error(no_stoptls) end,
+    ok = tlsport:close(PC),
+    ok = tlsport:close(PL).
+
+file_bin(F) ->
+    {ok, B} = file:read_file(cert(F)),
+    B.
+
+ca_der() ->
+    [{'Certificate', Der, _}] = public_key:pem_decode(file_bin("ca.pem")),
+    Der.
 
 %% Host-name checks a daemon of either generation does the same way.
 host_name_checks() ->

@@ -73,6 +73,27 @@ generate(Dir) ->
     Run("openssl req -new " ++ Key ++ " -keyout other.key -out other.csr -subj /CN=other.example"),
     Run("openssl x509 -req -in other.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
         "-extfile other.ext -out other.pem"),
+    %% The server's key encrypted (password "secret"), and the password in a file.
+    Run("openssl pkey -in server.key -aes256 -passout pass:secret -out server_enc.key"),
+    Run("printf 'secret\\n' > password.txt"),
+    %% An RSA server certificate (DHE suites need one) and DH parameters.
+    Run("openssl req -new -newkey rsa:2048 -nodes -keyout rsa.key -out rsa.csr -subj /CN=localhost"),
+    Run("openssl x509 -req -in rsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "-extfile san.ext -out rsa.pem"),
+    Run("openssl genpkey -genparam -algorithm DH -pkeyopt dh_param:ffdhe2048 -out dh.pem"),
+    Run("openssl dhparam -in dh.pem -outform DER -out dh.der"),
+    %% A second client certificate, revoked in crl.pem (the CA's CRL).
+    Signed("revoked", "tlsport-test-revoked", "2"),
+    Run("printf '[ca]\\ndefault_ca=myca\\n[myca]\\ndatabase=index.txt\\ncrlnumber=crlnumber\\n"
+        "default_md=sha256\\ndefault_crl_days=2\\n' > ca.cnf && : > index.txt && "
+        "echo 01 > crlnumber"),
+    Run("openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -revoke revoked.pem"),
+    Run("openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -gencrl -out crl.pem"),
+    %% An OCSP response about server.pem (its status: unknown to this CA).
+    Run("openssl ocsp -index index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem -issuer ca.pem "
+        "-cert server.pem -respout ocsp.der -ndays 2 </dev/null"),
+    %% Keys for session tickets.
+    Run("openssl rand 80 > ticket1.key && openssl rand 80 > ticket2.key"),
     %% The file names of seed 004's examples.
     Run("cp server_both.pem ssl_server.pem && cp client_both.pem ssl_client.pem && "
         "cp client.pem client_cert.pem && cp client.key client_key.pem"),

@@ -1,6 +1,7 @@
 #include "daemon/daemon.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/connection.hpp"
 #include "daemon/connector.hpp"
@@ -39,10 +40,20 @@ void Daemon::wait_for_signal() {
 
 bool Daemon::start() {
   wait_for_signal();
-  if (!options_.unix_path.empty()) {
+  if (!options_.unix_path.empty() || options_.activated_fd >= 0) {
+    UnixServer::Settings unix;
+    unix.path = options_.unix_path;
+    unix.mode = options_.socket_mode;
+    unix.allow_uids = options_.allow_uids;
+    unix.allow_gids = options_.allow_gids;
+    unix.activated_fd = options_.activated_fd;
+    unix.max_clients = options_.max_clients;
+    if (::geteuid() == 0 && options_.user) {  // the file goes to the user dropped to
+      unix.owner_uid = static_cast<int>(*options_.user);
+      unix.owner_gid = options_.group ? static_cast<int>(*options_.group) : -1;
+    }
     unix_server_ = std::make_unique<UnixServer>(
-        shared_.io, options_.unix_path, kMaxClients,
-        [this] { return shared_.registry.client_count(); },
+        shared_.io, std::move(unix), [this] { return shared_.registry.client_count(); },
         [this](int fd) { add_client(fd, fd, false, std::nullopt, 4); });
     if (!unix_server_->open()) return false;
   }

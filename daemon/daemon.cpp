@@ -48,8 +48,8 @@ bool Daemon::start() {
     unix.allow_gids = options_.allow_gids;
     unix.activated_fd = options_.activated_fd;
     unix.max_clients = options_.max_clients;
-    if (::geteuid() == 0 && options_.user) {  // the file goes to the user dropped to
-      unix.owner_uid = static_cast<int>(*options_.user);
+    if (::geteuid() == 0) {  // the file goes to the user and group dropped to
+      unix.owner_uid = options_.user ? static_cast<int>(*options_.user) : -1;
       unix.owner_gid = options_.group ? static_cast<int>(*options_.group) : -1;
     }
     unix_server_ = std::make_unique<UnixServer>(

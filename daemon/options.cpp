@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -135,8 +136,8 @@ std::string find_group(const std::string& name, gid_t& gid) {
 }
 
 /// The names of a list: a JSON array of names and numbers, or (from a flag) "a,b,1000".
-bool list_items(const json& v, std::vector<std::string>& out) {
-  if (v.is_string()) {
+bool list_items(const json& v, bool from_flag, std::vector<std::string>& out) {
+  if (v.is_string() && from_flag) {
     std::stringstream ss(v.get<std::string>());
     std::string item;
     while (std::getline(ss, item, ','))
@@ -231,7 +232,7 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
     o.socket_mode = mode;
   } else if (key == "allow_uids" || key == "allow_gids") {
     std::vector<std::string> items;
-    if (!list_items(v, items)) return "must be a list of names or numbers";
+    if (!list_items(v, src.from_flag, items)) return "must be a list of names or numbers";
     bool uids = key == "allow_uids";
     uids ? o.allow_uids.clear() : o.allow_gids.clear();
     for (const std::string& item : items) {
@@ -428,9 +429,14 @@ ParseResult parse_options(int argc, char** argv, Options& options, bool socket_a
   }
   Source src;
   src.from_flag = true;
+  // A user given by flag brings its own group, unless --group is given too.
+  bool user_flag = false, group_flag = false;
   for (auto& [setting, value] : flags) {
-    // A user given by flag brings its own group unless --group is given too.
-    if (std::string(setting->key) == "user") given.group.reset();
+    user_flag |= std::string(setting->key) == "user";
+    group_flag |= std::string(setting->key) == "group";
+  }
+  if (user_flag && !group_flag) given.group.reset();
+  for (auto& [setting, value] : flags) {
     if (auto err = apply(setting->key, value, o, src, given); !err.empty())
       return fail(std::string(setting->flag) + ": " + err);
   }

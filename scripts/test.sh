@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds from scratch, and runs every test suite:
-# C++ unit tests, daemon integration tests, and each client library's tests.
+# C++ unit tests, daemon integration tests, each client library's tests, and
+# the operations tests (install, Debian package, units, the docs' commands).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-scripts/install-deps.sh || exit 1
-rm -rf build build-asan
+scripts/install-deps.sh test || exit 1
+rm -rf build build-asan build-pkg
 scripts/build.sh || exit 1
 export TLSPORTD="$root/build/daemon/tlsportd"
 # Debian's python3 has python3-pytest; another python3 first on PATH may not.
@@ -31,6 +32,7 @@ fi
 if [ -x client-libs/shell/tests/run_tests.sh ]; then
   run_suite "shell client" client-libs/shell/tests/run_tests.sh
 fi
+run_suite "operations (pytest)" "$PY" -m pytest -q tests/ops
 
 # The daemon again, built with AddressSanitizer, UBSan and LeakSanitizer: the
 # integration suite fails on any report (tests/integration/conftest.py).

@@ -40,7 +40,7 @@ def field(deb: pathlib.Path, name: str) -> str:
 
 def test_control_fields(deb):
     assert field(deb, "Package") == "tlsport"
-    version = re.search(r'VERSION (\S+)', (ROOT / "CMakeLists.txt").read_text()).group(1)
+    version = re.search(r'project\(tlsport VERSION (\S+)', (ROOT / "CMakeLists.txt").read_text()).group(1)
     assert field(deb, "Version") == version
     depends = field(deb, "Depends")
     assert "libssl3" in depends and "adduser" in depends and "libc6" in depends, depends

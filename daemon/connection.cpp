@@ -7,7 +7,8 @@
 #include "daemon/control_client.hpp"
 #include "daemon/log.hpp"
 #include "daemon/shared.hpp"
-#include "daemon/tls_context.hpp"
+#include "daemon/tls_callbacks.hpp"
+#include "daemon/tls_inspect.hpp"
 #include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
@@ -15,8 +16,8 @@ namespace tlsport::daemon {
 using nlohmann::json;
 
 namespace {
-/// How long an orderly close may take before the connection is cut.
-constexpr std::chrono::seconds kCloseTimeout{5};
+/// Reads of discarded input a draining connection does per turn of the loop.
+constexpr int kDrainRounds = 16;
 }  // namespace
 
 Connection::Connection(Shared& shared, TcpSocket socket, SslPtr ssl, protocol::Framing framing,
@@ -85,9 +86,10 @@ void Connection::run_inbound() {
     case State::open:
       read_some();
       break;
-    case State::closing:
+    case State::draining:
       drain();
       break;
+    case State::closing:  // reading waits until our side is closed: see continue_close
     case State::closed:
       break;
   }
@@ -95,40 +97,98 @@ void Connection::run_inbound() {
 
 // ---------------------------------------------------------------- handshake
 
-void Connection::start_handshake(std::chrono::milliseconds timeout, HandshakeDone done) {
-  handshake_done_ = std::make_unique<HandshakeDone>(std::move(done));
+void Connection::start_handshake(std::chrono::milliseconds timeout, HandshakeDone done,
+                                 AskVerdict ask_verdict) {
+  handshake_ = std::make_unique<Handshake>(Handshake{std::move(done), std::move(ask_verdict)});
   timer().expires_after(timeout);
   timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
-    if (ec || self->state_ != State::handshaking) return;
+    if (ec || self->state_ != State::handshaking || !self->handshake_) return;
     self->fail_handshake(wire_error(ErrorKind::timeout, "TLS handshake timed out"));
   });
   asio::post(shared_.io, [self = shared_from_this()] { self->step_handshake(); });
 }
 
 void Connection::step_handshake() {
-  if (state_ != State::handshaking) return;
+  if (state_ != State::handshaking || !handshake_) return;
   ErrorInfo error;
   Io io = transport_.handshake(error);
   if (io == Io::want_read || io == Io::want_write) {
     await_inbound(io);
     return;
   }
+  if (io == Io::want_verdict) {
+    // Asked once; a handshake without anyone to ask refuses the chain.
+    if (handshake_->asked) return;
+    handshake_->asked = true;
+    if (handshake_->ask_verdict)
+      handshake_->ask_verdict(*this);
+    else
+      give_verdict(false);
+    return;
+  }
   if (io != Io::done) {
     fail_handshake(error);
     return;
   }
-  // Open, but no one's until open() gives it an id and an owner.
   state_ = State::open;
   timer_.reset();  // an idle connection keeps no timer
-  auto done = std::move(handshake_done_);
-  if (done && *done) (*done)(std::nullopt);
+  if (ssl() != nullptr) {
+    ++shared_.counters.handshakes_done;
+    if (SSL_session_reused(ssl()) == 1) ++shared_.counters.handshakes_resumed;
+  }
+  auto handshake = std::move(handshake_);
+  if (handshake->done) handshake->done(std::nullopt);
+  // After STARTTLS the socket is its owner's already: reading goes on.
+  if (id_ != 0 && state_ == State::open) {
+    post_read();
+    if (idle_) watch_idle();
+  }
+}
+
+void Connection::give_verdict(bool accept) {
+  if (state_ != State::handshaking || ssl() == nullptr) return;
+  ssl_notes(ssl()).verdict = accept ? SslNotes::Verdict::accepted : SslNotes::Verdict::rejected;
+  asio::post(shared_.io, [self = shared_from_this()] { self->step_handshake(); });
 }
 
 void Connection::fail_handshake(ErrorInfo error) {
   if (state_ != State::handshaking) return;
-  auto done = std::move(handshake_done_);
+  ++shared_.counters.handshakes_failed[error.kind()];
+  end_because("handshake failed: " + error.kind() + ": " + error.message);
+  auto handshake = std::move(handshake_);
   finish();
-  if (done && *done) (*done)(error);
+  if (handshake && handshake->done) handshake->done(error);
+}
+
+void Connection::set_timeouts(std::chrono::milliseconds idle, std::chrono::milliseconds close) {
+  close_timeout_ms_ = static_cast<std::uint32_t>(close.count());
+  if (idle.count() <= 0) {
+    idle_.reset();
+    return;
+  }
+  if (!idle_) idle_ = std::make_unique<IdleWatch>(shared_.io);
+  idle_->timeout = idle;
+  touch();
+  if (state_ == State::open && id_ != 0) watch_idle();
+}
+
+void Connection::touch() {
+  if (idle_) idle_->last = std::chrono::steady_clock::now();
+}
+
+void Connection::watch_idle() {
+  idle_->timer.expires_at(idle_->last + idle_->timeout);
+  idle_->timer.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (ec || !self->idle_ || self->state_ != State::open) return;
+    auto quiet = std::chrono::steady_clock::now() - self->idle_->last;
+    if (quiet < self->idle_->timeout) {
+      self->watch_idle();
+      return;
+    }
+    self->fail(wire_error(ErrorKind::timeout, "no byte either way for " +
+                                                  std::to_string(self->idle_->timeout.count()) +
+                                                  " ms (idle_timeout_ms)"));
+  });
 }
 
 void Connection::open(std::uint32_t id, std::uint32_t owner, ActiveMode active) {
@@ -137,18 +197,22 @@ void Connection::open(std::uint32_t id, std::uint32_t owner, ActiveMode active) 
   active_ = active.count;
   active_once_ = active.once && active.count == 1;
   if (log_) log_line("connected " + endpoint(true).dump() + " " + info().dump());
+  ++shared_.counters.connections_opened;
+  log_connection("opened");
   post_read();
+  if (idle_) watch_idle();
 }
 
 // ---------------------------------------------------------------- ending
 
 void Connection::close_orderly() {
-  if (state_ == State::closing || state_ == State::closed) return;
+  if (state_ == State::closing || state_ == State::draining || state_ == State::closed) return;
   if (state_ == State::handshaking) {
     fail_handshake(wire_error(ErrorKind::closed, "closed"));
     return;
   }
   log_line("closed by owner");
+  end_because("closed by its owner");
   recv_client_ = 0;
   begin_closing();
 }
@@ -156,20 +220,26 @@ void Connection::close_orderly() {
 void Connection::peer_closed() {
   if (state_ != State::open) return;
   bool normal = framing().kind == protocol::FramingKind::raw || deframer_.buffered() == 0;
-  log_line(transport_.peer_sent_close_notify() ? "peer sent close_notify" : "peer closed");
+  const char* how = transport_.ssl() == nullptr ? "peer closed the connection"
+                    : transport_.peer_sent_close_notify()
+                        ? "peer sent close_notify"
+                        : "peer closed the connection without close_notify";
+  log_line(how);
+  end_because(normal ? how : "peer closed inside a packet");
   ErrorInfo inside = wire_error(ErrorKind::closed, "peer closed inside a packet");
+  // A waiting recv is answered first; the event follows (docs/protocol.md, recv).
+  fail_recv(wire_error(ErrorKind::closed, "peer closed"));
   if (ControlClient* owner = shared_.registry.client(owner_))
     owner->send(protocol::socket_closed_event(id_, normal ? nullptr : &inside));
-  fail_recv(wire_error(ErrorKind::closed, "peer closed"));
   shared_.registry.forget_connection(id_);
   begin_closing();
 }
 
 void Connection::begin_closing() {
   state_ = State::closing;
-  timer().expires_after(kCloseTimeout);
+  timer().expires_after(std::chrono::milliseconds(close_timeout_ms_));
   timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
-    if (!ec && self->state_ == State::closing) self->finish();
+    if (!ec && (self->state_ == State::closing || self->state_ == State::draining)) self->finish();
   });
   continue_close();
 }
@@ -193,13 +263,14 @@ void Connection::continue_close() {
   }
   // Read until the peer closes too, so that unread input does not turn our
   // close into a reset that could destroy data the peer has not read yet.
+  state_ = State::draining;
   drain();
 }
 
 void Connection::drain() {
-  if (state_ != State::closing) return;
+  if (state_ != State::draining) return;
   auto& buffer = shared_.read_buffer;
-  for (;;) {
+  for (int round = 0; round < kDrainRounds; ++round) {
     ssize_t ret = ::read(socket_.native_handle(), buffer.data(), buffer.size());
     if (ret > 0 || (ret < 0 && errno == EINTR)) continue;
     if (ret < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -209,17 +280,21 @@ void Connection::drain() {
     finish();
     return;
   }
+  // A peer that keeps sending gets no more of the thread than a reader does.
+  asio::post(shared_.io, [self = shared_from_this()] { self->drain(); });
 }
 
 void Connection::fail(ErrorInfo error) {
   if (state_ == State::closed) return;
   bool was_open = state_ == State::open && id_ != 0;
   log_line("failed: " + error.kind() + ": " + error.message);
+  end_because(error.kind() + ": " + error.message);
   log(LogLevel::debug, "socket %u: %s: %s", id_, error.kind().c_str(), error.message.c_str());
+  settle_tls_change(error);
   if (was_open) {
+    fail_recv(error);
     if (ControlClient* owner = shared_.registry.client(owner_))
       owner->send(protocol::socket_closed_event(id_, &error));
-    fail_recv(error);
   }
   // After a fatal TLS error no close_notify may be sent.
   transport_.forbid_close_notify();
@@ -228,6 +303,7 @@ void Connection::fail(ErrorInfo error) {
 
 void Connection::abort() {
   if (state_ == State::closed) return;
+  end_because("cut off (daemon stopping, listener closed or refused)");
   if (state_ != State::handshaking) transport_.close_notify_now();
   finish();
 }
@@ -235,11 +311,20 @@ void Connection::abort() {
 void Connection::finish() {
   if (state_ == State::closed) return;
   auto self = shared_from_this();
+  if (id_ != 0) {
+    ++shared_.counters.connections_closed;
+    log_connection("closed");
+  }
   state_ = State::closed;
   // A handshake callback holds whoever waits for the handshake (a connect):
   // dropping it here breaks that cycle however the connection ends.
-  handshake_done_.reset();
+  handshake_.reset();
+  settle_tls_change(wire_error(ErrorKind::closed, "the socket closed"));
+  // What it held for its peer leaves the budget (others may read again).
+  deframer_.take_buffered();
+  account_held();
   timer_.reset();
+  idle_.reset();
   std::error_code ignored;
   socket_.close(ignored);
   if (blocked_client_ != 0) {
@@ -256,10 +341,42 @@ json Connection::endpoint(bool peer) const {
   return {{"host", ep.address().to_string()}, {"port", ep.port()}};
 }
 
+std::string Connection::peer_host() const {
+  if (peer_name_) return *peer_name_;
+  std::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  return ec ? std::string() : ep.address().to_string();
+}
+
+unsigned short Connection::peer_port() const {
+  std::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
 json Connection::info() const {
   json result = ssl() != nullptr ? describe_session(ssl()) : json{{"protocol", "tcp"}};
   result["mode"] = protocol::framing_name(framing());
   return result;
+}
+
+void Connection::end_because(std::string reason) {
+  if (!end_reason_) end_reason_ = std::make_unique<const std::string>(std::move(reason));
+}
+
+void Connection::log_connection(const char* what) const {
+  if (id_ == 0 || !log_enabled(LogLevel::info)) return;
+  json peer = endpoint(true);
+  std::string where = peer.is_null() ? std::string("?")
+                                     : peer["host"].get<std::string>() + ":" +
+                                           std::to_string(peer["port"].get<int>());
+  const char* protocol = ssl() != nullptr ? SSL_get_version(ssl()) : "tcp";
+  const SSL_CIPHER* cipher = ssl() != nullptr ? SSL_get_current_cipher(ssl()) : nullptr;
+  log(LogLevel::info, "socket %u %s: client %u, peer %s, %s%s%s, %llu bytes in, %llu out%s%s", id_,
+      what, owner_, where.c_str(), protocol, cipher != nullptr ? " " : "",
+      cipher != nullptr ? SSL_CIPHER_get_name(cipher) : "",
+      static_cast<unsigned long long>(bytes_in_), static_cast<unsigned long long>(bytes_out_),
+      end_reason_ ? ": " : "", end_reason_ ? end_reason_->c_str() : "");
 }
 
 }  // namespace tlsport::daemon

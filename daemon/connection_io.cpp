@@ -17,6 +17,12 @@ namespace {
 constexpr int kReadRounds = 4;
 /// Past this many times the socket buffer's mark, a client's input is paused.
 constexpr std::size_t kHardLimitFactor = 4;
+/// Past the peer-memory budget, a socket holding more than budget / this
+/// many bytes stops reading until the total falls (docs/design.md).
+constexpr std::size_t kBudgetShares = 16;
+/// What stoptls may hold of a passive socket's data before the peer's
+/// close_notify (a peer should stop sending; one that does not is cut off).
+constexpr std::size_t kMaxHeldWhileStopping = 1u << 20;
 /// A send buffer that grew past this gives its memory back once empty.
 constexpr std::size_t kKeepWriteCapacity = 64u << 10;
 
@@ -30,7 +36,9 @@ ErrorInfo framing_error(const std::error_code& ec) {
 // ---------------------------------------------------------------- reading
 
 bool Connection::can_read() const {
-  return state_ == State::open && id_ != 0 && !owner_paused_ && (active_ != 0 || recv_client_ != 0);
+  if (state_ != State::open || id_ == 0 || owner_ == 0 || budget_paused_) return false;
+  // stoptls must find the peer's close_notify, whatever the active mode.
+  return stopping_tls() || (!owner_paused_ && (active_ != 0 || recv_client_ != 0));
 }
 
 void Connection::post_read() {
@@ -51,19 +59,40 @@ void Connection::read_some() {
   auto& buffer = shared_.read_buffer;
   for (int round = 0; round < kReadRounds; ++round) {
     if (!can_read()) return;
+    if (over_budget()) {
+      // The largest holders wait; smaller ones go on and may complete
+      // packets. Reading resumes when the total falls below 3/4 of the budget.
+      budget_paused_ = true;
+      shared_.budget_waiters.push_back(weak_from_this());
+      return;
+    }
     std::size_t got = 0;
     ErrorInfo error;
     Io io = transport_.read(buffer.data(), buffer.size(), got, error);
+    if (got > 0) {
+      touch();
+      bytes_in_ += got;
+      shared_.counters.bytes_in += got;
+    }
     if (got > 0 && !feed(std::string_view(buffer.data(), got))) {
-      if (io == Io::eof) peer_eof_ = true;
+      if (io == Io::eof && !stopping_tls()) peer_eof_ = true;
+      return;
+    }
+    if (stopping_tls() && deframer_.buffered() > kMaxHeldWhileStopping) {
+      fail(wire_error(ErrorKind::closed, "the peer kept sending instead of answering stoptls"));
       return;
     }
     switch (io) {
       case Io::want_read:
       case Io::want_write:
-        await_inbound(io);
+      case Io::want_verdict:
+        await_inbound(io == Io::want_write ? Io::want_write : Io::want_read);
         return;
       case Io::eof:
+        if (stopping_tls()) {
+          finish_stop_tls();
+          return;
+        }
         peer_eof_ = true;
         peer_closed();
         return;
@@ -77,10 +106,33 @@ void Connection::read_some() {
   post_read();  // let other connections have their turn
 }
 
+void Connection::account_held() {
+  std::size_t held = deframer_.buffered();
+  shared_.held_by_peers = shared_.held_by_peers - held_counted_ + held;
+  bool fell = held < held_counted_;
+  held_counted_ = static_cast<std::uint32_t>(std::min<std::size_t>(held, UINT32_MAX));
+  std::size_t budget = shared_.options.peer_memory_budget;
+  if (!fell || shared_.budget_waiters.empty() || shared_.held_by_peers > budget / 4 * 3) return;
+  auto waiters = std::move(shared_.budget_waiters);
+  shared_.budget_waiters.clear();
+  for (auto& weak : waiters) {
+    if (auto conn = weak.lock()) {
+      conn->budget_paused_ = false;
+      conn->post_read();
+    }
+  }
+}
+
+bool Connection::over_budget() const {
+  std::size_t budget = shared_.options.peer_memory_budget;
+  return shared_.held_by_peers >= budget && held_counted_ >= budget / kBudgetShares;
+}
+
 bool Connection::feed(std::string_view bytes) {
   auto self = shared_from_this();
   std::error_code ec =
       deframer_.feed(bytes, [this](std::string_view packet) { return emit(packet); });
+  account_held();
   if (ec) {
     fail(framing_error(ec));
     return false;
@@ -96,6 +148,9 @@ bool Connection::feed(std::string_view bytes) {
 
 bool Connection::emit(std::string_view packet) {
   if (state_ != State::open) return false;
+  // Only stoptls reads a passive socket: what it finds waits for a recv.
+  if (recv_client_ == 0 && active_ == 0) return false;
+  ++shared_.counters.packets_in;
   if (recv_client_ != 0) {
     // A passive read: the packet is the reply.
     std::uint32_t client = recv_client_;
@@ -165,7 +220,10 @@ std::optional<ErrorInfo> Connection::recv(std::uint32_t client, json ref,
   recv_ref_ = std::move(ref);
   timer().expires_after(timeout);
   timer().async_wait([self = shared_from_this()](const std::error_code& ec) {
-    if (!ec) self->fail_recv(wire_error(ErrorKind::timeout, "recv timed out"));
+    // A timer that fired just as a packet answered the recv may still run:
+    // it counts only if this recv's own deadline has passed.
+    if (ec || !self->timer_ || self->timer_->expiry() > std::chrono::steady_clock::now()) return;
+    self->fail_recv(wire_error(ErrorKind::timeout, "recv timed out"));
   });
   post_read();
   return std::nullopt;
@@ -182,17 +240,26 @@ void Connection::fail_recv(const ErrorInfo& error) {
 void Connection::set_owner(std::uint32_t owner) {
   owner_ = owner;
   fail_recv(wire_error(ErrorKind::cancelled, "socket handed over"));
-  if (owner_paused_) {
-    // The old owner's waiting list may still name us; resuming twice is harmless.
-    owner_paused_ = false;
-    post_read();
-  }
+  // The old owner's waiting list may still name us; resuming twice is harmless.
+  owner_paused_ = false;
+  post_read();
+}
+
+void Connection::orphan() {
+  owner_ = 0;
+  recv_client_ = 0;
+  recv_ref_ = nullptr;
+  owner_paused_ = false;
+  blocked_client_ = 0;
 }
 
 // ---------------------------------------------------------------- writing
 
 std::optional<ErrorInfo> Connection::deliver(std::string_view data, bool& over) {
   over = false;
+  if (tls_change_ || (state_ == State::handshaking && id_ != 0))
+    return wire_error(ErrorKind::bad_request,
+                      "TLS is being started or stopped on this socket: deliver after the reply");
   if (state_ != State::open) return wire_error(ErrorKind::closed, "socket is closed");
   std::uint8_t header[4];
   auto header_size = protocol::encode_header(framing(), data.size(), header);
@@ -202,6 +269,7 @@ std::optional<ErrorInfo> Connection::deliver(std::string_view data, bool& over) 
                           std::to_string(framing().header_bytes) + "-byte header");
   wbuf_.append(reinterpret_cast<const char*>(header), *header_size);
   wbuf_.append(data);
+  ++shared_.counters.packets_out;
   schedule_write();
   std::size_t pending = wbuf_.size() - wstart_;
   std::size_t mark = shared_.options.socket_buffer;
@@ -228,12 +296,19 @@ void Connection::schedule_write() {
 }
 
 void Connection::write_some() {
-  if (state_ == State::closed || state_ == State::handshaking) return;
+  if (state_ == State::closed) return;
+  // A handshake writes nothing of ours, except the plaintext before a starttls.
+  if (state_ == State::handshaking && !starting_tls()) return;
   if (wstart_ < wbuf_.size()) {
     std::size_t written = 0;
     ErrorInfo error;
     Io io = transport_.write(wbuf_.data() + wstart_, wbuf_.size() - wstart_, written, error);
     wstart_ += written;
+    if (written > 0) {
+      touch();
+      bytes_out_ += written;
+      shared_.counters.bytes_out += written;
+    }
     if (io == Io::failed) {
       fail(error);
       return;
@@ -266,6 +341,8 @@ void Connection::after_write(std::size_t pending) {
     if (ControlClient* c = shared_.registry.client(client)) c->resume_input();
   }
   if (pending == 0 && state_ == State::closing) continue_close();
+  if (pending == 0 && starting_tls()) begin_upgrade();
+  if (pending == 0 && stopping_tls() && !tls_change_->notify_sent) send_stop_notify();
 }
 
 }  // namespace tlsport::daemon

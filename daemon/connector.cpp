@@ -19,6 +19,7 @@ Connector::Connector(Shared& shared, ConnectRequest request)
       timer_(shared.io) {}
 
 void Connector::start() {
+  shared_.reactor_reserve.ensure(shared_.registry.connection_count() + 1);
   const protocol::ConnectCommand& cmd = request_.command;
   timer_.expires_after(cmd.timeout);
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
@@ -37,7 +38,8 @@ void Connector::on_resolved(const std::error_code& ec,
                             asio::ip::tcp::resolver::results_type results) {
   if (done_) return;
   if (ec) {
-    fail(classify(ec));
+    // An unknown name may be a lookup that could not open a file.
+    fail(out_of_descriptors().value_or(classify(ec)));
     return;
   }
   asio::async_connect(
@@ -50,10 +52,12 @@ void Connector::on_resolved(const std::error_code& ec,
 void Connector::on_connected(const std::error_code& ec) {
   if (done_) return;
   if (ec) {
-    fail(classify(ec));
+    // asio reports a socket it could not open as a cancelled connect.
+    fail(out_of_descriptors().value_or(classify(ec)));
     return;
   }
   const protocol::ConnectCommand& cmd = request_.command;
+  const protocol::TlsSettings& settings = request_.settings;
   SslPtr ssl;
   if (request_.ctx) {
     ErrorInfo error;
@@ -62,18 +66,23 @@ void Connector::on_connected(const std::error_code& ec) {
       fail(error);
       return;
     }
-    configure_client_ssl(ssl.get(), cmd.tls.settings, cmd.host);
+    configure_client_ssl(ssl.get(), settings, cmd.host, cmd.port, &shared_.client_sessions);
   }
   connection_ = std::make_shared<Connection>(shared_, std::move(socket_), std::move(ssl),
                                              cmd.framing, cmd.packet_size);
-  if (!cmd.tls.settings.logfile.empty()) connection_->set_log_file(cmd.tls.settings.logfile);
+  if (!settings.logfile.empty()) connection_->set_log_file(settings.logfile);
+  // A plain connection may start TLS later: it remembers the name it was made with.
+  if (!request_.ctx) connection_->set_peer_name(cmd.host);
   auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
       timer_.expiry() - std::chrono::steady_clock::now());
-  if (remaining.count() < 1) remaining = std::chrono::milliseconds(1);
-  connection_->start_handshake(remaining,
-                               [self = shared_from_this()](const std::optional<ErrorInfo>& error) {
-                                 self->on_handshake(error);
-                               });
+  remaining =
+      std::max(std::chrono::milliseconds(1), std::min(remaining, request_.handshake_timeout));
+  connection_->start_handshake(
+      remaining,
+      [self = shared_from_this()](const std::optional<ErrorInfo>& error) {
+        self->on_handshake(error);
+      },
+      request_.ask_verdict);
 }
 
 void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
@@ -90,6 +99,7 @@ void Connector::on_handshake(const std::optional<ErrorInfo>& error) {
   std::uint32_t id = shared_.registry.add_connection(connection_);
   client->send(
       protocol::ok_reply(request_.ref, {{"id", id}, {"peer", connection_->endpoint(true)}}));
+  connection_->set_timeouts(request_.idle_timeout, request_.close_timeout);
   connection_->open(id, request_.client, request_.command.active.value_or(ActiveMode{}));
   finish();
 }

@@ -24,6 +24,11 @@ struct ConnectRequest {
   nlohmann::json ref;                ///< its ref
   protocol::ConnectCommand command;  ///< host, port, mode, timeout, tls...
   SslCtxPtr ctx;                     ///< shared client context (null = TCP)
+  protocol::TlsSettings settings;    ///< behind ctx (SNI, host check, session, log)
+  std::chrono::milliseconds handshake_timeout{30000};  ///< within the connect's timeout
+  std::chrono::milliseconds idle_timeout{0};           ///< of the socket (0: none)
+  std::chrono::milliseconds close_timeout{5000};       ///< of the socket's orderly close
+  Connection::AskVerdict ask_verdict;                  ///< tls.verify_callback: asks the client
 };
 
 /// One connect in progress.

@@ -139,6 +139,11 @@ void ControlClient::resume(PauseReason reason) {
   });
 }
 
+bool ControlClient::fits(const json& message) const {
+  std::string scratch;
+  return encoder_.append_message(scratch, message);
+}
+
 void ControlClient::send(const json& message) {
   if (closed_) return;
   if (!encoder_.append_message(out_, message)) {
@@ -252,7 +257,13 @@ void ControlClient::watch_for_hangup() {
   // has the writer of our input gone (a pipe's writer, a socket closed)?
   int fd = input_ended_ ? out_fd_.native_handle() : in_.native_handle();
   struct pollfd p = {fd, static_cast<short>(input_ended_ ? POLLOUT : POLLIN), 0};
-  if (::poll(&p, 1, 0) < 0 || (p.revents & (POLLHUP | POLLERR)) != 0) {
+  bool polled = ::poll(&p, 1, 0) >= 0;
+  bool hung_up = !polled || (p.revents & (POLLHUP | POLLERR)) != 0;
+  // Commands still waiting in a closed pipe are carried out once the output
+  // drains; a client held back by a busy socket has no such prospect.
+  if (hung_up && !input_ended_ && (p.revents & POLLIN) != 0 && (paused_ & kPausedBySocket) == 0)
+    hung_up = false;
+  if (hung_up) {
     if (input_ended_)
       close_after_flush();
     else

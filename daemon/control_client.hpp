@@ -49,6 +49,8 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   void start();
   /// Queues a reply or event (protocol/messages.hpp builds them).
   void send(const nlohmann::json& message);
+  /// True when `message` fits one frame of this channel (--packet 1 holds 255 bytes).
+  bool fits(const nlohmann::json& message) const;
   /// Queues fromsocket events for `data`; raw data too big for one frame is
   /// split when `splittable`. False when it cannot be sent (too big).
   bool send_data(std::uint32_t socket_id, std::string_view data, bool splittable);
@@ -70,6 +72,9 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   std::uint32_t number() const { return number_; }
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }
+  /// How long its sockets outlive it, for a successor of the same name.
+  std::chrono::milliseconds grace() const { return grace_; }
+  void set_grace(std::chrono::milliseconds grace) { grace_ = grace; }
   bool closed() const { return closed_; }
   std::size_t pending_output() const { return out_.size() - out_start_; }
 
@@ -94,15 +99,16 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   void after_drain();
   void watch_for_hangup();
 
-  Shared& shared_;                                   ///< the loop and settings
-  ClientHost& host_;                                 ///< carries out commands
-  std::uint32_t number_;                             ///< this client's number
-  std::string name_;                                 ///< name given in hello, if any
-  bool is_port_;                                     ///< stdio/fds channel: its end ends the daemon
-  asio::posix::stream_descriptor in_;                ///< commands come from here
-  asio::posix::stream_descriptor out_fd_;            ///< replies and events go here
-  std::optional<protocol::ControlDecoder> decoder_;  ///< set once the encoding is known
-  protocol::ControlEncoder encoder_;                 ///< replies and events
+  Shared& shared_;                         ///< the loop and settings
+  ClientHost& host_;                       ///< carries out commands
+  std::uint32_t number_;                   ///< this client's number
+  std::string name_;                       ///< name given in hello, if any
+  std::chrono::milliseconds grace_{0};     ///< hello's grace_ms (0: sockets close with it)
+  bool is_port_;                           ///< stdio/fds channel: its end ends the daemon
+  asio::posix::stream_descriptor in_;      ///< commands come from here
+  asio::posix::stream_descriptor out_fd_;  ///< replies and events go here
+  std::optional<protocol::ControlDecoder> decoder_;           ///< set once the encoding is known
+  protocol::ControlEncoder encoder_;                          ///< replies and events
   static constexpr std::size_t kInputBufferSize = 64u << 10;  ///< bytes read at once
   std::vector<char> input_;                     ///< this client\'s read buffer (see on_readable)
   std::string out_;                             ///< queued output

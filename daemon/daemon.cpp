@@ -1,5 +1,6 @@
 #include "daemon/daemon.hpp"
 
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,8 +17,11 @@ using nlohmann::json;
 Daemon::Daemon(asio::io_context& io, Options options)
     : options_(std::move(options)),
       shared_(io, options_),
-      executor_(shared_, [this] { shutdown(); }),
-      signals_(io, SIGINT, SIGTERM, SIGHUP) {}
+      executor_(
+          shared_, [this] { shutdown(); }, [this] { return reload_tls(); }),
+      signals_(io, SIGINT, SIGTERM, SIGHUP),
+      stop_timer_(io),
+      trim_timer_(io) {}
 
 Daemon::~Daemon() = default;
 
@@ -25,11 +29,10 @@ void Daemon::wait_for_signal() {
   signals_.async_wait([this](const std::error_code& ec, int signal) {
     if (ec) return;
     if (signal == SIGHUP) {
-      // A closed terminal must not kill the daemon. New listeners and
-      // connects read their certificate files afresh; live contexts stay.
-      log(LogLevel::info, "SIGHUP: TLS contexts will be rebuilt on next use");
-      shared_.client_contexts.clear();
-      shared_.server_contexts.clear();
+      // A closed terminal must not kill the daemon: SIGHUP reloads.
+      if (auto error = reload_tls())
+        log(LogLevel::error, "SIGHUP: reload refused, the old material stays: %s",
+            error->message.c_str());
       wait_for_signal();
       return;
     }
@@ -38,8 +41,65 @@ void Daemon::wait_for_signal() {
   });
 }
 
+void Daemon::trim_memory_later() {
+  trim_timer_.expires_after(std::chrono::seconds(2));
+  trim_timer_.async_wait([this](const std::error_code& ec) {
+    if (ec || shutting_down_) return;
+    std::size_t now = shared_.registry.connection_count();
+    connections_peak_ = std::max(connections_peak_, now);
+    // Only after a real drop (a quarter of at least a few hundred): never on
+    // the data path, and rarely in steady state.
+    if (connections_peak_ >= kTrimAfter && now <= connections_peak_ / 4 * 3) {
+      ::malloc_trim(0);
+      connections_peak_ = now;
+    }
+    trim_memory_later();
+  });
+}
+
+std::optional<ErrorInfo> Daemon::reload_tls() {
+  // Everything is built before anything changes: a bad file refuses the
+  // whole reload and the old material stays in use.
+  std::map<std::string, NamedContext> named;
+  for (const auto& [name, old] : shared_.named_contexts) {
+    NamedContext fresh{old.settings, nullptr, nullptr};
+    ErrorInfo error;
+    fresh.client =
+        build_context(old.settings, TlsRole::client, error, nullptr, &shared_.client_sessions);
+    if (fresh.client && old.server)
+      fresh.server = build_context(old.settings, TlsRole::server, error);
+    if (!fresh.client || (old.server && !fresh.server))
+      return wire_error(ErrorKind::bad_tls_config, "tls_context " + name + ": " + error.message);
+    named.emplace(name, std::move(fresh));
+  }
+  std::vector<std::pair<std::shared_ptr<Listener>, SslCtxPtr>> listeners;
+  for (const auto& listener : shared_.registry.listeners()) {
+    const ListenSettings& settings = listener->settings();
+    SslCtxPtr ctx;
+    ErrorInfo error;
+    if (settings.tls)
+      ctx = build_context(*settings.tls, TlsRole::server, error);
+    else if (!settings.context_name.empty() && named.count(settings.context_name))
+      ctx = named[settings.context_name].server;
+    else
+      continue;
+    if (!ctx)
+      return wire_error(ErrorKind::bad_tls_config,
+                        "listener " + std::to_string(listener->id()) + ": " + error.message);
+    listeners.emplace_back(listener, std::move(ctx));
+  }
+  for (auto& [listener, ctx] : listeners) listener->set_context(std::move(ctx));
+  shared_.named_contexts = std::move(named);
+  shared_.client_contexts.clear();
+  shared_.server_contexts.clear();
+  log(LogLevel::info, "reload: %zu listeners and %zu named contexts read their files again",
+      listeners.size(), shared_.named_contexts.size());
+  return std::nullopt;
+}
+
 bool Daemon::start() {
   wait_for_signal();
+  trim_memory_later();
   if (!options_.unix_path.empty() || options_.activated_fd >= 0) {
     UnixServer::Settings unix;
     unix.path = options_.unix_path;
@@ -56,6 +116,10 @@ bool Daemon::start() {
         shared_.io, std::move(unix), [this] { return shared_.registry.client_count(); },
         [this](int fd) { add_client(fd, fd, false, std::nullopt, 4); });
     if (!unix_server_->open()) return false;
+  }
+  if (!options_.stats_listen.empty()) {
+    stats_server_ = std::make_unique<StatsServer>(shared_);
+    if (!stats_server_->open(options_.stats_listen)) return false;
   }
   if (options_.use_stdio) {
     int in = options_.nouse_stdio ? 3 : 0;
@@ -75,6 +139,7 @@ void Daemon::add_client(int in_fd, int out_fd, bool is_port,
   std::uint32_t number = shared_.registry.next_client_number();
   auto client = std::make_shared<ControlClient>(shared_, *this, number, in_fd, out_fd, is_port,
                                                 encoding, header);
+  ++shared_.counters.clients_attached;
   shared_.registry.add_client(client);
   client->start();
   log(LogLevel::info, "client %u connected", number);
@@ -105,11 +170,18 @@ void Daemon::on_client_closed(std::uint32_t number) {
   Registry& registry = shared_.registry;
   auto keep = registry.remove_client(number);
   if (!keep) return;
-  log(LogLevel::info, "client %u left: closing its sockets", number);
-  for (auto& conn : registry.connections_of(number)) {
-    registry.forget_connection(conn->id());
-    conn->close_orderly();
+  shared_.questions.drop_client(number);
+  if (shutting_down_) {
+    if (registry.client_count() == 0) shared_.io.stop();
+    return;
   }
+  if (!keep->name().empty() && keep->grace().count() > 0) {
+    keep_for_successor(*keep);
+    return;
+  }
+  log(LogLevel::info, "client %u left: closing its sockets", number);
+  // Listeners first: by the time a peer sees its connection close, nothing
+  // of this client accepts any more.
   ErrorInfo left = wire_error(ErrorKind::closed, "client left");
   for (auto& listener : registry.listeners()) {
     if (listener->owner() != number) {
@@ -120,13 +192,62 @@ void Daemon::on_client_closed(std::uint32_t number) {
     listener->close();
   }
   for (auto& connector : registry.connectors_of(number)) connector->abandon();
+  for (auto& conn : registry.connections_of(number)) {
+    registry.forget_connection(conn->id());
+    conn->close_orderly();
+  }
+}
+
+void Daemon::keep_for_successor(ControlClient& client) {
+  Registry& registry = shared_.registry;
+  Registry::Orphans orphans;
+  orphans.from = client.number();
+  ErrorInfo left = wire_error(ErrorKind::cancelled, "client left");
+  for (auto& listener : registry.listeners()) {
+    listener->drop_accepts(client.number(), left);
+    if (listener->owner() != client.number()) continue;
+    listener->set_owner(0);
+    orphans.sockets.push_back(listener->id());
+  }
+  for (auto& connector : registry.connectors_of(client.number())) connector->abandon();
+  for (auto& conn : registry.connections_of(client.number())) {
+    conn->orphan();
+    orphans.sockets.push_back(conn->id());
+  }
+  orphans.expiry = std::make_shared<asio::steady_timer>(shared_.io, client.grace());
+  orphans.expiry->async_wait([this, name = client.name()](const std::error_code& ec) {
+    if (!ec) close_orphans(name);
+  });
+  log(LogLevel::info, "client %u (%s) left: %zu sockets kept for %lld ms", client.number(),
+      client.name().c_str(), orphans.sockets.size(),
+      static_cast<long long>(client.grace().count()));
+  registry.keep_orphans(client.name(), std::move(orphans));
+}
+
+void Daemon::close_orphans(const std::string& name) {
+  Registry& registry = shared_.registry;
+  auto orphans = registry.take_orphans(name);
+  if (!orphans) return;
+  log(LogLevel::info, "no successor named %s came: its %zu sockets close", name.c_str(),
+      orphans->sockets.size());
+  for (std::uint32_t id : orphans->sockets) {
+    if (auto listener = registry.remove_listener(id)) {
+      listener->close();
+    } else if (Connection* conn = registry.connection(id)) {
+      auto keep = conn->shared_from_this();
+      registry.forget_connection(id);
+      keep->close_orderly();
+    }
+  }
 }
 
 void Daemon::shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   signals_.cancel();
+  trim_timer_.cancel();
   if (unix_server_) unix_server_->close();
+  if (stats_server_) stats_server_->close();
   Registry& registry = shared_.registry;
   for (auto& listener : registry.listeners()) {
     registry.remove_listener(listener->id());
@@ -134,9 +255,17 @@ void Daemon::shutdown() {
   }
   for (auto& connector : registry.connectors()) connector->abandon();
   for (auto& conn : registry.connections()) conn->abort();
-  // Replies already queued (the answer to stop, say) get one last chance.
-  for (auto& client : registry.clients()) client->flush_pending();
-  shared_.io.stop();
+  // Replies already queued (the answer to stop, replies to the last commands
+  // of a port whose input ended) leave before the loop stops, within a second.
+  for (auto& client : registry.clients()) client->close_after_flush();
+  if (registry.client_count() == 0) {
+    shared_.io.stop();
+    return;
+  }
+  stop_timer_.expires_after(std::chrono::seconds(1));
+  stop_timer_.async_wait([this](const std::error_code& ec) {
+    if (!ec) shared_.io.stop();
+  });
 }
 
 }  // namespace tlsport::daemon

@@ -4,6 +4,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "daemon/executor.hpp"
 #include "daemon/options.hpp"
 #include "daemon/shared.hpp"
+#include "daemon/stats_server.hpp"
 #include "daemon/unix_server.hpp"
 
 namespace tlsport::daemon {
@@ -37,21 +39,38 @@ class Daemon final : public ClientHost {
   void on_port_closed() override;
 
  private:
-  /// Handles the next signal: SIGINT/SIGTERM end the daemon, SIGHUP forgets cached contexts.
+  /// Handles the next signal: SIGINT/SIGTERM end the daemon, SIGHUP reloads.
   void wait_for_signal();
+  /// Reads every TLS file again for listeners and named contexts: all are
+  /// rebuilt first and swapped only if every one succeeded (else nothing
+  /// changes and the error says which failed). Live connections keep theirs.
+  std::optional<ErrorInfo> reload_tls();
+  /// Every few seconds: gives memory back to the system after many
+  /// connections have closed (glibc keeps freed memory otherwise).
+  void trim_memory_later();
+  /// A named client with a grace period died: its sockets wait for a successor.
+  void keep_for_successor(ControlClient& client);
+  /// The grace period of `name` ran out: its kept sockets close.
+  void close_orphans(const std::string& name);
   /// Attaches a control client on these descriptors.
   void add_client(int in_fd, int out_fd, bool is_port,
                   std::optional<protocol::ControlEncoding> encoding, unsigned header);
 
   /// Cap on control clients at once.
   static constexpr std::size_t kMaxClients = 1024;
+  /// Connections that must have been open before a drop is worth a trim.
+  static constexpr std::size_t kTrimAfter = 64;
 
-  Options options_;                          ///< settings from flags and config
-  Shared shared_;                            ///< loop, registry, read buffer, contexts
-  Executor executor_;                        ///< carries out commands
-  asio::signal_set signals_;                 ///< SIGINT/SIGTERM end the daemon; SIGHUP
-  std::unique_ptr<UnixServer> unix_server_;  ///< --unix
-  bool shutting_down_ = false;               ///< shutdown() has begun
+  Options options_;                   ///< settings from flags and config
+  Shared shared_;                     ///< loop, registry, read buffer, contexts
+  Executor executor_;                 ///< carries out commands
+  asio::signal_set signals_;          ///< SIGINT/SIGTERM end the daemon; SIGHUP
+  asio::steady_timer stop_timer_;     ///< bounds the last flush at shutdown
+  asio::steady_timer trim_timer_;     ///< see trim_memory_later()
+  std::size_t connections_peak_ = 0;  ///< most connections since the last trim
+  std::unique_ptr<UnixServer> unix_server_;
+  std::unique_ptr<StatsServer> stats_server_;  ///< --stats-listen  ///< --unix
+  bool shutting_down_ = false;                 ///< shutdown() has begun
 };
 
 }  // namespace tlsport::daemon

@@ -1,8 +1,12 @@
 #include "daemon/errors.hpp"
 
 #include <openssl/err.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <asio/error.hpp>
+#include <cerrno>
 #include <cstring>
 
 namespace tlsport::daemon {
@@ -20,6 +24,22 @@ ErrorInfo classify(const std::error_code& ec) {
       ec.category() == asio::system_category())
     return {std::error_code(ec.value(), std::system_category()), ec.message()};
   return wire_error(ErrorKind::error, ec.message());
+}
+
+std::optional<ErrorInfo> out_of_descriptors() {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  if (errno != EMFILE && errno != ENFILE) return std::nullopt;
+  int err = errno;
+  struct rlimit limit {};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  return ErrorInfo{std::error_code(err, std::system_category()),
+                   std::string(err == EMFILE ? "the daemon is out of file descriptors"
+                                             : "the system is out of file descriptors") +
+                       " (its limit is " + std::to_string(limit.rlim_cur) + ")"};
 }
 
 std::string take_openssl_error(const std::string& fallback) {

@@ -32,7 +32,25 @@ static const char* const kCapabilities[] = {"lines",
                                             "unix",
                                             "ipv6",
                                             "strict_fields",
-                                            "verify_hostname_false"};
+                                            "verify_hostname_false",
+                                            "starttls",
+                                            "inspect",
+                                            "inline_keys",
+                                            "ask_password",
+                                            "verify_callback",
+                                            "sni",
+                                            "alpn",
+                                            "session_reuse",
+                                            "ticket_keys",
+                                            "tls_context",
+                                            "crl",
+                                            "ocsp",
+                                            "keylog",
+                                            "stats",
+                                            "reload",
+                                            "grace",
+                                            "dhe",
+                                            "timeouts"};
 
 void Executor::execute(ControlClient& client, const json& ref, protocol::Command& command) {
   Call call{client, ref};
@@ -63,8 +81,15 @@ Registry::OwnedSocket Executor::owned_socket(Call call, std::uint32_t id) {
 
 void Executor::deliver(ControlClient& client, std::uint32_t id, std::string_view data,
                        const json& ref) {
-  ErrorInfo error;
-  Connection* conn = shared_.registry.owned_connection(client.number(), id, error);
+  // Only connections take data: any other id is no_such_socket here.
+  ErrorInfo error = wire_error(ErrorKind::no_such_socket,
+                               "deliver to socket " + std::to_string(id) + ": no such socket");
+  Connection* conn = shared_.registry.connection(id);
+  if (conn != nullptr && conn->owner() != client.number()) {
+    error = wire_error(ErrorKind::not_owner,
+                       "deliver to socket " + std::to_string(id) + ": belongs to another client");
+    conn = nullptr;
+  }
   bool over = false;
   if (conn != nullptr) {
     if (auto failure = conn->deliver(data, over)) {
@@ -91,12 +116,52 @@ void Executor::run(Call call, protocol::HelloCommand& cmd) {
       return;
     }
   }
+  if (cmd.grace)
+    call.client.set_grace(
+        std::min(*cmd.grace, std::chrono::milliseconds(shared_.options.max_grace_ms)));
   json body = {{"version", kVersion},
                {"protocol", kProtocolVersion},
                {"client", call.client.number()},
                {"capabilities", kCapabilities}};
   if (!call.client.name().empty()) body["name"] = call.client.name();
+  json reply = protocol::ok_reply(call.ref, body);
+  if (!call.client.fits(reply)) {
+    // A --packet 1 frame holds 255 bytes: the list is left out, and said so.
+    body.erase("capabilities");
+    body["capabilities_omitted"] = true;
+  }
+  if (call.client.grace().count() > 0) body["grace_ms"] = call.client.grace().count();
   ok(call, std::move(body));
+  if (cmd.name) adopt_orphans(call.client);
+}
+
+void Executor::adopt_orphans(ControlClient& client) {
+  auto orphans = shared_.registry.take_orphans(client.name());
+  if (!orphans) return;
+  orphans->expiry->cancel();
+  protocol::OwnedFacts facts;
+  facts.from = orphans->from;
+  facts.from_name = client.name();
+  for (std::uint32_t id : orphans->sockets) {
+    facts.id = id;
+    if (Listener* listener = shared_.registry.listener(id)) {
+      listener->set_owner(client.number());
+      facts.listener = true;
+      facts.endpoint = listener->endpoint();
+    } else if (Connection* conn = shared_.registry.connection(id)) {
+      facts.listener = false;
+      facts.mode = protocol::framing_name(conn->framing());
+      facts.busy = conn->busy();
+      facts.endpoint = conn->endpoint(true);
+      // The event goes out before anything the socket reads for its new owner.
+      client.send(protocol::owned_event(facts));
+      conn->set_owner(client.number());
+      continue;
+    } else {
+      continue;  // closed meanwhile (a peer's reset)
+    }
+    client.send(protocol::owned_event(facts));
+  }
 }
 
 void Executor::run(Call call, protocol::DeliverCommand& cmd) {
@@ -207,45 +272,60 @@ void Executor::run(Call call, protocol::ResolveCommand& cmd) {
 }
 
 void Executor::resolve_address(Call call, const std::string& address) {
-  auto resolver = std::make_shared<asio::ip::tcp::resolver>(shared_.io);
-  std::uint32_t number = call.client.number();
-  json ref = call.ref;
-  Registry& registry = shared_.registry;
+  if (lookups_in_flight_ >= kMaxLookups) {
+    fail(call, wire_error(ErrorKind::overloaded,
+                          std::to_string(kMaxLookups) + " name lookups are under way"));
+    return;
+  }
+  std::string host = address;
   if (address.empty()) {
     char name[256] = {0};
     if (::gethostname(name, sizeof name - 1) != 0) {
       fail(call, classify(std::error_code(errno, std::system_category())));
       return;
     }
-    std::string host = name;
-    // The official name is the canonical one; without DNS it is the host name itself.
-    resolver->async_resolve(
-        host, "", asio::ip::tcp::resolver::canonical_name,
-        [&registry, resolver, number, ref, host](const std::error_code& ec,
-                                                 asio::ip::tcp::resolver::results_type results) {
-          ControlClient* client = registry.client(number);
-          if (client == nullptr) return;
-          std::string official = host;
-          if (!ec && !results.empty()) official = results.begin()->host_name();
-          client->send(protocol::ok_reply(ref, {{"name", official}}));
-        });
-    return;
+    host = name;
   }
-  std::error_code ec;
-  auto ip = asio::ip::make_address(address, ec);
-  resolver->async_resolve(
-      asio::ip::tcp::endpoint(ip, 0),
-      [&registry, resolver, number, ref, address](const std::error_code& e,
-                                                  asio::ip::tcp::resolver::results_type results) {
-        ControlClient* client = registry.client(number);
-        if (client == nullptr) return;
-        if (e || results.empty() || results.begin()->host_name() == address) {
-          client->send(protocol::error_reply(ref, wire_error(std::errc::no_such_file_or_directory,
-                                                             "no host name for " + address)));
-          return;
-        }
-        client->send(protocol::ok_reply(ref, {{"name", results.begin()->host_name()}}));
-      });
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(shared_.io);
+  auto answer = [this, resolver, number = call.client.number(), ref = call.ref, address, host](
+                    const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+    --lookups_in_flight_;
+    ControlClient* client = shared_.registry.client(number);
+    if (client == nullptr) return;
+    std::string found = !ec && !results.empty() ? results.begin()->host_name() : "";
+    if (found.empty()) {
+      if (auto error = out_of_descriptors()) {
+        client->send(protocol::error_reply(ref, *error));
+        return;
+      }
+    }
+    if (address.empty()) {
+      // The official name is the canonical one; without DNS it is the host name itself.
+      client->send(protocol::ok_reply(ref, {{"name", found.empty() ? host : found}}));
+    } else if (found.empty() || found == address) {
+      client->send(protocol::error_reply(
+          ref, wire_error(std::errc::no_such_file_or_directory, "no host name for " + address)));
+    } else {
+      client->send(protocol::ok_reply(ref, {{"name", found}}));
+    }
+  };
+  ++lookups_in_flight_;
+  if (address.empty()) {
+    resolver->async_resolve(host, "", asio::ip::tcp::resolver::canonical_name, std::move(answer));
+  } else {
+    std::error_code ec;
+    resolver->async_resolve(asio::ip::tcp::endpoint(asio::ip::make_address(address, ec), 0),
+                            std::move(answer));
+  }
+}
+
+void Executor::run(Call call, protocol::StatsCommand&) { ok(call, stats_snapshot(shared_)); }
+
+void Executor::run(Call call, protocol::ReloadCommand&) {
+  if (auto error = reload_())
+    fail(call, *error);
+  else
+    ok(call);
 }
 
 void Executor::run(Call call, protocol::StopCommand&) {

@@ -6,6 +6,7 @@
 #include "daemon/executor.hpp"
 #include "daemon/listener.hpp"
 #include "daemon/shared.hpp"
+#include "daemon/verdicts.hpp"
 #include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
@@ -30,7 +31,10 @@ asio::ip::tcp::acceptor open_acceptor(asio::io_context& io, const protocol::List
   if (!ec) acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(static_cast<int>(cmd.backlog), ec);
+  // The kernel's queue is as long as it allows: the daemon accepts eagerly
+  // and applies its own bounds; `backlog` bounds handshaken connections
+  // waiting for an accept.
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec) acceptor.non_blocking(true, ec);
   return acceptor;
 }
@@ -44,20 +48,30 @@ void Executor::run(Call call, protocol::ListenCommand& cmd) {
   ListenSettings settings;
   settings.framing = cmd.framing;
   settings.packet_size = cmd.packet_size;
-  settings.handshake_timeout = cmd.handshake_timeout.value_or(
-      std::chrono::milliseconds(shared_.options.handshake_timeout_ms));
+  Timeouts t = timeouts_for(cmd.timeouts);
+  settings.handshake_timeout = t.handshake;
+  settings.idle_timeout = t.idle;
+  settings.close_timeout = t.close;
   settings.backlog = cmd.backlog;
   settings.active = cmd.active.value_or(ActiveMode{});
   // Without tls, every accept brings its own (seed 004: SSLFlags on accept).
   settings.tls_per_accept = cmd.tls.kind == TlsChoice::Kind::absent;
-  if (cmd.tls.kind == TlsChoice::Kind::tls) {
-    ErrorInfo error;
-    settings.log_file = cmd.tls.settings.logfile;
-    settings.ctx = build_context(cmd.tls.settings, TlsRole::server, error);
-    if (!settings.ctx) {
-      fail(call, error);
+  if (!settings.tls_per_accept) {
+    // One context per listener: its files are read now, errors reported now.
+    Picked picked;
+    if (pick_context(
+            call, cmd.tls, TlsRole::server, Source::own, [&] { return protocol::Command(cmd); },
+            picked) != Pick::ok)
       return;
+    settings.ctx = picked.ctx;
+    if (picked.settings != nullptr) {
+      settings.log_file = picked.settings->logfile;
+      settings.verdict_timeout = callback_timeout_of(*picked.settings);
     }
+    if (cmd.tls.kind == TlsChoice::Kind::named)
+      settings.context_name = cmd.tls.name;
+    else if (cmd.tls.kind == TlsChoice::Kind::tls)
+      settings.tls = cmd.tls.settings;
   }
   std::error_code ec;
   asio::ip::tcp::acceptor acceptor = open_acceptor(shared_.io, cmd, ec);
@@ -70,6 +84,7 @@ void Executor::run(Call call, protocol::ListenCommand& cmd) {
   listener->set_id(id);
   listener->set_owner(call.client.number());
   ok(call, {{"id", id}, {"port", listener->port()}});
+  listener->start();
 }
 
 void Executor::run(Call call, protocol::AcceptCommand& cmd) {
@@ -81,15 +96,17 @@ void Executor::run(Call call, protocol::AcceptCommand& cmd) {
   }
   AcceptTls accept_tls;
   if (cmd.tls.kind != TlsChoice::Kind::absent) {
+    // Accepts usually repeat the same flags: the cache keeps one context each.
+    Picked picked;
+    if (pick_context(
+            call, cmd.tls, TlsRole::server, Source::server_cache,
+            [&] { return protocol::Command(cmd); }, picked) != Pick::ok)
+      return;
     accept_tls.given = true;
-    accept_tls.log_file = cmd.tls.settings.logfile;
-    if (cmd.tls.kind == TlsChoice::Kind::tls) {
-      // Accepts usually repeat the same flags: the cache keeps one context each.
-      accept_tls.ctx = shared_.server_contexts.get(cmd.tls.settings, error);
-      if (!accept_tls.ctx) {
-        fail(call, error);
-        return;
-      }
+    accept_tls.ctx = picked.ctx;
+    if (picked.settings != nullptr) {
+      accept_tls.log_file = picked.settings->logfile;
+      accept_tls.verdict_timeout = callback_timeout_of(*picked.settings);
     }
   } else if (listener->tls_per_accept()) {
     fail(call, wire_error(ErrorKind::bad_request,
@@ -97,6 +114,7 @@ void Executor::run(Call call, protocol::AcceptCommand& cmd) {
                           "or false)"));
     return;
   }
+  accept_tls.timeouts = cmd.timeouts;
   if (listener->pending_accepts() >= kMaxPendingAccepts) {
     fail(call, wire_error(ErrorKind::overloaded, "more than " + std::to_string(kMaxPendingAccepts) +
                                                      " accepts outstanding"));
@@ -122,16 +140,22 @@ void Executor::run(Call call, protocol::ConnectCommand& cmd) {
     return;
   }
   ConnectRequest request;
-  if (cmd.tls.kind != TlsChoice::Kind::plain) {
-    // No tls field means secure defaults: TLS, verified against the system store.
-    cmd.tls.kind = TlsChoice::Kind::tls;
-    ErrorInfo error;
-    request.ctx = shared_.client_contexts.get(cmd.tls.settings, error);
-    if (!request.ctx) {
-      fail(call, error);
-      return;
-    }
-  }
+  // No tls field means secure defaults: TLS, verified against the system store.
+  if (cmd.tls.kind == TlsChoice::Kind::absent) cmd.tls.kind = TlsChoice::Kind::tls;
+  Picked picked;
+  if (pick_context(
+          call, cmd.tls, TlsRole::client, Source::client_cache,
+          [&] { return protocol::Command(cmd); }, picked) != Pick::ok)
+    return;
+  request.ctx = picked.ctx;
+  if (picked.settings != nullptr) request.settings = *picked.settings;
+  Timeouts t = timeouts_for(cmd.timeouts);
+  request.handshake_timeout = t.handshake;
+  request.idle_timeout = t.idle;
+  request.close_timeout = t.close;
+  if (request.settings.verify_callback)
+    request.ask_verdict = ask_client_verdict(shared_, call.client.number(), call.ref,
+                                             callback_timeout_of(request.settings));
   request.client = call.client.number();
   request.ref = call.ref;
   request.command = std::move(cmd);

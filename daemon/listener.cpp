@@ -4,11 +4,38 @@
 #include "daemon/control_client.hpp"
 #include "daemon/log.hpp"
 #include "daemon/shared.hpp"
+#include "daemon/verdicts.hpp"
 #include "protocol/messages.hpp"
 
 namespace tlsport::daemon {
 
 using nlohmann::json;
+
+void HandshakeQueue::add(std::shared_ptr<Connection> conn, std::optional<std::uint64_t> serial) {
+  Connection* key = conn.get();
+  order_.push_back({std::move(conn), serial});
+  where_[key] = std::prev(order_.end());
+}
+
+bool HandshakeQueue::remove(const std::shared_ptr<Connection>& conn) {
+  auto it = where_.find(conn.get());
+  if (it == where_.end()) return false;
+  order_.erase(it->second);
+  where_.erase(it);
+  return true;
+}
+
+HandshakeQueue::Entry HandshakeQueue::take_oldest() {
+  Entry oldest = std::move(order_.front());
+  order_.pop_front();
+  where_.erase(oldest.conn.get());
+  return oldest;
+}
+
+std::list<HandshakeQueue::Entry> HandshakeQueue::take_all() {
+  where_.clear();
+  return std::move(order_);
+}
 
 Listener::Listener(Shared& shared, asio::ip::tcp::acceptor acceptor, ListenSettings settings)
     : shared_(shared),
@@ -36,8 +63,12 @@ void Listener::add_accept(std::uint32_t client, json ref, AcceptTls tls,
 }
 
 bool Listener::wants_connection() const {
+  // With settings of its own, a listener takes connections as they come and
+  // handshakes them ahead of the accepts (up to its backlog), so that the
+  // kernel's queue never fills behind peers that say nothing.
+  if (!settings_.tls_per_accept) return true;
   for (const auto& p : pending_)
-    if (!p.tls.given || !p.claimed) return true;
+    if (!p.claimed) return true;
   return false;
 }
 
@@ -83,15 +114,17 @@ void Listener::close() {
   }
   auto held = std::move(ready_);
   ready_.clear();
-  for (auto& conn : handshaking_) held.push_back(conn);
-  handshaking_.clear();
+  for (auto& entry : handshaking_.take_all()) held.push_back(entry.conn);
+  for (auto& conn : judging_) held.push_back(conn);
+  judging_.clear();
   for (auto& conn : held) conn->abort();
 }
 
 void Listener::accept_next() {
   if (closed_ || accepting_ || !wants_connection()) return;
-  if (handshaking_.size() >= kMaxHandshaking || ready_.size() >= settings_.backlog) return;
+  if (ready_.size() >= settings_.backlog) return;
   if (!shared_.registry.has_room_for_socket()) return;
+  shared_.reactor_reserve.ensure(shared_.registry.connection_count() + connections_held() + 1);
   accepting_ = true;
   // Accepted straight into a socket on the io_context's executor (see TcpSocket).
   acceptor_.async_accept(shared_.io,
@@ -144,50 +177,107 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
                                            settings_.framing, settings_.packet_size);
   const std::string& log_file = claim != nullptr ? claim->tls.log_file : settings_.log_file;
   if (!log_file.empty()) conn->set_log_file(log_file);
-  handshaking_.insert(conn);
   std::optional<std::uint64_t> serial;
+  std::chrono::milliseconds timeout = settings_.handshake_timeout;
   if (claim != nullptr) {
     claim->claimed = true;
     serial = claim->serial;
+    timeout = claim->tls.timeouts.handshake.value_or(timeout);
   }
-  conn->start_handshake(settings_.handshake_timeout, [self = shared_from_this(), conn, serial](
-                                                         const std::optional<ErrorInfo>& error) {
-    self->on_handshake(conn, serial, error);
-  });
+  if (handshaking_.size() >= kMaxHandshaking) evict_oldest();
+  handshaking_.add(conn, serial);
+  conn->start_handshake(
+      timeout, [self = shared_from_this(), conn, serial](const std::optional<ErrorInfo>& error) {
+        self->on_handshake(conn, serial, error);
+      });
   accept_next();
+}
+
+std::deque<Listener::PendingAccept>::iterator Listener::find_accept(std::uint64_t serial) {
+  auto it = pending_.begin();
+  while (it != pending_.end() && it->serial != serial) ++it;
+  return it;
+}
+
+void Listener::evict_oldest() {
+  HandshakeQueue::Entry oldest = handshaking_.take_oldest();
+  ++evicted_;
+  log(LogLevel::debug, "listener %u: %zu handshakes under way: the oldest gives its place", id_,
+      kMaxHandshaking);
+  if (oldest.serial) unclaim(*oldest.serial);
+  oldest.conn->abort();  // its handshake callback is dropped with it
+}
+
+void Listener::unclaim(std::uint64_t serial) {
+  auto it = find_accept(serial);
+  if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
 }
 
 void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
                             std::optional<std::uint64_t> serial,
                             const std::optional<ErrorInfo>& error) {
-  handshaking_.erase(conn);
-  if (error)
+  handshaking_.remove(conn);
+  if (error) {
     log(LogLevel::info, "listener %u: handshake failed: %s: %s", id_, error->kind().c_str(),
         error->message.c_str());
-  if (serial) {
-    on_claimed_handshake(*serial, conn, error);
-  } else if (!error && closed_) {
-    conn->abort();
-  } else if (!error) {
-    ready_.push_back(conn);
-    serve_ready();
+    if (serial) unclaim(*serial);
+    accept_next();
+    return;
   }
-  accept_next();
+  judge_then(conn, serial, [self = shared_from_this(), conn, serial] {
+    self->judging_.erase(conn);
+    self->place(conn, serial);
+    self->accept_next();
+  });
 }
 
-void Listener::on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
-                                    const std::optional<ErrorInfo>& error) {
-  auto it = pending_.begin();
-  while (it != pending_.end() && it->serial != serial) ++it;
-  if (error) {
-    if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
-  } else if (closed_ || it == pending_.end()) {
-    conn->abort();  // the accept was cancelled meanwhile
-  } else {
-    PendingAccept accept = std::move(*it);
-    pending_.erase(it);
-    hand_over(accept, conn);
+void Listener::judge_then(const std::shared_ptr<Connection>& conn,
+                          std::optional<std::uint64_t> serial, std::function<void()> go_on) {
+  judging_.insert(conn);
+  if (!wants_verdict(*conn) || closed_) {
+    go_on();
+    return;
   }
+  // The accept that claimed the connection decides; otherwise the listener's owner.
+  auto it = serial ? find_accept(*serial) : pending_.end();
+  std::uint32_t judge = it != pending_.end() ? it->client : owner_;
+  nlohmann::json about = {{"listener", id_}};
+  if (it != pending_.end()) about["ref"] = it->ref;
+  std::chrono::milliseconds timeout =
+      it != pending_.end() ? it->tls.verdict_timeout : settings_.verdict_timeout;
+  ask_server_verdict(shared_, judge, about, *conn, timeout,
+                     [self = shared_from_this(), conn, serial, go_on](bool accept) {
+                       if (accept) {
+                         go_on();
+                         return;
+                       }
+                       log(LogLevel::info, "listener %u: peer certificate rejected by the client",
+                           self->id_);
+                       self->judging_.erase(conn);
+                       conn->abort();
+                       if (serial) self->unclaim(*serial);
+                       self->accept_next();
+                     });
+}
+
+void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial) {
+  if (closed_) {
+    conn->abort();
+    return;
+  }
+  if (!serial) {
+    ready_.push_back(conn);
+    serve_ready();
+    return;
+  }
+  auto it = find_accept(*serial);
+  if (it == pending_.end()) {
+    conn->abort();  // the accept was cancelled meanwhile
+    return;
+  }
+  PendingAccept accept = std::move(*it);
+  pending_.erase(it);
+  hand_over(accept, conn);
 }
 
 void Listener::serve_ready() {
@@ -213,6 +303,9 @@ void Listener::hand_over(PendingAccept& accept, const std::shared_ptr<Connection
   }
   std::uint32_t id = shared_.registry.add_connection(conn);
   client->send(protocol::ok_reply(accept.ref, {{"id", id}, {"peer", conn->endpoint(true)}}));
+  const protocol::SocketTimeouts& own = accept.tls.timeouts;
+  conn->set_timeouts(own.idle.value_or(settings_.idle_timeout),
+                     own.close.value_or(settings_.close_timeout));
   conn->open(id, accept.client, accept.active.value_or(settings_.active));
 }
 

@@ -7,9 +7,12 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <list>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "daemon/connection.hpp"
@@ -22,9 +25,11 @@ struct Shared;
 
 /// TLS settings given with one accept (seed 004 puts SSLFlags on accept).
 struct AcceptTls {
-  bool given = false;    ///< the accept carried its own `tls`
-  SslCtxPtr ctx;         ///< its context (null with given = plain TCP)
-  std::string log_file;  ///< its -log file
+  bool given = false;                                ///< the accept carried its own `tls`
+  SslCtxPtr ctx;                                     ///< its context (null with given = plain TCP)
+  std::string log_file;                              ///< its -log file
+  std::chrono::milliseconds verdict_timeout{30000};  ///< tls.callback_timeout_ms
+  protocol::SocketTimeouts timeouts;                 ///< override the listener's
 };
 
 /// Settings shared by every connection a listener accepts.
@@ -35,8 +40,40 @@ struct ListenSettings {
   protocol::Framing framing;    ///< mode of accepted sockets
   std::size_t packet_size = protocol::kDefaultPacketSize;  ///< packet cap of accepted sockets
   std::chrono::milliseconds handshake_timeout{30000};      ///< per accepted connection
+  std::chrono::milliseconds idle_timeout{0};               ///< of accepted sockets (0: none)
+  std::chrono::milliseconds close_timeout{5000};           ///< of their orderly close
+  std::chrono::milliseconds verdict_timeout{30000};        ///< tls.callback_timeout_ms
   std::size_t backlog = 128;  ///< bound on finished connections waiting
   std::string log_file;       ///< the seed's -log file
+  /// What ctx was built from, to build it again on reload: its own
+  /// settings, or the name of a tls_context (neither for plain TCP).
+  std::optional<protocol::TlsSettings> tls;
+  std::string context_name;
+};
+
+/// Connections in their handshake, oldest first. At the cap the oldest
+/// gives its place to a new one: a crowd that connects and says nothing (or
+/// crawls) cannot keep a real client waiting, since a real client finishes
+/// its handshake in a few round trips while the crowd's places are recycled.
+class HandshakeQueue {
+ public:
+  /// One connection and the accept that claimed it, if any.
+  struct Entry {
+    std::shared_ptr<Connection> conn;     ///< the connection
+    std::optional<std::uint64_t> serial;  ///< the claiming accept's serial
+  };
+  void add(std::shared_ptr<Connection> conn, std::optional<std::uint64_t> serial);
+  /// False when `conn` is not there any more (it was evicted).
+  bool remove(const std::shared_ptr<Connection>& conn);
+  /// Takes the oldest out.
+  Entry take_oldest();
+  /// Takes every one out.
+  std::list<Entry> take_all();
+  std::size_t size() const { return order_.size(); }
+
+ private:
+  std::list<Entry> order_;                                             ///< oldest first
+  std::unordered_map<Connection*, std::list<Entry>::iterator> where_;  ///< by connection
 };
 
 /// A listener owned by one client; accepts may come from its owner only.
@@ -55,7 +92,11 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Accepts waiting for a connection.
   std::size_t pending_accepts() const { return pending_.size(); }
   /// Connections held: handshaking, or handshaken and waiting for an accept.
-  std::size_t connections_held() const { return handshaking_.size() + ready_.size(); }
+  std::size_t handshaking_count() const { return handshaking_.size() + judging_.size(); }
+  std::size_t ready_count() const { return ready_.size(); }
+  std::size_t connections_held() const {
+    return handshaking_.size() + judging_.size() + ready_.size();
+  }
   /// Cancels the accept with this ref; false when there is none.
   bool cancel(std::uint32_t client, const nlohmann::json& ref);
   /// Answers `client`'s outstanding accepts with `error` and forgets them.
@@ -63,6 +104,14 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// Closes the listening socket and the connections it holds; outstanding
   /// accepts fail with `closed`.
   void close();
+  /// What its context is made of (for reload).
+  const ListenSettings& settings() const { return settings_; }
+  /// New connections use `ctx` from now on; live ones keep theirs.
+  void set_context(SslCtxPtr ctx) { settings_.ctx = std::move(ctx); }
+  /// Starts taking connections (a listener with settings of its own does at once).
+  void start() { accept_next(); }
+  /// Accepts again if it stopped at the socket cap and there is room now.
+  void resume_accepting() { accept_next(); }
 
   std::uint32_t id() const { return id_; }
   void set_id(std::uint32_t id) { id_ = id; }
@@ -81,7 +130,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
     std::optional<ActiveMode> active;  ///< its initial active mode, if given
     bool claimed = false;              ///< a connection handshakes for it (own TLS only)
   };
-  /// True when some accept waits for a new TCP connection.
+  /// True when a new TCP connection is wanted: always for a listener with
+  /// settings of its own, else while an accept waits for one.
   bool wants_connection() const;
   void accept_next();
   void on_accepted(const std::error_code& ec, TcpSocket socket);
@@ -89,8 +139,17 @@ class Listener : public std::enable_shared_from_this<Listener> {
   PendingAccept* claimant();
   void on_handshake(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
                     const std::optional<ErrorInfo>& error);
-  void on_claimed_handshake(std::uint64_t serial, const std::shared_ptr<Connection>& conn,
-                            const std::optional<ErrorInfo>& error);
+  /// With tls.verify_callback: asks who decides about this client's chain first.
+  void judge_then(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
+                  std::function<void()> go_on);
+  /// The accepted connection, judged or not needing it, goes where it belongs.
+  void place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial);
+  /// Aborts the oldest handshake to make room (see HandshakeQueue).
+  void evict_oldest();
+  /// The accept with this serial waits for another connection.
+  void unclaim(std::uint64_t serial);
+  /// The pending accept with this serial.
+  std::deque<PendingAccept>::iterator find_accept(std::uint64_t serial);
   void serve_ready();
   /// Gives a handshaken connection to an accept: the reply, then reading.
   void hand_over(PendingAccept& accept, const std::shared_ptr<Connection>& conn);
@@ -105,10 +164,12 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::uint32_t owner_ = 0;                        ///< owning client
   std::deque<PendingAccept> pending_;              ///< accepts waiting, oldest first
   std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
-  std::unordered_set<std::shared_ptr<Connection>> handshaking_;  ///< handshakes in progress
-  std::uint64_t next_serial_ = 1;                                ///< serial of the next accept
-  bool accepting_ = false;                                       ///< an async_accept is outstanding
-  bool closed_ = false;                                          ///< close() was called
+  HandshakeQueue handshaking_;                     ///< handshakes in progress, oldest first
+  std::unordered_set<std::shared_ptr<Connection>> judging_;  ///< handshaken, the client judging
+  std::uint64_t evicted_ = 0;                                ///< handshakes given up to make room
+  std::uint64_t next_serial_ = 1;                            ///< serial of the next accept
+  bool accepting_ = false;                                   ///< an async_accept is outstanding
+  bool closed_ = false;                                      ///< close() was called
 };
 
 }  // namespace tlsport::daemon

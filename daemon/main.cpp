@@ -1,6 +1,7 @@
 // tlsportd: owns TLS sockets on behalf of the programs that control it.
 #include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
@@ -100,6 +101,9 @@ int main(int argc, char** argv) {
   }
   // A closed pipe is seen as EPIPE where it happens, never as a signal.
   ::signal(SIGPIPE, SIG_IGN);
+  // Keys and passphrases live in this process: no core dump (and no
+  // ptrace by other processes of the user) unless asked for.
+  if (!options.core_dumps) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   try {
     asio::io_context io(1);
     Daemon daemon(io, options);
@@ -108,6 +112,8 @@ int main(int argc, char** argv) {
       log(LogLevel::error, "cannot drop privileges: %s", error.c_str());
       return kExitFailure;
     }
+    // Changing uid resets the flag to fs.suid_dumpable: set it again, either way.
+    ::prctl(PR_SET_DUMPABLE, options.core_dumps ? 1 : 0, 0, 0, 0);
     io.run();
   } catch (const std::exception& e) {
     log(LogLevel::error, "fatal: %s", e.what());

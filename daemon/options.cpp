@@ -30,7 +30,9 @@ struct Setting {
 
 // The order is that of --help and of the manual page.
 const Setting kSettings[] = {
-    {"control", "--control", "binary|lines", "encoding on stdin/stdout (default binary)"},
+    {"control", "--control", "ENCODING",
+     "on stdin/stdout: binary (default; = packet:4), packet:N or\n"
+     "binary_packet:N (N = 1, 2, 4), lines (= raw), asn1"},
     {"packet", "--packet", "1|2|4", "frame header size of the binary encoding (default 4)"},
     {"terms", "--terms", "json|etf", "term format before the client's first message (default json)"},
     {"nouse_stdio", "--nouse-stdio", "", "use fds 3 (in) and 4 (out) instead of stdin/stdout"},
@@ -50,7 +52,19 @@ const Setting kSettings[] = {
     {"client_buffer", "--client-buffer", "BYTES", "a client's output high-water mark (default 1048576)"},
     {"socket_buffer", "--socket-buffer", "BYTES",
      "a socket's send-buffer high-water mark (default 1048576)"},
+    {"peer_memory_budget", "--peer-memory-budget", "BYTES",
+     "bytes all sockets may hold of partial packets\n(default 268435456)"},
     {"handshake_timeout_ms", "--handshake-timeout", "MS", "TLS handshake timeout (default 30000)"},
+    {"idle_timeout_ms", "--idle-timeout", "MS",
+     "close sockets idle this long, kind timeout\n(default 0: never)"},
+    {"close_timeout_ms", "--close-timeout", "MS", "longest wait of an orderly close (default 5000)"},
+    {"max_grace_ms", "--max-grace", "MS",
+     "longest grace period a client may ask for\n(default 300000)"},
+    {"stats_listen", "--stats-listen", "ADDRESS:PORT",
+     "serve Prometheus metrics at http://ADDRESS:PORT/metrics\n"
+     "(off by default; give a loopback address)"},
+    {"core_dumps", "--core-dumps", "", "allow core dumps (off: the process holds keys)"},
+    {"core_dumps", "--no-core-dumps", "", "no core dumps (the default)"},
     {"log_level", "--log-level", "LEVEL", "debug, info, warning (default), error, none"},
     {"log_destination", "--log-destination", "WHERE", "stderr (default), file or syslog"},
     {"log_file", "--log-file", "PATH", "log to this file (appended to)"},
@@ -61,7 +75,11 @@ const Setting kSettings[] = {
 /// Keys kept for features still to come: refused with a clear message.
 const std::map<std::string, std::string> kReserved = {
     {"contexts", "named TLS contexts"},
-    {"stats", "the stats endpoint"},
+};
+
+/// Keys an operator may guess for a setting that has another name.
+const std::map<std::string, std::string> kDidYouMean = {
+    {"stats", "stats_listen"},
 };
 
 const Setting* by_flag(const std::string& flag) {
@@ -190,13 +208,23 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
                   Given& given) {
   std::size_t n = 0;
   if (key == "control") {
+    // The design card's framings: packet:N and binary_packet:N are the binary
+    // encoding with N-byte headers, raw is lines, asn1 is one BER TLV each.
     std::string s = text_of(v);
-    if (s == "binary")
+    auto framing = protocol::parse_framing(s);
+    if (s == "binary") {
       o.control = protocol::ControlEncoding::binary;
-    else if (s == "lines")
+    } else if (s == "lines" || s == "raw") {
       o.control = protocol::ControlEncoding::lines;
-    else
-      return "must be binary or lines, not " + s;
+    } else if (s == "asn1") {
+      o.control = protocol::ControlEncoding::asn1;
+    } else if (framing && framing->kind == protocol::FramingKind::packet) {
+      o.control = protocol::ControlEncoding::binary;
+      o.packet = framing->header_bytes;
+    } else {
+      return "must be binary, lines (raw), packet:N, binary_packet:N (N = 1, 2, 4) or asn1, "
+             "not " + s;
+    }
   } else if (key == "packet") {
     if (!to_size(v, 1, 4, n) || n == 3) return "must be 1, 2 or 4, not " + text_of(v);
     o.packet = static_cast<unsigned>(n);
@@ -257,6 +285,26 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
   } else if (key == "handshake_timeout_ms") {
     if (!to_size(v, 1, 3600000, n)) return range_error(v, 1, 3600000, " ms");
     o.handshake_timeout_ms = static_cast<unsigned>(n);
+  } else if (key == "idle_timeout_ms") {
+    if (!to_size(v, 0, 86400000, n)) return range_error(v, 0, 86400000, " ms (0: none)");
+    o.idle_timeout_ms = static_cast<unsigned>(n);
+  } else if (key == "close_timeout_ms") {
+    if (!to_size(v, 1, 3600000, n)) return range_error(v, 1, 3600000, " ms");
+    o.close_timeout_ms = static_cast<unsigned>(n);
+  } else if (key == "max_grace_ms") {
+    if (!to_size(v, 0, 86400000, n)) return range_error(v, 0, 86400000, " ms");
+    o.max_grace_ms = static_cast<unsigned>(n);
+  } else if (key == "peer_memory_budget") {
+    if (!to_size(v, std::size_t{1} << 20, std::size_t{1} << 40, n))
+      return range_error(v, std::size_t{1} << 20, std::size_t{1} << 40, " bytes");
+    o.peer_memory_budget = n;
+  } else if (key == "stats_listen") {
+    if (!v.is_string() || v.get<std::string>().find(':') == std::string::npos)
+      return "must be ADDRESS:PORT, such as 127.0.0.1:9464, not " + text_of(v);
+    o.stats_listen = v.get<std::string>();
+  } else if (key == "core_dumps") {
+    if (!v.is_boolean()) return "must be true or false";
+    o.core_dumps = v.get<bool>();
   } else if (key == "client_buffer" || key == "socket_buffer") {
     if (!to_size(v, 4096, std::size_t{1} << 30, n))
       return range_error(v, 4096, std::size_t{1} << 30, " bytes");
@@ -290,6 +338,8 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
     if (auto err = path_value(v, src, o.syslog_socket); !err.empty()) return err;
   } else if (auto r = kReserved.find(key); r != kReserved.end()) {
     return "reserved for " + r->second + ", not supported by this version yet";
+  } else if (auto m = kDidYouMean.find(key); m != kDidYouMean.end()) {
+    return "not a setting; did you mean \"" + m->second + "\"? (see tlsportd(8))";
   } else {
     return "not a setting (see tlsportd(8))";
   }
@@ -412,7 +462,7 @@ ParseResult parse_options(int argc, char** argv, Options& options, bool socket_a
       if (arg == "--log-syslog")
         flags.emplace_back(setting, "syslog");
       else
-        flags.emplace_back(setting, arg != "--no-stdio");
+        flags.emplace_back(setting, arg.rfind("--no-", 0) != 0);  // --no-X sets X false
       continue;
     }
     if (!has_value) {

@@ -24,12 +24,18 @@ struct Options {
   protocol::TermFormat terms = protocol::TermFormat::json;  ///< term format before detection
   std::string unix_path;                                    ///< Unix socket to serve ("" = none)
   unsigned handshake_timeout_ms = 30000;                    ///< default handshake timeout
+  unsigned idle_timeout_ms = 0;                             ///< default idle timeout (0: none)
+  unsigned close_timeout_ms = 5000;                         ///< default wait of an orderly close
   std::size_t client_buffer = 1 << 20;                      ///< a client's output high-water mark
   std::size_t socket_buffer = 1 << 20;                  ///< a socket's send-buffer high-water mark
   std::size_t max_message = (64u << 20) + (64u << 10);  ///< cap on one control message
   std::size_t max_sockets = 100000;                     ///< cap on open sockets and listeners
   bool max_sockets_given = false;  ///< set by flag or config (not the default): checked against the fd limit
-  LogLevel log_level = LogLevel::warning;               ///< log lines below this are dropped
+  std::size_t peer_memory_budget = std::size_t{256} << 20;  ///< bytes held for peers, all sockets
+  std::string stats_listen;                ///< "ADDRESS:PORT" for /metrics ("" = off)
+  unsigned max_grace_ms = 300000;          ///< longest grace period a client may ask for
+  bool core_dumps = false;                 ///< leave the process dumpable (keys would be in a core)
+  LogLevel log_level = LogLevel::warning;  ///< log lines below this are dropped
 
   std::size_t max_clients = 1024;         ///< control clients attached at once
   unsigned socket_mode = 0600;            ///< mode of the Unix socket file the daemon creates

@@ -113,6 +113,19 @@ Registry::OwnedSocket Registry::owned_socket(std::uint32_t client, std::uint32_t
   return {nullptr, owned_connection(client, id, error)};
 }
 
+Listener* Registry::listener(std::uint32_t id) const {
+  auto it = listeners_.find(id);
+  return it == listeners_.end() ? nullptr : it->second.get();
+}
+
+std::optional<Registry::Orphans> Registry::take_orphans(const std::string& name) {
+  auto it = orphans_.find(name);
+  if (it == orphans_.end()) return std::nullopt;
+  Orphans orphans = std::move(it->second);
+  orphans_.erase(it);
+  return orphans;
+}
+
 Connection* Registry::connection(std::uint32_t id) const {
   auto it = sockets_.find(id);
   return it == sockets_.end() ? nullptr : it->second.get();
@@ -129,18 +142,34 @@ std::shared_ptr<Listener> Registry::remove_listener(std::uint32_t id) {
 void Registry::forget_connection(std::uint32_t id) {
   auto it = sockets_.find(id);
   if (it == sockets_.end()) return;
+  bool was_full = !has_room_for_socket();
   closing_[it->second.get()] = it->second;
   sockets_.erase(it);
+  if (was_full) room_came_back();
+}
+
+void Registry::room_came_back() {
+  // Listeners stop accepting at the cap: they go on once there is room.
+  if (!has_room_for_socket()) return;
+  for (auto& listener : listeners()) listener->resume_accepting();
 }
 
 void Registry::connection_finished(Connection& connection) {
+  bool was_full = !has_room_for_socket();
   auto it = sockets_.find(connection.id());
   if (it != sockets_.end() && it->second.get() == &connection) sockets_.erase(it);
   closing_.erase(&connection);
+  if (was_full) room_came_back();
 }
 
 void Registry::add_connector(const std::shared_ptr<Connector>& connector) {
   connectors_[connector.get()] = connector;
+}
+
+void Registry::remove_connector(Connector* connector) {
+  bool was_full = !has_room_for_socket();
+  connectors_.erase(connector);
+  if (was_full) room_came_back();
 }
 
 bool Registry::has_room_for_socket() const {

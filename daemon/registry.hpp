@@ -3,6 +3,7 @@
 // close. Every ownership check of the protocol is made here.
 #pragma once
 
+#include <asio/steady_timer.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -63,6 +64,20 @@ class Registry {
   OwnedSocket owned_socket(std::uint32_t client, std::uint32_t id, ErrorInfo& error) const;
   /// The connection `id` whoever owns it, or null.
   Connection* connection(std::uint32_t id) const;
+  /// The listener `id` whoever owns it, or null.
+  Listener* listener(std::uint32_t id) const;
+
+  // ---- sockets kept for a client that died with a grace period
+  struct Orphans {
+    std::uint32_t from = 0;                      ///< the dead client's number
+    std::vector<std::uint32_t> sockets;          ///< its connections and listeners
+    std::shared_ptr<asio::steady_timer> expiry;  ///< when they close unclaimed
+  };
+  void keep_orphans(const std::string& name, Orphans orphans) {
+    orphans_[name] = std::move(orphans);
+  }
+  /// The sockets kept under `name`, taken out; nothing when there are none.
+  std::optional<Orphans> take_orphans(const std::string& name);
   /// Takes a listener out; null when unknown.
   std::shared_ptr<Listener> remove_listener(std::uint32_t id);
   /// The id is gone; the connection finishes closing in the background.
@@ -72,8 +87,12 @@ class Registry {
 
   // ---- connects under way
   void add_connector(const std::shared_ptr<Connector>& connector);
-  void remove_connector(Connector* connector) { connectors_.erase(connector); }
+  void remove_connector(Connector* connector);
 
+  /// Open and closing connections.
+  std::size_t connection_count() const { return sockets_.size() + closing_.size(); }
+  std::size_t open_count() const { return sockets_.size(); }
+  std::size_t closing_count() const { return closing_.size(); }
   /// False when the socket cap is reached.
   bool has_room_for_socket() const;
 
@@ -87,15 +106,19 @@ class Registry {
   std::vector<std::shared_ptr<Connection>> connections() const;
 
  private:
+  /// Wakes listeners that stopped at the socket cap, if there is room now.
+  void room_came_back();
+
   std::size_t max_sockets_;                                          ///< the socket cap
   std::map<std::uint32_t, std::shared_ptr<ControlClient>> clients_;  ///< by number
   std::map<std::string, std::uint32_t> client_names_;                ///< names given in hello
   std::unordered_map<std::uint32_t, std::shared_ptr<Connection>> sockets_;  ///< open, by id
   std::unordered_map<std::uint32_t, std::shared_ptr<Listener>> listeners_;  ///< by id
   std::unordered_map<Connection*, std::shared_ptr<Connection>> closing_;    ///< ids gone
-  std::unordered_map<Connector*, std::shared_ptr<Connector>> connectors_;   ///< connects under way
-  std::uint32_t next_client_ = 1;  ///< number of the next client
-  std::uint32_t next_socket_ = 1;  ///< id of the next socket
+  std::unordered_map<Connector*, std::shared_ptr<Connector>> connectors_;
+  std::map<std::string, Orphans> orphans_;  ///< by the dead client's name   ///< connects under way
+  std::uint32_t next_client_ = 1;           ///< number of the next client
+  std::uint32_t next_socket_ = 1;           ///< id of the next socket
 };
 
 }  // namespace tlsport::daemon

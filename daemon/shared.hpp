@@ -3,13 +3,29 @@
 #pragma once
 
 #include <asio/io_context.hpp>
+#include <map>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "daemon/options.hpp"
+#include "daemon/questions.hpp"
+#include "daemon/reactor_reserve.hpp"
 #include "daemon/registry.hpp"
+#include "daemon/session_cache.hpp"
+#include "daemon/stats.hpp"
 #include "daemon/tls_context.hpp"
 
 namespace tlsport::daemon {
+
+class Connection;
+
+/// A TLS context defined once with tls_context and used by name.
+struct NamedContext {
+  TlsSettings settings;  ///< what it was built from
+  SslCtxPtr client;      ///< for connect and client-side starttls
+  SslCtxPtr server;      ///< for listen, accept, server-side starttls (null: no certificate)
+};
 
 /// Owned by the Daemon; every client, listener, connect and connection
 /// holds a reference.
@@ -26,8 +42,18 @@ struct Shared {
   const Options& options;  ///< settings from flags and config
   Registry registry;       ///< who is there, who owns what
   std::vector<char> read_buffer = std::vector<char>(kReadBufferSize);  ///< every socket read
-  ContextCache client_contexts{TlsRole::client};                       ///< contexts of connects
-  ContextCache server_contexts{TlsRole::server};  ///< contexts of accepts with their own tls
+  SessionCache client_sessions;  ///< sessions of connects, for resumption
+  ContextCache client_contexts{TlsRole::client, &client_sessions};  ///< contexts of connects
+  ContextCache server_contexts{TlsRole::server};       ///< contexts of accepts with their own tls
+  std::map<std::string, NamedContext> named_contexts;  ///< defined with tls_context
+  Questions questions{io, registry};                   ///< passwords and verdicts asked of clients
+  /// Bytes every connection's deframer holds (partial packets); capped by
+  /// options.peer_memory_budget.
+  std::size_t held_by_peers = 0;
+  /// Connections that stopped reading because the budget was spent.
+  std::vector<std::weak_ptr<Connection>> budget_waiters;
+  ReactorReserve reactor_reserve{io};  ///< descriptor states made in batches
+  Counters counters;                   ///< what happened, for stats and metrics
 };
 
 }  // namespace tlsport::daemon

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "daemon/errors.hpp"
 
@@ -21,11 +22,12 @@ using SslPtr = std::unique_ptr<SSL, SslDeleter>;
 
 /// How one step of a transport ended.
 enum class Io : std::uint8_t {
-  done,        ///< finished: handshake over, buffer full, all written, close_notify sent
-  want_read,   ///< call again once the socket is readable
-  want_write,  ///< call again once the socket is writable
-  eof,         ///< the peer finished sending (close_notify, or TCP EOF)
-  failed,      ///< fatal; the error says why
+  done,          ///< finished: handshake over, buffer full, all written, close_notify sent
+  want_read,     ///< call again once the socket is readable
+  want_write,    ///< call again once the socket is writable
+  eof,           ///< the peer finished sending (close_notify, or TCP EOF)
+  failed,        ///< fatal; the error says why
+  want_verdict,  ///< the handshake waits for the client's verdict on the peer's chain
 };
 
 /// TLS or plain TCP over one socket descriptor (owned by the connection).
@@ -33,6 +35,7 @@ class TlsTransport {
  public:
   /// `ssl` null means plain TCP; otherwise it is bound to `fd` here.
   TlsTransport(int fd, SslPtr ssl);
+  ~TlsTransport();
   TlsTransport(const TlsTransport&) = delete;
   TlsTransport& operator=(const TlsTransport&) = delete;
 
@@ -56,6 +59,17 @@ class TlsTransport {
   void close_notify_now();
   /// True when the peer ended with close_notify (not a bare TCP EOF).
   bool peer_sent_close_notify() const;
+
+  /// STARTTLS: TLS from now on over the same socket. `early` holds bytes
+  /// already read from the peer that belong to the handshake: TLS reads
+  /// them first, then the socket.
+  void start_tls(SslPtr ssl, std::string early);
+  /// stoptls, first step: from now on TLS reads no record beyond the one it
+  /// needs, so nothing the peer sends in plaintext after its close_notify
+  /// is swallowed.
+  void read_exactly();
+  /// stoptls, last step: plain TCP again (close_notify went both ways).
+  void drop_tls();
 
  private:
   /// Classifies a failed SSL call; the one place that reads SSL_get_error

@@ -72,6 +72,15 @@ std::optional<milliseconds> read_timeout(FieldReader& fields, const char* name, 
   return milliseconds(*ms);
 }
 
+/// handshake_timeout_ms, idle_timeout_ms, close_timeout_ms.
+SocketTimeouts read_timeouts(FieldReader& fields) {
+  SocketTimeouts t;
+  t.handshake = read_timeout(fields, "handshake_timeout_ms", 1, kMaxTimeoutMs);
+  t.idle = read_timeout(fields, "idle_timeout_ms", 1, kMaxRecvTimeoutMs);
+  t.close = read_timeout(fields, "close_timeout_ms", 1, kMaxTimeoutMs);
+  return t;
+}
+
 // ---------------------------------------------------------------- one parser per op
 
 Command parse_hello(FieldReader& fields) {
@@ -80,6 +89,9 @@ Command parse_hello(FieldReader& fields) {
   if (name && name->size() > kMaxClientName)
     fields.fail("name", "is longer than " + std::to_string(kMaxClientName) + " bytes");
   if (name && !name->empty()) c.name = std::move(*name);
+  c.grace = read_timeout(fields, "grace_ms", 0, kMaxRecvTimeoutMs);
+  if (c.grace && c.grace->count() > 0 && !c.name && fields.ok())
+    fields.fail("grace_ms", "needs a name: a successor finds the sockets by it");
   return c;
 }
 
@@ -90,7 +102,7 @@ Command parse_listen(FieldReader& fields) {
   c.backlog = static_cast<std::uint32_t>(fields.integer("backlog", 1, 65535).value_or(128));
   c.framing = read_framing(fields);
   c.packet_size = read_packet_size(fields, kDefaultPacketSize);
-  c.handshake_timeout = read_timeout(fields, "handshake_timeout_ms", 1, kMaxTimeoutMs);
+  c.timeouts = read_timeouts(fields);
   c.active = read_active(fields);
   c.tls = read_tls(fields);
   if (!port && fields.ok()) fields.fail("port", "is missing (0 picks a free one)");
@@ -104,6 +116,7 @@ Command parse_accept(FieldReader& fields) {
   AcceptCommand c;
   c.id = read_id(fields);
   c.active = read_active(fields);
+  c.timeouts = read_timeouts(fields);
   c.tls = read_tls(fields);
   return c;
 }
@@ -125,6 +138,7 @@ Command parse_connect(FieldReader& fields) {
   c.framing = read_framing(fields);
   c.packet_size = read_packet_size(fields, kDefaultPacketSize);
   c.timeout = read_timeout(fields, "timeout_ms", 1, kMaxTimeoutMs).value_or(c.timeout);
+  c.timeouts = read_timeouts(fields);
   c.active = read_active(fields);
   c.tls = read_tls(fields);
   if (fields.ok() && (c.host.empty() || !port)) fields.fail("connect needs host and port");
@@ -192,6 +206,72 @@ Command parse_resolve(FieldReader& fields) {
 
 Command parse_stop(FieldReader&) { return StopCommand{}; }
 
+Command parse_tls_context(FieldReader& fields) {
+  TlsContextCommand c;
+  auto name = fields.string("name");
+  if (!name || name->empty() || name->size() > kMaxContextName)
+    fields.fail("name", "must be a string of 1 to " + std::to_string(kMaxContextName) + " bytes");
+  else
+    c.name = std::move(*name);
+  const json* tls = fields.value("tls");
+  if (tls == nullptr) {
+    fields.fail("tls", "is missing (an object of TLS settings)");
+  } else if (auto error = parse_tls_settings(*tls, c.settings)) {
+    fields.fail(std::move(*error));
+  }
+  return c;
+}
+
+Command parse_starttls(FieldReader& fields) {
+  StarttlsCommand c;
+  c.id = read_id(fields);
+  auto side = fields.string("side");
+  if (side == std::optional<std::string>("client"))
+    c.side = TlsRole::client;
+  else if (side == std::optional<std::string>("server"))
+    c.side = TlsRole::server;
+  else
+    fields.fail("side", "must be \"client\" or \"server\"");
+  c.tls = read_tls(fields);
+  if (c.tls.kind == TlsChoice::Kind::plain) fields.fail("tls", "cannot be false for starttls");
+  c.timeouts = read_timeouts(fields);
+  if (auto ms = read_timeout(fields, "timeout_ms", 1, kMaxTimeoutMs)) c.timeouts.handshake = ms;
+  return c;
+}
+
+Command parse_stoptls(FieldReader& fields) {
+  StoptlsCommand c;
+  c.id = read_id(fields);
+  c.timeout = read_timeout(fields, "timeout_ms", 1, kMaxTimeoutMs);
+  return c;
+}
+
+Command parse_inject_ca(FieldReader& fields) {
+  InjectCaCommand c;
+  c.id = read_id(fields);
+  c.cacertfile = fields.string("cacertfile").value_or("");
+  c.cacert = fields.string("cacert").value_or("");
+  if (fields.ok() && c.cacertfile.empty() == c.cacert.empty())
+    fields.fail("inject_ca needs one of cacertfile and cacert");
+  return c;
+}
+
+Command parse_ciphers(FieldReader& fields) { return CiphersCommand{read_id(fields)}; }
+Command parse_stats(FieldReader&) { return StatsCommand{}; }
+Command parse_reload(FieldReader&) { return ReloadCommand{}; }
+
+Command parse_answer(FieldReader& fields) {
+  AnswerCommand c;
+  auto request = fields.integer("request", 1, INT64_MAX);
+  if (!request && fields.ok()) fields.fail("request", "is missing");
+  c.request = static_cast<std::uint64_t>(request.value_or(0));
+  c.password = fields.string("password");
+  c.accept = fields.boolean("accept");
+  if (fields.ok() && c.password.has_value() == c.accept.has_value())
+    fields.fail("answer needs one of password (for password_needed) and accept (for verify_peer)");
+  return c;
+}
+
 /// One op and its parser.
 struct Op {
   const char* name;                ///< the "op" value
@@ -200,14 +280,29 @@ struct Op {
 };
 
 constexpr Op kOps[] = {
-    {"hello", parse_hello, false},       {"listen", parse_listen, false},
-    {"accept", parse_accept, true},      {"cancel", parse_cancel, false},
-    {"connect", parse_connect, false},   {"deliver", parse_deliver, false},
-    {"close", parse_close, false},       {"controlling_process", parse_controlling_process, false},
-    {"setopts", parse_setopts, false},   {"recv", parse_recv, false},
-    {"peername", parse_peername, false}, {"sockname", parse_sockname, false},
-    {"info", parse_info, false},         {"resolve", parse_resolve, false},
+    {"hello", parse_hello, false},
+    {"listen", parse_listen, false},
+    {"accept", parse_accept, true},
+    {"cancel", parse_cancel, false},
+    {"connect", parse_connect, false},
+    {"deliver", parse_deliver, false},
+    {"close", parse_close, false},
+    {"controlling_process", parse_controlling_process, false},
+    {"setopts", parse_setopts, false},
+    {"recv", parse_recv, false},
+    {"peername", parse_peername, false},
+    {"sockname", parse_sockname, false},
+    {"info", parse_info, false},
+    {"resolve", parse_resolve, false},
     {"stop", parse_stop, false},
+    {"tls_context", parse_tls_context, false},
+    {"starttls", parse_starttls, false},
+    {"stoptls", parse_stoptls, false},
+    {"inject_ca", parse_inject_ca, false},
+    {"ciphers", parse_ciphers, false},
+    {"answer", parse_answer, false},
+    {"stats", parse_stats, false},
+    {"reload", parse_reload, false},
 };
 
 }  // namespace

@@ -38,9 +38,19 @@ struct ActiveMode {
   bool once = false;     ///< "once" rather than a count (no passive event at zero)
 };
 
+/// Per-socket timeouts (unset: the daemon's defaults).
+struct SocketTimeouts {
+  std::optional<std::chrono::milliseconds> handshake;  ///< the TLS handshake
+  std::optional<std::chrono::milliseconds> idle;       ///< no byte either way: close, timeout
+  std::optional<std::chrono::milliseconds> close;      ///< the orderly close's wait
+};
+
 /// hello: names the client, asks for the daemon's version and capabilities.
 struct HelloCommand {
   std::optional<std::string> name;  ///< a unique name for ownership transfer
+  /// How long the daemon keeps this client's sockets if it dies, for a
+  /// client that attaches under the same name (needs a name; capped by the daemon).
+  std::optional<std::chrono::milliseconds> grace;
 };
 
 /// listen: opens a listening socket.
@@ -50,7 +60,7 @@ struct ListenCommand {
   std::uint32_t backlog = 128;                   ///< kernel backlog and ready-connection bound
   Framing framing;                               ///< mode of accepted sockets
   std::size_t packet_size = kDefaultPacketSize;  ///< packet cap of accepted sockets
-  std::optional<std::chrono::milliseconds> handshake_timeout;  ///< unset: the daemon's default
+  SocketTimeouts timeouts;                       ///< of accepted sockets
   std::optional<ActiveMode> active;  ///< initial mode of accepted sockets (default active)
   TlsChoice tls;                     ///< absent: every accept brings its own
 };
@@ -59,6 +69,7 @@ struct ListenCommand {
 struct AcceptCommand {
   SocketId id = 0;                   ///< the listener
   std::optional<ActiveMode> active;  ///< overrides the listener's
+  SocketTimeouts timeouts;           ///< override the listener's (handshake: own-tls accepts)
   TlsChoice tls;                     ///< the accept's own TLS settings (seed 004)
 };
 
@@ -74,6 +85,7 @@ struct ConnectCommand {
   Framing framing;                               ///< the socket's mode
   std::size_t packet_size = kDefaultPacketSize;  ///< packet cap
   std::chrono::milliseconds timeout{30000};      ///< for the whole connect
+  SocketTimeouts timeouts;                       ///< handshake (within timeout), idle, close
   std::optional<ActiveMode> active;              ///< initial mode (default active)
   TlsChoice tls;                                 ///< absent means secure defaults
 };
@@ -127,12 +139,59 @@ struct ResolveCommand {
 /// stop: closes everything and ends the daemon.
 struct StopCommand {};
 
+/// tls_context: builds TLS settings once under a name for later "tls":"name".
+struct TlsContextCommand {
+  std::string name;      ///< the name (replaces a context of that name)
+  TlsSettings settings;  ///< what it holds
+};
+
+/// starttls: a TLS handshake on a plain connection already in use.
+struct StarttlsCommand {
+  SocketId id = 0;                 ///< the plain socket
+  TlsRole side = TlsRole::client;  ///< which end of the handshake we are
+  TlsChoice tls;                   ///< settings or a context's name (absent: {})
+  SocketTimeouts timeouts;         ///< handshake, idle, close from now on
+};
+
+/// stoptls: close_notify both ways, then plaintext on the same TCP connection.
+struct StoptlsCommand {
+  SocketId id = 0;                                   ///< the TLS socket
+  std::optional<std::chrono::milliseconds> timeout;  ///< for the peer's close_notify
+};
+
+/// inject_ca: trusts more CAs on one connection and verifies its peer again.
+struct InjectCaCommand {
+  SocketId id = 0;         ///< the TLS socket
+  std::string cacertfile;  ///< a file of CAs (PEM or DER)
+  std::string cacert;      ///< or the CAs inline (PEM)
+};
+
+/// ciphers: the suites a connection could use.
+struct CiphersCommand {
+  SocketId id = 0;  ///< the TLS socket
+};
+
+/// stats: the daemon's counters and gauges.
+struct StatsCommand {};
+
+/// reload: reads every certificate, key and CA file again for listeners and
+/// named contexts (all or nothing).
+struct ReloadCommand {};
+
+/// answer: the client's answer to a password_needed or verify_peer event.
+struct AnswerCommand {
+  std::uint64_t request = 0;            ///< the event's request number
+  std::optional<std::string> password;  ///< for password_needed
+  std::optional<bool> accept;           ///< for verify_peer
+};
+
 /// Every command but deliver-by-DATA-frame.
 using Command =
     std::variant<HelloCommand, ListenCommand, AcceptCommand, CancelCommand, ConnectCommand,
                  DeliverCommand, CloseCommand, ControllingProcessCommand, SetoptsCommand,
                  RecvCommand, PeernameCommand, SocknameCommand, InfoCommand, ResolveCommand,
-                 StopCommand>;
+                 StopCommand, TlsContextCommand, StarttlsCommand, StoptlsCommand, InjectCaCommand,
+                 CiphersCommand, AnswerCommand, StatsCommand, ReloadCommand>;
 
 /// The outcome of parsing one decoded message.
 struct ParsedCommand {

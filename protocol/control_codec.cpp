@@ -39,6 +39,8 @@ class ControlCategory final : public std::error_category {
         return "control message is not a map/object";
       case ControlError::bad_base64:
         return "\"data\" is not valid base64";
+      case ControlError::not_an_octet_string:
+        return "control message is not a BER OCTET STRING";
     }
     return "unknown control channel error";
   }
@@ -191,6 +193,69 @@ ControlError parse_json_object(std::string_view text, json& out, std::string& de
   return normalize_data(out, TermFormat::json, detail);
 }
 
+/// Reads a BER length at tlv[pos]: false when malformed; `indefinite` for 0x80.
+bool ber_length(std::string_view tlv, std::size_t& pos, std::size_t& length, bool& indefinite) {
+  if (pos >= tlv.size()) return false;
+  const auto first = static_cast<std::uint8_t>(tlv[pos++]);
+  indefinite = first == 0x80;
+  if (first < 0x80 || indefinite) {
+    length = indefinite ? 0 : first;
+    return true;
+  }
+  const unsigned bytes = first & 0x7F;
+  if (bytes > 8 || pos + bytes > tlv.size()) return false;
+  length = 0;
+  for (unsigned i = 0; i < bytes; ++i)
+    length = (length << 8) | static_cast<std::uint8_t>(tlv[pos++]);
+  return length <= tlv.size() - pos;
+}
+
+/// The contents of a BER OCTET STRING (X.690 8.7): primitive (04), or
+/// constructed (24) of primitive segments, definite or indefinite; `body`
+/// becomes a view of them (joined in `joined` for segments).
+bool octet_string_contents(std::string_view& body, std::string& joined, std::string& detail) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto tag = body.empty() ? 0 : static_cast<std::uint8_t>(body[0]);
+  std::size_t pos = 1, length = 0;
+  bool indefinite = false;
+  if ((tag != 0x04 && tag != 0x24) || !ber_length(body, pos, length, indefinite)) {
+    detail = std::string("tag 0x") + kHex[tag >> 4] + kHex[tag & 15] +
+             " (a message is an OCTET STRING: 04, or 24 of 04 segments)";
+    return false;
+  }
+  if (tag == 0x04) {
+    body = body.substr(pos, length);
+    return true;
+  }
+  const std::size_t end = indefinite ? body.size() : pos + length;
+  while (pos < end) {
+    if (indefinite && body.substr(pos, 2) == std::string_view("\0\0", 2)) break;
+    std::size_t part = 0;
+    bool inner_indefinite = false;
+    if (static_cast<std::uint8_t>(body[pos]) != 0x04 ||
+        !ber_length(body, ++pos, part, inner_indefinite)) {
+      detail = "a segment of a constructed OCTET STRING is not a primitive OCTET STRING";
+      return false;
+    }
+    joined.append(body.substr(pos, part));
+    pos += part;
+  }
+  body = joined;
+  return true;
+}
+
+/// Appends a BER definite length.
+void put_ber_length(std::string& out, std::size_t length) {
+  if (length < 0x80) {
+    out.push_back(static_cast<char>(length));
+    return;
+  }
+  unsigned bytes = 0;
+  for (std::size_t n = length; n != 0; n >>= 8) ++bytes;
+  out.push_back(static_cast<char>(0x80 | bytes));
+  for (unsigned i = bytes; i-- > 0;) out.push_back(static_cast<char>((length >> (8 * i)) & 0xFF));
+}
+
 /// Reads a big-endian unsigned of 4 bytes.
 std::uint32_t get_be32(const char* p) {
   return (std::uint32_t{static_cast<std::uint8_t>(p[0])} << 24) |
@@ -240,7 +305,8 @@ ControlDecoder::ControlDecoder(ControlEncoding encoding, unsigned header_bytes,
     : encoding_(encoding),
       deframer_(encoding == ControlEncoding::binary
                     ? Framing{FramingKind::packet, header_bytes, false}
-                    : Framing{FramingKind::line, 0, false},
+                : encoding == ControlEncoding::asn1 ? Framing{FramingKind::asn1, 0, false}
+                                                    : Framing{FramingKind::line, 0, false},
                 max_message) {}
 
 ControlError ControlDecoder::parse_term(std::string_view term, nlohmann::json& out,
@@ -279,6 +345,11 @@ ControlDecoder::Decoded ControlDecoder::decode(std::string_view body, InboundMes
     return error == ControlError{} ? Decoded::message : Decoded::bad;
   }
 
+  std::string joined;  // an indefinite-length OCTET STRING's segments, joined
+  if (encoding_ == ControlEncoding::asn1 && !octet_string_contents(body, joined, detail)) {
+    error = ControlError::not_an_octet_string;
+    return Decoded::bad;
+  }
   if (body.empty()) {
     error = ControlError::empty_frame;
     detail = "frame of length 0";
@@ -334,6 +405,17 @@ bool ControlEncoder::append_message(std::string& out, const nlohmann::json& mess
       out.push_back('\n');
       return true;
     }
+    if (encoding_ == ControlEncoding::asn1) {
+      std::string body(1, static_cast<char>(kFrameControl));
+      if (format_ == TermFormat::etf)
+        etf::encode(message, body);
+      else
+        append_json(message, body);
+      out.push_back('\x04');
+      put_ber_length(out, body.size());
+      out.append(body);
+      return true;
+    }
     out.append(header_bytes_, '\0');
     out.push_back(static_cast<char>(kFrameControl));
     if (format_ == TermFormat::etf) {
@@ -381,9 +463,15 @@ bool ControlEncoder::append_data(std::string& out, std::uint32_t socket_id,
   }
   const std::size_t start = out.size();
   try {
-    reserve_more(out, header_bytes_ + 5 + data.size());
-    out.append(header_bytes_, '\0');
-    put_header(out, start, 5 + data.size());
+    if (encoding_ == ControlEncoding::asn1) {
+      reserve_more(out, 10 + 5 + data.size());
+      out.push_back('\x04');
+      put_ber_length(out, 5 + data.size());
+    } else {
+      reserve_more(out, header_bytes_ + 5 + data.size());
+      out.append(header_bytes_, '\0');
+      put_header(out, start, 5 + data.size());
+    }
     out.push_back(static_cast<char>(kFrameData));
     for (int shift = 24; shift >= 0; shift -= 8) {
       out.push_back(static_cast<char>((socket_id >> shift) & 0xFF));
@@ -397,7 +485,7 @@ bool ControlEncoder::append_data(std::string& out, std::uint32_t socket_id,
 }
 
 std::size_t ControlEncoder::max_data_per_frame() const {
-  if (encoding_ == ControlEncoding::lines) return std::numeric_limits<std::size_t>::max();
+  if (encoding_ != ControlEncoding::binary) return std::numeric_limits<std::size_t>::max();
   const std::size_t body = max_body();
   return body < 5 ? 0 : body - 5;
 }

@@ -18,7 +18,8 @@ namespace tlsport::protocol {
 /// How a control channel is encoded.
 enum class ControlEncoding {
   binary,  ///< {packet,N} frames: CONTROL (0x00) + term, or DATA (0x01) + id + bytes
-  lines,   ///< one JSON object per line, data as base64
+  lines,   ///< one JSON object per line, data as base64 (the control channel's "raw")
+  asn1,    ///< one BER OCTET STRING per message, its contents a binary frame body
 };
 
 /// How structured terms are written inside binary CONTROL frames.
@@ -41,6 +42,7 @@ enum class ControlError {
   bad_json,             ///< malformed JSON
   not_an_object,        ///< a term that is not a map/object
   bad_base64,           ///< a "data" field that is not valid base64
+  not_an_octet_string,  ///< asn1: a TLV that is not an OCTET STRING of primitive segments
 };
 const std::error_category& control_category();
 std::error_code make_error_code(ControlError e);

@@ -7,12 +7,8 @@ namespace tlsport::protocol {
 
 using nlohmann::json;
 
-FieldReader::FieldReader(const json& object, std::string where)
-    : object_(object), where_(std::move(where)) {}
-
-std::string FieldReader::full_name(const char* name) const {
-  return where_ == "tls" ? "tls." + std::string(name) : std::string(name);
-}
+FieldReader::FieldReader(const json& object, std::string where, std::string prefix)
+    : object_(object), where_(std::move(where)), prefix_(std::move(prefix)) {}
 
 const json* FieldReader::value(const char* name) {
   known_.push_back(name);
@@ -52,6 +48,29 @@ std::optional<bool> FieldReader::boolean(const char* name) {
   if (v->is_boolean()) return v->get<bool>();
   fail(name, "must be true or false");
   return std::nullopt;
+}
+
+std::optional<std::vector<std::string>> FieldReader::strings(const char* name,
+                                                             std::size_t max_items,
+                                                             std::size_t max_length) {
+  const json* v = value(name);
+  if (v == nullptr) return std::nullopt;
+  std::string what = "must be a list of at most " + std::to_string(max_items) +
+                     " non-empty strings of at most " + std::to_string(max_length) + " bytes";
+  if (!v->is_array() || v->size() > max_items) {
+    fail(name, what);
+    return std::nullopt;
+  }
+  std::vector<std::string> out;
+  for (const json& item : *v) {
+    if (!item.is_string() || item.get_ref<const std::string&>().empty() ||
+        item.get_ref<const std::string&>().size() > max_length) {
+      fail(name, what);
+      return std::nullopt;
+    }
+    out.push_back(item.get<std::string>());
+  }
+  return out;
 }
 
 void FieldReader::fail(const char* name, const std::string& what) {

@@ -18,8 +18,9 @@ namespace tlsport::protocol {
 /// nothing, so a parser reads all its fields and checks once at the end.
 class FieldReader {
  public:
-  /// `object` must outlive the reader; `where` names it in messages ("listen", "tls").
-  FieldReader(const nlohmann::json& object, std::string where);
+  /// `object` must outlive the reader; `where` names it in messages ("listen",
+  /// "tls"); `prefix` goes before field names in messages ("tls.").
+  FieldReader(const nlohmann::json& object, std::string where, std::string prefix = "");
 
   /// The field's value, or null when it is absent or null (null means absent).
   const nlohmann::json* value(const char* name);
@@ -29,6 +30,9 @@ class FieldReader {
   std::optional<long long> integer(const char* name, long long lo, long long hi);
   /// A boolean field.
   std::optional<bool> boolean(const char* name);
+  /// A list of at most `max_items` non-empty strings of at most `max_length` bytes.
+  std::optional<std::vector<std::string>> strings(const char* name, std::size_t max_items,
+                                                  std::size_t max_length);
   /// Marks a field as known without reading it (read by other means).
   void allow(const char* name) { known_.push_back(name); }
 
@@ -46,10 +50,11 @@ class FieldReader {
 
  private:
   /// The full name of a field in messages: "port", "tls.verify".
-  std::string full_name(const char* name) const;
+  std::string full_name(const char* name) const { return prefix_ + name; }
 
   const nlohmann::json& object_;    ///< the object read
   std::string where_;               ///< its name in messages
+  std::string prefix_;              ///< before field names in messages
   std::vector<const char*> known_;  ///< every field asked for
   std::optional<WireError> error_;  ///< the first error
 };

@@ -280,6 +280,14 @@ void Deframer::next_packet() {
   line_scanned_ = 0;
 }
 
+std::string Deframer::take_buffered() {
+  std::string held = buffer_.substr(start_);
+  std::string().swap(buffer_);
+  start_ = 0;
+  next_packet();
+  return held;
+}
+
 void Deframer::release_if_empty() {
   if (start_ != buffer_.size()) return;
   start_ = 0;

@@ -90,6 +90,10 @@ class Deframer {
   /// True when whole packets are held inside, waiting for a resume.
   bool has_packet() const;
 
+  /// Takes every byte held (packets kept by a stop, an incomplete packet)
+  /// out; the deframer starts afresh. STARTTLS hands them to the handshake.
+  std::string take_buffered();
+
   const Framing& framing() const { return framing_; }
 
   /// Changes the packet_size cap; applies from the next packet on (a packet

@@ -63,6 +63,7 @@ std::error_code make_error_code(ErrorKind kind) {
 }
 
 std::string WireError::kind() const {
+  if (!code) return "error";  // never "0": an error without a code is unclassified
   if (code.category() == error_kind_category())
     return kind_word(static_cast<ErrorKind>(code.value()));
   if (code.category() == std::system_category() || code.category() == std::generic_category()) {

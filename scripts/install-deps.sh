@@ -16,7 +16,7 @@ run=(
 package=(dpkg-dev file binutils gzip)
 test=(
   googletest libgtest-dev
-  python3 python3-pytest python3-venv python3-setuptools python3-wheel
+  python3 python3-pytest python3-pytest-timeout python3-venv python3-setuptools python3-wheel
   erlang-base erlang-ssl erlang-crypto erlang-public-key erlang-eunit erlang-dev
   erlang-inets erlang-tools erlang-common-test erlang-asn1 erlang-syntax-tools rebar3 git
   jq socat

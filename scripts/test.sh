@@ -13,18 +13,26 @@ export TLSPORTD="$root/build/daemon/tlsportd"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
+# A hung test fails its suite instead of stalling the run: pytest stops any
+# one test after PYTEST_TIMEOUT seconds, and each suite ends after SUITE_LIMIT.
+PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-300}
+SUITE_LIMIT=${SUITE_LIMIT:-1500}
 failed=()
 run_suite() {
   local name=$1; shift
   echo "=== $name"
-  if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
+  if timeout -k 10 "$SUITE_LIMIT" "$@"; then
+    echo "=== $name: ok"
+  else
+    echo "=== $name: FAILED (exit $?)"; failed+=("$name")
+  fi
 }
 
 run_suite "unit (ctest)" ctest --test-dir build --output-on-failure -j2
-run_suite "daemon integration (pytest)" "$PY" -m pytest -q tests/integration
+run_suite "daemon integration (pytest)" "$PY" -m pytest -q --timeout "$PYTEST_TIMEOUT" tests/integration
 if [ -d client-libs/python/tests ]; then
   run_suite "python client (pytest)" env PYTHONPATH="$root/client-libs/python" \
-    "$PY" -m pytest -q client-libs/python/tests
+    "$PY" -m pytest -q --timeout "$PYTEST_TIMEOUT" client-libs/python/tests
 fi
 if [ -f client-libs/erlang/rebar.config ]; then
   run_suite "erlang client (rebar3 eunit)" bash -c 'cd client-libs/erlang && rebar3 eunit'
@@ -32,7 +40,13 @@ fi
 if [ -x client-libs/shell/tests/run_tests.sh ]; then
   run_suite "shell client" client-libs/shell/tests/run_tests.sh
 fi
-run_suite "operations (pytest)" "$PY" -m pytest -q tests/ops
+# The operations tests build the Debian package from scratch (each step of theirs
+# has its own bound, the package build 1200 seconds): longer limits here.
+OPS_TIMEOUT=${OPS_TIMEOUT:-1300}
+SUITE_LIMIT=${OPS_SUITE_LIMIT:-2400} run_suite "operations (pytest)" \
+  "$PY" -m pytest -q --timeout "$OPS_TIMEOUT" tests/ops
+
+run_suite "soak (seconds)" "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2
 
 # The daemon again, built with AddressSanitizer, UBSan and LeakSanitizer: the
 # integration suite fails on any report (tests/integration/conftest.py).
@@ -44,7 +58,10 @@ if cmake -S . -B build-asan -DTLSPORT_SANITIZE=address,undefined -DBUILD_TESTING
     TLSPORTD="$root/build-asan/daemon/tlsportd" TLSPORT_SANITIZED=1 \
     TLSPORT_TEST_TOOLS="$root/build/tests/tools" \
     ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    "$PY" -m pytest -q tests/integration
+    "$PY" -m pytest -q --timeout "$PYTEST_TIMEOUT" tests/integration
+  run_suite "soak under sanitizers (seconds)" env ASAN_OPTIONS=detect_leaks=1 \
+    "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2 --sanitized \
+    --daemon "$root/build-asan/daemon/tlsportd"
 else
   echo "=== sanitizer build: FAILED"; failed+=("sanitizer build")
 fi

@@ -5,6 +5,8 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -298,3 +300,85 @@ def test_half_closed_client_still_gets_its_replies(unix_daemon, pki):
     s.close()
     # Once it is gone entirely, its socket is closed: the accepted end sees it.
     assert lst_owner.closed_event(accepted["id"], timeout=5)["reason"] == "normal"
+
+
+def test_deliver_to_a_listener_is_no_such_socket(client):
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    r = client.call({"op": "deliver", "ref": "d", "id": lst["id"], "text": "x"})
+    assert r["ok"] is False and r["error"]["kind"] == "no_such_socket" and r["id"] == lst["id"]
+    client.send_raw(data_frame(lst["id"], b"x"))
+    err = client.next_unmatched()
+    assert err["error"]["kind"] == "no_such_socket" and err["id"] == lst["id"]
+
+
+def test_a_waiting_recv_is_answered_before_socket_closed(client):
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    aref = client.send({"op": "accept", "id": lst["id"], "active": False})
+    peer = socket.create_connection(("127.0.0.1", lst["port"]))
+    sid = client.reply(aref)["id"]
+    rref = client.send({"op": "recv", "id": sid, "timeout_ms": 5000})
+    time.sleep(0.1)
+    peer.close()
+    ev = client.event(keep_seq=True)
+    assert ev["event"] == "socket_closed" and ev["id"] == sid, ev
+    reply = client.reply(rref, keep_seq=True)
+    assert reply["error"]["kind"] == "closed"
+    assert reply["_seq"] < ev["_seq"], (reply, ev)
+
+
+def test_a_worker_killed_between_two_reads_is_succeeded_with_nothing_lost(unix_daemon):
+    """A named worker with a grace period reads a numbered stream one line at
+    a time and is killed with SIGKILL between two reads; a new worker under the
+    same name gets the listener and the connection back and the stream goes
+    on: across the two workers' logs every number appears once, in order.
+    (Killed during a read, a worker loses what it had received and not yet
+    handled, as protocol.md says; this test kills it between reads.)"""
+    import signal
+    worker = os.path.join(os.path.dirname(__file__), "workers", "line_worker.py")
+    first = subprocess.Popen([sys.executable, worker, unix_daemon.path, "first", "300"],
+                             stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    second = None
+    try:
+        port = int(first.stdout.readline().split()[1])
+        peer = socket.create_connection(("127.0.0.1", port))
+        total = 2000
+        writer = threading.Thread(
+            target=lambda: peer.sendall(b"".join(b"%d\n" % i for i in range(1, total + 1))),
+            daemon=True)
+        writer.start()
+        seen = [int(first.stdout.readline()) for _ in range(300)]
+        assert first.stdout.readline() == "paused\n"
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(5)
+        second = subprocess.Popen([sys.executable, worker, unix_daemon.path, "second"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert second.stdout.readline().startswith("owned")
+        while len(seen) < total:
+            line = second.stdout.readline()
+            assert line and not line.startswith("end"), (line, len(seen))
+            seen.append(int(line))
+        assert seen == list(range(1, total + 1))
+        peer.close()
+        assert second.stdout.readline().startswith("end")
+        second.wait(5)
+    finally:
+        for proc in (first, second):
+            if proc and proc.poll() is None:
+                proc.kill()
+
+
+def test_without_a_successor_kept_sockets_close_when_the_grace_period_ends(unix_daemon):
+    a = unix_client(unix_daemon.path)
+    a.ok({"op": "hello", "name": "w2", "grace_ms": 300})
+    lst = a.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
+    a.sock.shutdown(socket.SHUT_RDWR)
+    a.sock.close()
+    time.sleep(0.1)
+    assert is_listening(lst["port"])  # kept
+    time.sleep(0.6)
+    assert not is_listening(lst["port"])  # closed once the grace period ended
+    b = unix_client(unix_daemon.path)
+    r = b.ok({"op": "hello", "name": "w2"})
+    assert "grace_ms" not in r
+    with pytest.raises(AssertionError):
+        b.event(timeout=0.3)  # nothing to give back

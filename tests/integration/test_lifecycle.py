@@ -1,5 +1,6 @@
 """Command line, control channels and the daemon's life."""
 
+import json
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ def test_bad_flags_are_refused_clearly():
     for args, needle in ((["--bogus"], "unknown option --bogus"),
                          (["--packet", "3"], "--packet: must be 1, 2 or 4"),
                          (["--packet"], "needs a value"),
-                         (["--control", "xml"], "binary or lines")):
+                         (["--control", "xml"], "--control: must be binary, lines (raw)")):
         out = subprocess.run([daemon_path(), *args], capture_output=True, text=True, timeout=5)
         assert out.returncode != 0, args
         assert needle in out.stderr, (args, out.stderr)
@@ -213,3 +214,69 @@ def test_sighup_does_not_end_the_daemon(client, daemon):
     time.sleep(0.2)
     assert client.ok({"op": "hello"})["ok"]
     assert daemon.proc.poll() is None
+
+
+def _octets(body: bytes) -> bytes:
+    """A BER OCTET STRING (definite length) around `body`."""
+    n = len(body)
+    if n < 0x80:
+        return b"\x04" + bytes([n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\x04" + bytes([0x80 | len(size)]) + size + body
+
+
+def _read_octet_strings(stream, count):
+    """Reads `count` primitive OCTET STRINGs from a binary stream."""
+    out = []
+    for _ in range(count):
+        assert stream.read(1) == b"\x04"
+        first = stream.read(1)[0]
+        n = first if first < 0x80 else int.from_bytes(stream.read(first & 0x7F), "big")
+        out.append(stream.read(n))
+    return out
+
+
+def test_control_channel_in_asn1_ber():
+    """--control asn1: each message is one OCTET STRING (definite or
+    indefinite, in segments) holding a binary frame body."""
+    proc = subprocess.Popen([daemon_path(), "--control", "asn1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        hello = b"\x00" + json.dumps({"op": "hello", "ref": 1}).encode()
+        listen = b"\x00" + json.dumps({"op": "listen", "ref": 2, "host": "127.0.0.1", "port": 0,
+                                       "tls": False}).encode()
+        # hello in definite form, listen as an indefinite constructed string of two segments.
+        proc.stdin.write(_octets(hello) + b"\x24\x80" + _octets(listen[:7]) + _octets(listen[7:])
+                         + b"\x00\x00")
+        proc.stdin.flush()
+        replies = [json.loads(b[1:]) for b in _read_octet_strings(proc.stdout, 2)]
+        assert replies[0]["ok"] and replies[0]["ref"] == 1
+        lst = replies[1]
+        accept = b"\x00" + json.dumps({"op": "accept", "ref": 3, "id": lst["id"]}).encode()
+        proc.stdin.write(_octets(accept))
+        proc.stdin.flush()
+        peer = socket.create_connection(("127.0.0.1", lst["port"]))
+        sid = json.loads(_read_octet_strings(proc.stdout, 1)[0][1:])["id"]
+        peer.sendall(b"over tcp")
+        data = _read_octet_strings(proc.stdout, 1)[0]
+        assert data[0] == 1 and int.from_bytes(data[1:5], "big") == sid and data[5:] == b"over tcp"
+        proc.stdin.write(_octets(b"\x01" + sid.to_bytes(4, "big") + b"back"))  # deliver
+        proc.stdin.flush()
+        peer.settimeout(5)
+        assert peer.recv(10) == b"back"
+        peer.close()
+    finally:
+        proc.stdin.close()
+        proc.wait(5)
+
+
+def test_control_framings_by_their_design_card_names():
+    """binary_packet:2 is the binary encoding with 2-byte headers; raw is lines."""
+    d = Daemon(["--control", "binary_packet:2"], header=2)
+    try:
+        assert d.client.ok({"op": "hello"})["protocol"] == 1
+    finally:
+        d.stop()
+    out = subprocess.run([daemon_path(), "--control", "raw"], input=b'{"op":"hello","ref":5}\n',
+                         capture_output=True, timeout=5).stdout
+    assert json.loads(out.splitlines()[0])["ref"] == 5

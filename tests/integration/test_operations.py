@@ -48,7 +48,13 @@ KEYS = {
     "max_message": ("--max-message", "4096"),
     "client_buffer": ("--client-buffer", "65536"),
     "socket_buffer": ("--socket-buffer", "65536"),
+    "peer_memory_budget": ("--peer-memory-budget", "16777216"),
     "handshake_timeout_ms": ("--handshake-timeout", "5000"),
+    "idle_timeout_ms": ("--idle-timeout", "60000"),
+    "close_timeout_ms": ("--close-timeout", "2000"),
+    "max_grace_ms": ("--max-grace", "10000"),
+    "stats_listen": ("--stats-listen", "127.0.0.1:9464"),
+    "core_dumps": ("--core-dumps", None),
     "log_level": ("--log-level", "debug"),
     "log_destination": ("--log-destination", "stderr"),
     "log_file": ("--log-file", "/tmp/tlsportd-test.log"),
@@ -58,6 +64,8 @@ CONFIG_VALUES = {
     "nouse_stdio": False, "stdio": True, "packet": 2, "max_clients": 10, "max_sockets": 1000,
     "max_message": 4096, "client_buffer": 65536, "socket_buffer": 65536,
     "handshake_timeout_ms": 5000, "allow_uids": [0, "root"], "allow_gids": ["root"],
+    "peer_memory_budget": 16777216, "idle_timeout_ms": 60000, "close_timeout_ms": 2000,
+    "max_grace_ms": 10000, "core_dumps": True,
 }
 
 
@@ -159,7 +167,7 @@ def test_check_accepts_every_key_and_every_flag(tmp_path):
     flags: List[str] = []
     for flag, value in KEYS.values():
         flags += [flag] if value is None else [flag, value]
-    out = run(["--check", *flags, "--log-syslog", "--no-stdio"])
+    out = run(["--check", *flags, "--log-syslog", "--no-stdio", "--no-core-dumps"])
     assert out.returncode == 0, out.stderr
 
 
@@ -187,7 +195,14 @@ def test_every_key_has_a_flag_in_help():
     ('{"unix": "a.sock", "unix": "b.sock"}', ': key "unix" is given twice'),
     ('{"unix": "a.sock", "colour": "blue"}', ': key "colour": not a setting'),
     ('{"unix": "a.sock", "contexts": {}}', ': key "contexts": reserved for named TLS contexts'),
-    ('{"unix": "a.sock", "stats": {}}', ': key "stats": reserved for the stats endpoint'),
+    ('{"unix": "a.sock", "stats": {}}', ': key "stats": not a setting; did you mean "stats_listen"?'),
+    ('{"unix": "a.sock", "control": "xml"}', ': key "control": must be binary, lines (raw), packet:N'),
+    ('{"unix": "a.sock", "idle_timeout_ms": -1}', ': key "idle_timeout_ms": must be an integer 0..86400000 ms'),
+    ('{"unix": "a.sock", "close_timeout_ms": 0}', ': key "close_timeout_ms": must be an integer 1..3600000 ms'),
+    ('{"unix": "a.sock", "max_grace_ms": "long"}', ': key "max_grace_ms": must be an integer 0..86400000 ms'),
+    ('{"unix": "a.sock", "peer_memory_budget": 1024}', ': key "peer_memory_budget": must be an integer 1048576..'),
+    ('{"unix": "a.sock", "stats_listen": 9464}', ': key "stats_listen": must be ADDRESS:PORT'),
+    ('{"unix": "a.sock", "core_dumps": "yes"}', ': key "core_dumps": must be true or false'),
     ('{"unix": "' + "d/" * 60 + 'a.sock"}', ': key "unix": too long for a Unix socket'),
     ('{"stdio": false}', "nothing to serve"),
     ('{"unix": "a.sock", "log_destination": "file"}', "no log_file is given"),

@@ -429,3 +429,22 @@ def test_a_tls_listener_never_serves_plain_tcp_when_ssl_new_fails(pki, tmp_path)
         assert any(b"connection refused" in line for line in d.stderr_lines), d.stderr_lines
     finally:
         d.stop()
+
+
+def test_a_server_that_closes_without_a_word_gives_closed(client):
+    """A server that reads the ClientHello and closes (no alert): the connect
+    fails with kind closed, not an unclassified error."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    r = connect(client, server.getsockname()[1], {"verify": 0})
+    server.close()
+    assert r["ok"] is False and r["error"]["kind"] == "closed", r
+    assert r["error"]["message"], r

@@ -25,16 +25,19 @@ FLAGS = [
     "--config", "--check", "--control", "--packet", "--terms", "--nouse-stdio", "--stdio",
     "--no-stdio", "--unix", "--socket-mode", "--allow-uids", "--allow-gids", "--user",
     "--group", "--max-clients", "--max-sockets", "--max-message", "--client-buffer",
-    "--socket-buffer", "--handshake-timeout", "--log-level", "--log-destination",
+    "--socket-buffer", "--peer-memory-budget", "--handshake-timeout", "--idle-timeout",
+    "--close-timeout", "--max-grace", "--stats-listen", "--core-dumps", "--no-core-dumps",
+    "--log-level", "--log-destination",
     "--log-file", "--log-syslog", "--syslog-socket", "--help", "--version",
 ]
 KEYS = [
     "control", "packet", "terms", "nouse_stdio", "stdio", "unix", "socket_mode", "allow_uids",
     "allow_gids", "user", "group", "max_clients", "max_sockets", "max_message",
-    "client_buffer", "socket_buffer", "handshake_timeout_ms", "log_level", "log_destination",
-    "log_file", "syslog_socket",
+    "client_buffer", "socket_buffer", "peer_memory_budget", "handshake_timeout_ms",
+    "idle_timeout_ms", "close_timeout_ms", "max_grace_ms", "stats_listen", "core_dumps",
+    "log_level", "log_destination", "log_file", "syslog_socket",
 ]
-RESERVED = ["contexts", "stats"]
+RESERVED = ["contexts"]
 
 
 def daemon_path() -> str:

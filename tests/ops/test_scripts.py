@@ -26,7 +26,7 @@ def test_test_installs_the_rest():
     run, package, test = group("run"), group("package"), group("test")
     assert set(run) < set(package) < set(test)
     for tool in ("googletest", "python3-pytest", "rebar3", "jq", "socat", "python3-venv",
-                 "python3-setuptools", "python3-wheel", "dpkg-dev"):
+                 "python3-setuptools", "python3-wheel", "python3-pytest-timeout", "dpkg-dev"):
         assert tool in test, tool
     assert "scripts/install-deps.sh test" in (ROOT / "scripts/test.sh").read_text()
     assert "scripts/install-deps.sh package" in (ROOT / "scripts/package").read_text()

@@ -80,7 +80,7 @@ TEST(Commands, ListenDefaultsAndFields) {
   EXPECT_EQ(c.backlog, 128u);
   EXPECT_EQ(c.framing.kind, FramingKind::raw);
   EXPECT_EQ(c.packet_size, kDefaultPacketSize);
-  EXPECT_FALSE(c.handshake_timeout);
+  EXPECT_FALSE(c.timeouts.handshake);
   EXPECT_FALSE(c.active);
   EXPECT_EQ(c.tls.kind, TlsChoice::Kind::absent);
 
@@ -93,7 +93,7 @@ TEST(Commands, ListenDefaultsAndFields) {
   EXPECT_EQ(c.framing.kind, FramingKind::packet);
   EXPECT_EQ(c.framing.header_bytes, 2u);
   EXPECT_EQ(c.packet_size, 1000u);
-  EXPECT_EQ(c.handshake_timeout->count(), 250);
+  EXPECT_EQ(c.timeouts.handshake->count(), 250);
   EXPECT_TRUE(c.active->once);
   EXPECT_EQ(c.tls.kind, TlsChoice::Kind::plain);
   EXPECT_EQ(command_of<ListenCommand>(R"({"op":"listen","port":1,"host":"::1"})").host, "::1");
@@ -359,4 +359,14 @@ TEST(Messages, RepliesAndEvents) {
   EXPECT_TRUE(owned["listener"]);
   EXPECT_EQ(owned["sockname"]["port"], 9);
   EXPECT_EQ(owned["from_name"], "acceptor");
+}
+
+TEST(TlsSettings, IpLiterals) {
+  EXPECT_TRUE(is_ip_literal("127.0.0.1"));
+  EXPECT_TRUE(is_ip_literal("::1"));
+  EXPECT_TRUE(is_ip_literal("fe80::1%lo"));  // a scoped IPv6 address
+  EXPECT_FALSE(is_ip_literal("fe80::1%"));
+  EXPECT_FALSE(is_ip_literal("127.0.0.1%lo"));
+  EXPECT_FALSE(is_ip_literal("localhost"));
+  EXPECT_FALSE(is_ip_literal(""));
 }

@@ -631,3 +631,60 @@ TEST(ControlDecoder, JsonWithTooManyValuesIsRefused) {
   EXPECT_EQ(messages, 0);
   EXPECT_NE(detail.find("values"), std::string::npos) << detail;
 }
+
+namespace {
+/// A primitive OCTET STRING around `contents` (definite length).
+std::string octets(const std::string& contents) {
+  std::string out(1, '\x04');
+  if (contents.size() < 0x80) {
+    out.push_back(static_cast<char>(contents.size()));
+  } else {
+    out += bytes({0x82, int(contents.size() >> 8), int(contents.size() & 0xFF)});
+  }
+  return out + contents;
+}
+}  // namespace
+
+TEST(ControlAsn1, DefiniteIndefiniteAndSegmentedMessagesAtEverySplit) {
+  std::string hello = control(R"({"op":"hello","ref":1})");
+  std::string big = control(R"({"op":"hello","ref":")" + std::string(300, 'x') + R"("})");
+  // Definite; long-form length; constructed and indefinite with two segments.
+  std::string stream = octets(hello) + octets(big) +
+                       bytes({0x24, 0x80}) + octets(hello.substr(0, 5)) + octets(hello.substr(5)) +
+                       bytes({0, 0}) + octets(data_body(7, "abc"));
+  for (std::size_t split = 0; split <= stream.size(); ++split) {
+    ControlDecoder d(ControlEncoding::asn1, 4, 1 << 20);
+    Recorder r;
+    ASSERT_FALSE(r.feed(d, std::string_view(stream).substr(0, split)));
+    ASSERT_FALSE(r.feed(d, std::string_view(stream).substr(split)));
+    ASSERT_EQ(r.events.size(), 4u) << split;
+    EXPECT_EQ(r.events[0], r.events[2]) << split;  // segments join into the same message
+    EXPECT_EQ(r.events[3], "data 7 abc");
+  }
+}
+
+TEST(ControlAsn1, AnythingButAnOctetStringIsABadMessageAndTheChannelGoesOn) {
+  ControlDecoder d(ControlEncoding::asn1, 4, 1 << 20);
+  Recorder r;
+  std::string sequence = bytes({0x30, 0x03, 0x02, 0x01, 0x05});  // SEQUENCE { INTEGER 5 }
+  ASSERT_FALSE(r.feed(d, sequence + octets(control(R"({"op":"hello"})"))));
+  ASSERT_EQ(r.events.size(), 2u);
+  EXPECT_EQ(r.events[0].rfind("bad ", 0), 0u) << r.events[0];
+  EXPECT_EQ(r.events[1].rfind("cmd ", 0), 0u) << r.events[1];
+  ControlDecoder capped(ControlEncoding::asn1, 4, 64);
+  Recorder c;
+  EXPECT_TRUE(c.feed(capped, bytes({0x04, 0x82, 0x10, 0x00})));  // 4 KiB announced, cap 64
+}
+
+TEST(ControlAsn1, TheEncoderWritesOctetStringsTheDecoderReads) {
+  ControlEncoder e(ControlEncoding::asn1, 4, TermFormat::json);
+  std::string out;
+  ASSERT_TRUE(e.append_message(out, json{{"ok", true}, {"ref", 1}}));
+  ASSERT_TRUE(e.append_data(out, 9, std::string(1000, 'z')));
+  EXPECT_EQ(static_cast<unsigned char>(out[0]), 0x04);
+  ControlDecoder d(ControlEncoding::asn1, 4, 1 << 20);
+  Recorder r;
+  ASSERT_FALSE(r.feed(d, out));
+  ASSERT_EQ(r.events.size(), 2u);
+  EXPECT_EQ(r.events[1], "data 9 " + std::string(1000, 'z'));
+}

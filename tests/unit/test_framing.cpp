@@ -718,3 +718,25 @@ TEST(Deframer, CapCanBeChangedBetweenPackets) {
 
 }  // namespace
 }  // namespace tlsport::protocol
+
+TEST(Deframer, TakeBufferedHandsOutWhatIsHeldAndStartsAfresh) {
+  using tlsport::protocol::Deframer;
+  using tlsport::protocol::parse_framing;
+  Deframer d(*parse_framing("line"), 1024);
+  std::vector<std::string> got;
+  // Stop after the first line: the rest (a second line, then bytes that are
+  // no line yet) stays inside.
+  d.feed("STARTTLS\r\n\x16\x03\x01tls bytes", [&](std::string_view p) {
+    got.emplace_back(p);
+    return false;
+  });
+  ASSERT_EQ(got, std::vector<std::string>{"STARTTLS\r\n"});
+  EXPECT_EQ(d.take_buffered(), "\x16\x03\x01tls bytes");
+  EXPECT_EQ(d.buffered(), 0u);
+  EXPECT_FALSE(d.has_packet());
+  d.feed("next\n", [&](std::string_view p) {
+    got.emplace_back(p);
+    return true;
+  });
+  EXPECT_EQ(got.back(), "next\n");
+}

@@ -407,7 +407,9 @@ default it is a port program: it speaks the control protocol on stdin/stdout
 and exits when stdin reaches EOF. See tlsportd(8) and docs/protocol.md.
 
 Options (each but --config and --check overrides the configuration key of
-the same name, with "-" for "_"; --handshake-timeout is handshake_timeout_ms):
+the same name, with "-" for "_"; the keys of --handshake-timeout,
+--idle-timeout, --close-timeout and --max-grace end in _ms, and --no-X sets
+key X to false):
   --config FILE            read settings from a JSON file
   --check                  check the settings and the configuration, then exit
 )";

@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/connection.hpp"
 #include "daemon/connector.hpp"
@@ -99,10 +100,20 @@ std::optional<ErrorInfo> Daemon::reload_tls() {
 bool Daemon::start() {
   wait_for_signal();
   trim_memory_later();
-  if (!options_.unix_path.empty()) {
+  if (!options_.unix_path.empty() || options_.activated_fd >= 0) {
+    UnixServer::Settings unix;
+    unix.path = options_.unix_path;
+    unix.mode = options_.socket_mode;
+    unix.allow_uids = options_.allow_uids;
+    unix.allow_gids = options_.allow_gids;
+    unix.activated_fd = options_.activated_fd;
+    unix.max_clients = options_.max_clients;
+    if (::geteuid() == 0) {  // the file goes to the user and group dropped to
+      unix.owner_uid = options_.user ? static_cast<int>(*options_.user) : -1;
+      unix.owner_gid = options_.group ? static_cast<int>(*options_.group) : -1;
+    }
     unix_server_ = std::make_unique<UnixServer>(
-        shared_.io, options_.unix_path, kMaxClients,
-        [this] { return shared_.registry.client_count(); },
+        shared_.io, std::move(unix), [this] { return shared_.registry.client_count(); },
         [this](int fd) { add_client(fd, fd, false, std::nullopt, 4); });
     if (!unix_server_->open()) return false;
   }

@@ -16,10 +16,13 @@ class StatsServer::Exchange : public std::enable_shared_from_this<Exchange> {
  public:
   Exchange(StatsServer& server, asio::ip::tcp::socket socket)
       : server_(server),
+        count_(server.exchanges_),
         socket_(std::move(socket)),
         request_(8192),
         timer_(socket_.get_executor()) {}
-  ~Exchange() { --server_.exchanges_; }
+  // Handlers still queued when the loop stops are destroyed with the
+  // io_context, after the server: the count is shared, not the server's.
+  ~Exchange() { --*count_; }
 
   void start() {
     timer_.expires_after(std::chrono::seconds(5));
@@ -54,7 +57,8 @@ class StatsServer::Exchange : public std::enable_shared_from_this<Exchange> {
                       });
   }
 
-  StatsServer& server_;           ///< counts exchanges, has the stats
+  StatsServer& server_;           ///< has the stats (used only while the loop runs)
+  std::shared_ptr<std::size_t> count_;  ///< the server's count of exchanges
   asio::ip::tcp::socket socket_;  ///< the HTTP client
   asio::streambuf request_;       ///< its request head (capped)
   asio::steady_timer timer_;      ///< the whole exchange's limit
@@ -99,8 +103,8 @@ void StatsServer::close() {
 void StatsServer::accept_next() {
   acceptor_.async_accept([this](const std::error_code& ec, asio::ip::tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec && exchanges_ < kMaxExchanges) {
-      ++exchanges_;
+    if (!ec && *exchanges_ < kMaxExchanges) {
+      ++*exchanges_;
       std::make_shared<Exchange>(*this, std::move(socket))->start();
     }
     accept_next();

@@ -29,7 +29,8 @@ class StatsServer {
   static constexpr std::size_t kMaxExchanges = 16;  ///< requests served at once
   Shared& shared_;                                  ///< what to report
   asio::ip::tcp::acceptor acceptor_;                ///< the endpoint
-  std::size_t exchanges_ = 0;                       ///< requests being served
+  /// Requests being served, shared with them (they may outlive the server).
+  std::shared_ptr<std::size_t> exchanges_ = std::make_shared<std::size_t>(0);
 };
 
 }  // namespace tlsport::daemon

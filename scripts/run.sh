@@ -4,7 +4,7 @@
 # Talk to it with:  echo '{"op":"hello","ref":1}' | socat - UNIX-CONNECT:run/tlsportd.sock
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh run
 scripts/build.sh
 mkdir -p run
 echo "tlsportd: serving on $(pwd)/run/tlsportd.sock (Ctrl-C stops it)"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds from scratch, and runs every test suite:
 # C++ unit tests, a short run of the protocol fuzzers, daemon integration
-# tests, and each client library's tests.
+# tests, each client library's tests, the operations tests (install, Debian
+# package, units, the docs' commands), a benchmark smoke run and a short soak;
+# then the daemon's and the Python library's suites against a sanitizer build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-scripts/install-deps.sh || exit 1
-rm -rf build build-asan
+scripts/install-deps.sh test || exit 1
+rm -rf build build-asan build-pkg
 scripts/build.sh || exit 1
 export TLSPORTD="$root/build/daemon/tlsportd"
 # Debian's python3 has python3-pytest; another python3 first on PATH may not.
@@ -46,6 +48,11 @@ if [ -x client-libs/shell/tests/run_tests.sh ]; then
 fi
 # The benchmark at tiny sizes: every server and workload must still run.
 run_suite "benchmark smoke (scripts/bench --smoke)" timeout 180 scripts/bench --smoke
+# The operations tests build the Debian package from scratch (each step of theirs
+# has its own bound, the package build 1200 seconds): longer limits here.
+OPS_TIMEOUT=${OPS_TIMEOUT:-1300}
+SUITE_LIMIT=${OPS_SUITE_LIMIT:-2400} run_suite "operations (pytest)" \
+  "$PY" -m pytest -q --timeout "$OPS_TIMEOUT" tests/ops
 
 run_suite "soak (seconds)" "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2
 

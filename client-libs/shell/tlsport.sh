@@ -523,8 +523,8 @@ _tlsport_active_json() {
 
 # ---------------------------------------------------------------- session
 
-# tlsport_find_daemon -- print the tlsportd to use: $TLSPORTD, else the build
-# tree (<repo>/build/daemon/tlsportd), else tlsportd on PATH.
+# tlsport_find_daemon -- print the tlsportd to use: $TLSPORTD, else tlsportd
+# on PATH (an installed daemon), else the build tree (<repo>/build/daemon/tlsportd).
 tlsport_find_daemon() {
   local p
   if [[ -n ${TLSPORTD:-} ]]; then
@@ -538,13 +538,13 @@ tlsport_find_daemon() {
     _tlsport_err tlsport_find_daemon enoent "TLSPORTD=$TLSPORTD is not an executable"
     return 2
   fi
+  p=$(type -P tlsportd) && { printf '%s\n' "$p"; return 0; }
   p=$TLSPORT_LIB_DIR/../../build/daemon/tlsportd
   if [[ -x $p ]]; then
     (cd "$(dirname "$p")" && printf '%s/tlsportd\n' "$(pwd)")
     return 0
   fi
-  p=$(command -v tlsportd) && { printf '%s\n' "$p"; return 0; }
-  _tlsport_err tlsport_find_daemon enoent "tlsportd not found (set TLSPORTD, build it, or put it on PATH)"
+  _tlsport_err tlsport_find_daemon enoent "tlsportd not found (set TLSPORTD, install it on PATH, or build it)"
   return 2
 }
 

@@ -18,9 +18,9 @@ def test_help_and_version():
 
 def test_bad_flags_are_refused_clearly():
     for args, needle in ((["--bogus"], "unknown option --bogus"),
-                         (["--packet", "3"], "packet must be 1, 2 or 4"),
+                         (["--packet", "3"], "--packet: must be 1, 2 or 4"),
                          (["--packet"], "needs a value"),
-                         (["--control", "xml"], "control must be binary, lines (raw)")):
+                         (["--control", "xml"], "--control: must be binary, lines (raw)")):
         out = subprocess.run([daemon_path(), *args], capture_output=True, text=True, timeout=5)
         assert out.returncode != 0, args
         assert needle in out.stderr, (args, out.stderr)

@@ -81,23 +81,35 @@ start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
 
 %% @doc Where the daemon binary is: the application environment
-%% (`tlsportd'), $TLSPORTD, then the build tree (<repo>/build/daemon/tlsportd).
+%% (`tlsportd'), $TLSPORTD, `tlsportd' on PATH (an installed daemon), then
+%% the build tree (<repo>/build/daemon/tlsportd).
 -spec find_daemon() -> {ok, string()} | {error, {tlsportd_not_found, [string()]}}.
 find_daemon() ->
-    Candidates =
-        [P || P <- [case application:get_env(tlsport, tlsportd) of
-                        {ok, Path} -> Path;
-                        undefined -> undefined
-                    end,
-                    case os:getenv("TLSPORTD") of
-                        false -> undefined;
-                        "" -> undefined;
-                        Env -> Env
-                    end | build_tree_paths()],
-              P =/= undefined],
-    case [P || P <- Candidates, filelib:is_regular(P)] of
-        [Found | _] -> {ok, Found};
-        [] -> {error, {tlsportd_not_found, Candidates}}
+    Explicit = [case application:get_env(tlsport, tlsportd) of
+                    {ok, Path} -> Path;
+                    undefined -> undefined
+                end,
+                case os:getenv("TLSPORTD") of
+                    false -> undefined;
+                    "" -> undefined;
+                    Env -> Env
+                end],
+    case [P || P <- Explicit, P =/= undefined] of
+        [Given | _] ->
+            %% A path given explicitly is used or reported, never skipped.
+            case filelib:is_regular(Given) of
+                true -> {ok, Given};
+                false -> {error, {tlsportd_not_found, [Given]}}
+            end;
+        [] ->
+            Candidates = case os:find_executable("tlsportd") of
+                             false -> ["tlsportd on PATH"];
+                             Installed -> [Installed]
+                         end ++ build_tree_paths(),
+            case [P || P <- Candidates, filelib:is_regular(P)] of
+                [Found | _] -> {ok, Found};
+                [] -> {error, {tlsportd_not_found, Candidates}}
+            end
     end.
 
 build_tree_paths() ->
@@ -257,8 +269,8 @@ init([]) ->
             end;
         {error, {tlsportd_not_found, Tried}} = Error ->
             ?LOG_ERROR("tlsport: no tlsportd binary found; set the application "
-                       "environment tlsport/tlsportd or $TLSPORTD, or build it "
-                       "into <repo>/build/daemon. Tried: ~p", [Tried]),
+                       "environment tlsport/tlsportd or $TLSPORTD, install it on "
+                       "PATH, or build it into <repo>/build/daemon. Tried: ~p", [Tried]),
             {stop, element(2, Error)}
     end.
 

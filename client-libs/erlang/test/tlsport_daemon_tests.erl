@@ -26,27 +26,45 @@ cert(F) -> tlsport_test_lib:cert(F).
 find_daemon_order() ->
     {ok, Current} = tlsport_server:find_daemon(),
     Env = os:getenv("TLSPORTD"),
+    Path = os:getenv("PATH"),
     Old = application:get_env(tlsport, tlsportd),
+    Dir = filename:join(tlsport_test_lib:certs(), "find_daemon"),
+    Bin = filename:join(Dir, "bin"),
+    ok = filelib:ensure_dir(filename:join(Bin, "x")),
+    Installed = filename:join(Bin, "tlsportd"),
+    ok = file:write_file(Installed, "#!/bin/sh\n"),
+    ok = file:change_mode(Installed, 8#755),
     try
-        %% The application environment first, when the file exists...
+        %% The application environment first...
         application:set_env(tlsport, tlsportd, "/bin/true"),
-        ?assertEqual({ok, "/bin/true"}, tlsport_server:find_daemon()),
-        %% ...then $TLSPORTD...
-        application:set_env(tlsport, tlsportd, "/no/such/tlsportd"),
         os:putenv("TLSPORTD", Current),
+        ?assertEqual({ok, "/bin/true"}, tlsport_server:find_daemon()),
+        %% ...a path given but missing is an error, not skipped...
+        application:set_env(tlsport, tlsportd, "/no/such/tlsportd"),
+        ?assertEqual({error, {tlsportd_not_found, ["/no/such/tlsportd"]}},
+                     tlsport_server:find_daemon()),
+        %% ...then $TLSPORTD...
+        application:unset_env(tlsport, tlsportd),
         ?assertEqual({ok, Current}, tlsport_server:find_daemon()),
-        %% ...then the build tree; nothing found names every place tried.
         os:putenv("TLSPORTD", "/no/such/either"),
+        ?assertEqual({error, {tlsportd_not_found, ["/no/such/either"]}},
+                     tlsport_server:find_daemon()),
+        %% ...then tlsportd on PATH (an installed daemon)...
+        os:unsetenv("TLSPORTD"),
+        os:putenv("PATH", filename:join(Dir, "empty") ++ ":" ++ Bin),
+        ?assertEqual({ok, Installed}, tlsport_server:find_daemon()),
+        %% ...then the build tree; nothing found names every place tried.
+        os:putenv("PATH", filename:join(Dir, "empty")),
         case tlsport_server:find_daemon() of
             {ok, Found} ->
                 ?assertEqual("tlsportd", filename:basename(Found)),
                 ?assertEqual("daemon", filename:basename(filename:dirname(Found)));
             {error, {tlsportd_not_found, Tried}} ->
-                ?assert(lists:member("/no/such/tlsportd", Tried)),
-                ?assert(lists:member("/no/such/either", Tried))
+                ?assert(lists:member("tlsportd on PATH", Tried))
         end
     after
         case Env of false -> os:unsetenv("TLSPORTD"); _ -> os:putenv("TLSPORTD", Env) end,
+        case Path of false -> os:unsetenv("PATH"); _ -> os:putenv("PATH", Path) end,
         case Old of
             {ok, V} -> application:set_env(tlsport, tlsportd, V);
             undefined -> application:unset_env(tlsport, tlsportd)

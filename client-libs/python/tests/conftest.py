@@ -65,7 +65,7 @@ def _time_bound(request: Any) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def daemon_path() -> str:
-    """The tlsportd under test: $TLSPORTD, else <repo>/build/daemon/tlsportd."""
+    """The tlsportd under test: $TLSPORTD, else tlsportd on PATH, else <repo>/build/daemon/tlsportd."""
     return find_daemon()
 
 

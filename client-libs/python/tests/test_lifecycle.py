@@ -182,12 +182,20 @@ def test_find_daemon_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daem
     with pytest.raises(FileNotFoundError):
         tlsport.find_daemon(tmp_path / "missing")
     monkeypatch.delenv("TLSPORTD")
+    installed = tmp_path / "bin"
+    installed.mkdir()
+    (installed / "tlsportd").write_text("#!/bin/sh\n")
+    (installed / "tlsportd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'empty'}:{installed}")
     monkeypatch.setattr(_locate, "build_tree_daemon", lambda: fake)
+    assert tlsport.find_daemon() == str(installed / "tlsportd")  # then tlsportd on PATH
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert tlsport.find_daemon() == str(fake)  # then the build tree
     monkeypatch.setattr(_locate, "build_tree_daemon", lambda: tmp_path / "nothing")
     with pytest.raises(tlsport.DaemonNotFound) as info:
         tlsport.Client.spawn()
     assert "TLSPORTD" in str(info.value) and str(tmp_path / "nothing") in str(info.value)
+    assert "PATH" in str(info.value)
 
 
 def test_build_tree_location() -> None:

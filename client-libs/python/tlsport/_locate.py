@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -30,7 +31,8 @@ def find_daemon(daemon: Optional[PathArg] = None) -> str:
 
     1. the ``daemon`` argument, when given (it must exist);
     2. the environment variable ``TLSPORTD``, when set and not empty (it must exist);
-    3. the build tree of the source checkout this package lives in
+    3. ``tlsportd`` on ``PATH`` (an installed daemon);
+    4. the build tree of the source checkout this package lives in
        (``<repo>/build/daemon/tlsportd``).
 
     Raises :class:`~tlsport.errors.DaemonNotFound` (also a ``FileNotFoundError``)
@@ -51,6 +53,10 @@ def find_daemon(daemon: Optional[PathArg] = None) -> str:
             return str(path)
         raise DaemonNotFound(f"tlsportd not found or not executable: {path} (from $TLSPORTD)")
     tried.append("$TLSPORTD (not set)")
+    installed = shutil.which("tlsportd")
+    if installed:
+        return installed
+    tried.append("tlsportd on PATH")
     here = Path(__file__).resolve().parent
     if here.parent.name == "python" and here.parent.parent.name == "client-libs":
         path = build_tree_daemon()
@@ -61,5 +67,5 @@ def find_daemon(daemon: Optional[PathArg] = None) -> str:
         tried.append("no build tree (an installed package)")
     raise DaemonNotFound(
         "cannot find tlsportd; pass daemon=PATH, set TLSPORTD=/path/to/tlsportd, "
-        "or build it (scripts/build.sh). Looked in: " + ", ".join(tried)
+        "install it on PATH, or build it (scripts/build.sh). Looked in: " + ", ".join(tried)
     )

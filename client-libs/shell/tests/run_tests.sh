@@ -72,20 +72,27 @@ test_find_daemon() {
   [[ $d == "$TLSPORTD" ]] || fail "TLSPORTD not used: $d"
   # A bad TLSPORTD is an error.
   expect_rc 2 "bad TLSPORTD" env TLSPORTD=/nonexistent bash -c "source '$LIB'; tlsport_find_daemon"
-  # The build tree next to the library (<repo>/build/daemon/tlsportd).
-  mkdir -p "$T/repo/client-libs/shell" "$T/repo/build/daemon"
+  # Then tlsportd on PATH (an installed daemon), even next to a build tree.
+  mkdir -p "$T/repo/client-libs/shell" "$T/repo/build/daemon" "$T/bin" "$T/lib"
   cp "$LIB" "$T/repo/client-libs/shell/"
   ln -s "$TLSPORTD" "$T/repo/build/daemon/tlsportd"
-  d=$(env -u TLSPORTD bash -c "source '$T/repo/client-libs/shell/tlsport.sh'; tlsport_find_daemon") \
-    || fail "build tree"
-  [[ $d == "$T/repo/build/daemon/tlsportd" ]] || fail "build tree not used: $d"
-  # Then PATH.
-  mkdir -p "$T/bin" "$T/lib"
   cp "$LIB" "$T/lib/"
   ln -s "$TLSPORTD" "$T/bin/tlsportd"
   d=$(env -u TLSPORTD PATH="$T/bin:$PATH" bash -c "source '$T/lib/tlsport.sh'; tlsport_find_daemon") \
     || fail "PATH"
   [[ $d == "$T/bin/tlsportd" ]] || fail "PATH not used: $d"
+  d=$(env -u TLSPORTD PATH="$T/bin:$PATH" \
+        bash -c "source '$T/repo/client-libs/shell/tlsport.sh'; tlsport_find_daemon") || fail "PATH first"
+  [[ $d == "$T/bin/tlsportd" ]] || fail "the build tree came before PATH: $d"
+  # Then the build tree next to the library (<repo>/build/daemon/tlsportd).
+  if PATH=/usr/bin:/bin type -P tlsportd >/dev/null; then
+    echo "  (a tlsportd is installed in /usr/bin: build-tree lookup not checked)"
+  else
+    d=$(env -u TLSPORTD PATH=/usr/bin:/bin \
+          bash -c "source '$T/repo/client-libs/shell/tlsport.sh'; tlsport_find_daemon") \
+      || fail "build tree"
+    [[ $d == "$T/repo/build/daemon/tlsportd" ]] || fail "build tree not used: $d"
+  fi
   # And tlsport_start works with the daemon found on PATH.
   env -u TLSPORTD PATH="$T/bin:$PATH" bash -c \
     "source '$T/lib/tlsport.sh'; tlsport_start && tlsport_stop" || fail "start from PATH"

@@ -56,8 +56,6 @@ class Daemon final : public ClientHost {
   void add_client(int in_fd, int out_fd, bool is_port,
                   std::optional<protocol::ControlEncoding> encoding, unsigned header);
 
-  /// Cap on control clients at once.
-  static constexpr std::size_t kMaxClients = 1024;
   /// Connections that must have been open before a drop is worth a trim.
   static constexpr std::size_t kTrimAfter = 64;
 

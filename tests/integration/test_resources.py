@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import (
     SANITIZED, Daemon, daemon_path, fd_count, raise_fd_limit, rss_kib, tls_listen, unix_client,
 )
@@ -401,6 +403,8 @@ def test_memory_comes_back_after_many_connections_close(unix_daemon, pki):
     assert peak - start > 20 * 1024  # the connections did take memory
 
 
+@pytest.mark.skipif(SANITIZED, reason="UBSan's vptr check tests memory through a pipe, which "
+                    "it cannot open when the process is out of descriptors: a false report")
 def test_out_of_descriptors_is_called_emfile_not_cancelled_or_nxdomain():
     import resource
 

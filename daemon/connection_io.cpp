@@ -36,8 +36,7 @@ ErrorInfo framing_error(const std::error_code& ec) {
 // ---------------------------------------------------------------- reading
 
 bool Connection::can_read() const {
-  if (state_ != State::open || id_ == 0 || owner_ == 0 || budget_paused_ || judging_)
-    return false;
+  if (state_ != State::open || id_ == 0 || owner_ == 0 || budget_paused_ || judging_) return false;
   // stoptls must find the peer's close_notify, whatever the active mode.
   return stopping_tls() || (!owner_paused_ && (active_ != 0 || recv_client_ != 0));
 }

@@ -25,11 +25,11 @@ constexpr int kFacilityDaemon = 3 << 3;
 /// Where lines go now; stderr until open_log() succeeds.
 struct Sink {
   LogDestination destination = LogDestination::standard_error;
-  int fd = 2;                ///< stderr, the log file, or the syslog socket
-  std::string syslog_path;   ///< to reconnect after syslog restarts
-  bool tty = false;          ///< stderr is a terminal: "\r\n"
-  bool journal = false;      ///< stderr is systemd's journal: "<N>" prefixes, no time
-  bool checked = false;      ///< tty/journal worked out
+  int fd = 2;               ///< stderr, the log file, or the syslog socket
+  std::string syslog_path;  ///< to reconnect after syslog restarts
+  bool tty = false;         ///< stderr is a terminal: "\r\n"
+  bool journal = false;     ///< stderr is systemd's journal: "<N>" prefixes, no time
+  bool checked = false;     ///< tty/journal worked out
 };
 Sink g_sink;
 
@@ -166,8 +166,8 @@ void log(LogLevel level, const char* format, ...) {
     case LogDestination::syslog: {
       n = std::snprintf(line, sizeof line, "<%d>", kFacilityDaemon + kSeverity[lvl]);
       n += syslog_time(line + n, sizeof line - n);
-      n += std::snprintf(line + n, sizeof line - n, " tlsportd[%d]: %s: ",
-                         static_cast<int>(getpid()), kNames[lvl]);
+      n += std::snprintf(line + n, sizeof line - n,
+                         " tlsportd[%d]: %s: ", static_cast<int>(getpid()), kNames[lvl]);
       break;
     }
     case LogDestination::standard_error:
@@ -178,8 +178,8 @@ void log(LogLevel level, const char* format, ...) {
       [[fallthrough]];
     case LogDestination::file:
       n = iso_time(line, sizeof line);
-      n += std::snprintf(line + n, sizeof line - n, " tlsportd[%d] %s: ",
-                         static_cast<int>(getpid()), kNames[lvl]);
+      n += std::snprintf(line + n, sizeof line - n,
+                         " tlsportd[%d] %s: ", static_cast<int>(getpid()), kNames[lvl]);
       break;
   }
   n = std::min(n, sizeof line - 3);

@@ -72,8 +72,7 @@ int main(int argc, char** argv) {
       raise_fd_limit();
       for (const std::string& w : option_warnings(options))
         std::fprintf(stderr, "tlsportd: warning: %s\n", w.c_str());
-      std::printf("%s: ok\n",
-                  parsed.config_path.empty() ? "settings" : parsed.config_path.c_str());
+      std::printf("%s: ok\n", parsed.config_path.empty() ? "settings" : parsed.config_path.c_str());
       return kExitOk;
     case ParseResult::Action::run:
       break;
@@ -81,9 +80,8 @@ int main(int argc, char** argv) {
   set_log_level(options.log_level);
   if (options.log_destination != LogDestination::standard_error) {
     std::string error;
-    const std::string& where = options.log_destination == LogDestination::file
-                                   ? options.log_file
-                                   : options.syslog_socket;
+    const std::string& where =
+        options.log_destination == LogDestination::file ? options.log_file : options.syslog_socket;
     if (!open_log(options.log_destination, where, error)) {
       log(LogLevel::error, "%s", error.c_str());
       return kExitFailure;

@@ -34,22 +34,27 @@ const Setting kSettings[] = {
      "on stdin/stdout: binary (default; = packet:4), packet:N or\n"
      "binary_packet:N (N = 1, 2, 4), lines (= raw), asn1"},
     {"packet", "--packet", "1|2|4", "frame header size of the binary encoding (default 4)"},
-    {"terms", "--terms", "json|etf", "term format before the client's first message (default json)"},
+    {"terms", "--terms", "json|etf",
+     "term format before the client's first message (default json)"},
     {"nouse_stdio", "--nouse-stdio", "", "use fds 3 (in) and 4 (out) instead of stdin/stdout"},
     {"stdio", "--stdio", "", "keep stdin/stdout as a control channel with a Unix socket"},
     {"stdio", "--no-stdio", "", "do not use stdin/stdout (a Unix socket must be served)"},
-    {"unix", "--unix", "PATH", "serve clients on a Unix socket; stdin/stdout is then not\n"
-                               "used unless --stdio is given"},
+    {"unix", "--unix", "PATH",
+     "serve clients on a Unix socket; stdin/stdout is then not\n"
+     "used unless --stdio is given"},
     {"socket_mode", "--socket-mode", "MODE", "mode of the socket file, octal (default 0600)"},
-    {"allow_uids", "--allow-uids", "LIST", "users (names or uids, comma-separated) let in on the\n"
-                                           "Unix socket besides the daemon's own user"},
+    {"allow_uids", "--allow-uids", "LIST",
+     "users (names or uids, comma-separated) let in on the\n"
+     "Unix socket besides the daemon's own user"},
     {"allow_gids", "--allow-gids", "LIST", "groups (names or gids) whose members are let in"},
     {"user", "--user", "USER", "switch to this user after binding (when started as root)"},
     {"group", "--group", "GROUP", "switch to this group (default: the user's group)"},
     {"max_clients", "--max-clients", "N", "most control clients at once (default 1024)"},
-    {"max_sockets", "--max-sockets", "N", "most sockets and listeners open at once (default 100000)"},
+    {"max_sockets", "--max-sockets", "N",
+     "most sockets and listeners open at once (default 100000)"},
     {"max_message", "--max-message", "BYTES", "largest control message (default 67174400)"},
-    {"client_buffer", "--client-buffer", "BYTES", "a client's output high-water mark (default 1048576)"},
+    {"client_buffer", "--client-buffer", "BYTES",
+     "a client's output high-water mark (default 1048576)"},
     {"socket_buffer", "--socket-buffer", "BYTES",
      "a socket's send-buffer high-water mark (default 1048576)"},
     {"peer_memory_budget", "--peer-memory-budget", "BYTES",
@@ -57,7 +62,8 @@ const Setting kSettings[] = {
     {"handshake_timeout_ms", "--handshake-timeout", "MS", "TLS handshake timeout (default 30000)"},
     {"idle_timeout_ms", "--idle-timeout", "MS",
      "close sockets idle this long, kind timeout\n(default 0: never)"},
-    {"close_timeout_ms", "--close-timeout", "MS", "longest wait of an orderly close (default 5000)"},
+    {"close_timeout_ms", "--close-timeout", "MS",
+     "longest wait of an orderly close (default 5000)"},
     {"max_grace_ms", "--max-grace", "MS",
      "longest grace period a client may ask for\n(default 300000)"},
     {"stats_listen", "--stats-listen", "ADDRESS:PORT",
@@ -121,9 +127,9 @@ bool all_digits(const std::string& s) {
 std::string find_user(const std::string& name, uid_t& uid, gid_t* gid, std::string* canonical) {
   std::vector<char> buf(16384);
   struct passwd pw, *found = nullptr;
-  int rc = all_digits(name)
-               ? getpwuid_r(static_cast<uid_t>(std::stoul(name)), &pw, buf.data(), buf.size(), &found)
-               : getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+  int rc = all_digits(name) ? getpwuid_r(static_cast<uid_t>(std::stoul(name)), &pw, buf.data(),
+                                         buf.size(), &found)
+                            : getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
   if (found) {
     uid = pw.pw_uid;
     if (gid) *gid = pw.pw_gid;
@@ -191,8 +197,7 @@ struct Given {
 };
 
 std::string where(const Source& src, const char* key, const char* flag) {
-  return src.from_flag ? std::string(flag) + ": "
-                       : src.config_path + ": key \"" + key + "\": ";
+  return src.from_flag ? std::string(flag) + ": " : src.config_path + ": key \"" + key + "\": ";
 }
 
 std::string path_value(const json& v, const Source& src, std::string& out) {
@@ -223,7 +228,8 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
       o.packet = framing->header_bytes;
     } else {
       return "must be binary, lines (raw), packet:N, binary_packet:N (N = 1, 2, 4) or asn1, "
-             "not " + s;
+             "not " +
+             s;
     }
   } else if (key == "packet") {
     if (!to_size(v, 1, 4, n) || n == 3) return "must be 1, 2 or 4, not " + text_of(v);
@@ -256,7 +262,8 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
       return "must be an octal mode as a string, such as \"0660\", not " + text_of(v);
     unsigned mode = static_cast<unsigned>(std::stoul(s, nullptr, 8));
     if (mode & ~0777u) return "may only hold permission bits (0..0777), not " + s;
-    if ((mode & 0600) != 0600) return "must let the daemon's own user read and write (0600), not " + s;
+    if ((mode & 0600) != 0600)
+      return "must let the daemon's own user read and write (0600), not " + s;
     o.socket_mode = mode;
   } else if (key == "allow_uids" || key == "allow_gids") {
     std::vector<std::string> items;
@@ -546,10 +553,12 @@ std::vector<std::string> option_warnings(const Options& o) {
     std::size_t wanted = o.max_sockets + o.max_clients + own;
     if (wanted > rl.rlim_max) {
       std::size_t fits = rl.rlim_max > o.max_clients + own ? rl.rlim_max - o.max_clients - own : 0;
-      out.push_back("max_sockets " + std::to_string(o.max_sockets) + " is more than the descriptor "
-                    "limit allows (hard limit " + std::to_string(rl.rlim_max) + ", about " +
-                    std::to_string(fits) + " sockets with max_clients " +
-                    std::to_string(o.max_clients) + "); raise it (ulimit -Hn, LimitNOFILE=) "
+      out.push_back("max_sockets " + std::to_string(o.max_sockets) +
+                    " is more than the descriptor "
+                    "limit allows (hard limit " +
+                    std::to_string(rl.rlim_max) + ", about " + std::to_string(fits) +
+                    " sockets with max_clients " + std::to_string(o.max_clients) +
+                    "); raise it (ulimit -Hn, LimitNOFILE=) "
                     "or lower max_sockets");
     }
   }

@@ -30,24 +30,25 @@ struct Options {
   std::size_t socket_buffer = 1 << 20;                  ///< a socket's send-buffer high-water mark
   std::size_t max_message = (64u << 20) + (64u << 10);  ///< cap on one control message
   std::size_t max_sockets = 100000;                     ///< cap on open sockets and listeners
-  bool max_sockets_given = false;  ///< set by flag or config (not the default): checked against the fd limit
+  bool max_sockets_given =
+      false;  ///< set by flag or config (not the default): checked against the fd limit
   std::size_t peer_memory_budget = std::size_t{256} << 20;  ///< bytes held for peers, all sockets
   std::string stats_listen;                ///< "ADDRESS:PORT" for /metrics ("" = off)
   unsigned max_grace_ms = 300000;          ///< longest grace period a client may ask for
   bool core_dumps = false;                 ///< leave the process dumpable (keys would be in a core)
   LogLevel log_level = LogLevel::warning;  ///< log lines below this are dropped
 
-  std::size_t max_clients = 1024;         ///< control clients attached at once
-  unsigned socket_mode = 0600;            ///< mode of the Unix socket file the daemon creates
-  std::vector<uid_t> allow_uids;          ///< Unix-socket peers let in besides the daemon's uid
-  std::vector<gid_t> allow_gids;          ///< ... and peers in any of these groups
-  std::optional<uid_t> user;              ///< switch to this user after binding (--user)
-  std::optional<gid_t> group;             ///< ... and this group (default: the user's)
-  std::string user_name;                  ///< the user's name, for its supplementary groups
+  std::size_t max_clients = 1024;  ///< control clients attached at once
+  unsigned socket_mode = 0600;     ///< mode of the Unix socket file the daemon creates
+  std::vector<uid_t> allow_uids;   ///< Unix-socket peers let in besides the daemon's uid
+  std::vector<gid_t> allow_gids;   ///< ... and peers in any of these groups
+  std::optional<uid_t> user;       ///< switch to this user after binding (--user)
+  std::optional<gid_t> group;      ///< ... and this group (default: the user's)
+  std::string user_name;           ///< the user's name, for its supplementary groups
   LogDestination log_destination = LogDestination::standard_error;  ///< where log lines go
-  std::string log_file;                   ///< the file for LogDestination::file
+  std::string log_file;                    ///< the file for LogDestination::file
   std::string syslog_socket = "/dev/log";  ///< the socket for LogDestination::syslog
-  int activated_fd = -1;                  ///< the listening Unix socket systemd passed, or -1
+  int activated_fd = -1;                   ///< the listening Unix socket systemd passed, or -1
 };
 
 /// What parsing the command line decided.

@@ -57,12 +57,12 @@ class StatsServer::Exchange : public std::enable_shared_from_this<Exchange> {
                       });
   }
 
-  StatsServer& server_;           ///< has the stats (used only while the loop runs)
+  StatsServer& server_;                 ///< has the stats (used only while the loop runs)
   std::shared_ptr<std::size_t> count_;  ///< the server's count of exchanges
-  asio::ip::tcp::socket socket_;  ///< the HTTP client
-  asio::streambuf request_;       ///< its request head (capped)
-  asio::steady_timer timer_;      ///< the whole exchange's limit
-  std::string reply_;             ///< being written
+  asio::ip::tcp::socket socket_;        ///< the HTTP client
+  asio::streambuf request_;             ///< its request head (capped)
+  asio::steady_timer timer_;            ///< the whole exchange's limit
+  std::string reply_;                   ///< being written
 };
 
 StatsServer::StatsServer(Shared& shared) : shared_(shared), acceptor_(shared.io) {}

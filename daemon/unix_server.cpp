@@ -190,8 +190,10 @@ bool UnixServer::allowed(int fd, uid_t& uid) const {
 void UnixServer::admit(stream_protocol::socket socket) {
   uid_t uid = static_cast<uid_t>(-1);
   if (!allowed(socket.native_handle(), uid)) {
-    log(LogLevel::warning, "refused a Unix-socket client of uid %d (not allowed: allow_uids, "
-        "allow_gids)", static_cast<int>(uid));
+    log(LogLevel::warning,
+        "refused a Unix-socket client of uid %d (not allowed: allow_uids, "
+        "allow_gids)",
+        static_cast<int>(uid));
     return;
   }
   if (client_count_() >= settings_.max_clients) {

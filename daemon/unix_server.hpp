@@ -35,8 +35,7 @@ class UnixServer {
     std::size_t max_clients = 1024;  ///< clients served at once
   };
 
-  UnixServer(asio::io_context& io, Settings settings, ClientCount client_count,
-             OnClient on_client);
+  UnixServer(asio::io_context& io, Settings settings, ClientCount client_count, OnClient on_client);
   UnixServer(const UnixServer&) = delete;
   UnixServer& operator=(const UnixServer&) = delete;
 

@@ -12,12 +12,12 @@
 //              EOF) arrives on stdin, and say "CLOSED"
 // Measurement windows are announced as "MARK start" / "MARK end" lines;
 // results as one "RESULT key=value ..." line.
-#include "common.hpp"
-
 #include <algorithm>
 #include <functional>
 #include <iostream>
 #include <memory>
+
+#include "common.hpp"
 
 namespace bench {
 namespace {
@@ -51,18 +51,20 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
 
   void connect(SSL_SESSION* session, Next next) {
-    sock_.async_connect(shared_.server, [self = shared_from_this(), session, next](std::error_code ec) {
-      if (ec) return self->fail("connect: " + ec.message(), next);
-      std::error_code ignored;
-      self->sock_.set_option(tcp::no_delay(true), ignored);
-      self->sock_.non_blocking(true, ignored);
-      self->ssl_ = SSL_new(self->shared_.ctx);
-      if (self->ssl_ == nullptr) return self->fail("SSL_new: " + openssl_error(), next);
-      SSL_set_fd(self->ssl_, self->sock_.native_handle());
-      SSL_set_connect_state(self->ssl_);
-      if (session != nullptr) SSL_set_session(self->ssl_, session);
-      self->handshake(next);
-    });
+    sock_.async_connect(shared_.server,
+                        [self = shared_from_this(), session, next](std::error_code ec) {
+                          if (ec) return self->fail("connect: " + ec.message(), next);
+                          std::error_code ignored;
+                          self->sock_.set_option(tcp::no_delay(true), ignored);
+                          self->sock_.non_blocking(true, ignored);
+                          self->ssl_ = SSL_new(self->shared_.ctx);
+                          if (self->ssl_ == nullptr)
+                            return self->fail("SSL_new: " + openssl_error(), next);
+                          SSL_set_fd(self->ssl_, self->sock_.native_handle());
+                          SSL_set_connect_state(self->ssl_);
+                          if (session != nullptr) SSL_set_session(self->ssl_, session);
+                          self->handshake(next);
+                        });
   }
 
   /// Writes n bytes from p (which stays valid until next runs).
@@ -147,14 +149,16 @@ const unsigned char kPing[3] = {0, 1, 'p'};
 
 std::uint64_t percentile(std::vector<std::uint32_t>& v, double p) {
   if (v.empty()) return 0;
-  std::size_t k = std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
+  std::size_t k =
+      std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
   std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
   return v[k];
 }
 
 /// Stops everything after the run's time limit, whatever happens.
 void guard(Shared& s, asio::steady_timer& t, double seconds) {
-  t.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+  t.expires_after(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
   t.async_wait([&s](std::error_code ec) {
     if (ec) return;
     std::fprintf(stderr, "loadgen: time limit reached\n");
@@ -201,7 +205,8 @@ int bulk(Shared& s, std::uint64_t bytes, bool upload, double limit) {
   guard(s, timer, limit);
   s.io.run();
   if (!ok) {
-    std::fprintf(stderr, "loadgen: %s failed: %s\n", upload ? "upload" : "bulk", s.last_error.c_str());
+    std::fprintf(stderr, "loadgen: %s failed: %s\n", upload ? "upload" : "bulk",
+                 s.last_error.c_str());
     return 1;
   }
   std::printf("RESULT bytes=%llu seconds=%.6f mb_s=%.2f\n", static_cast<unsigned long long>(bytes),
@@ -259,12 +264,14 @@ int echo(Shared& s, int n, double warmup, double seconds, double limit) {
         return;
       }
       for (auto& conn : run.conns) run.round(conn);
-      phase.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup)));
+      phase.expires_after(
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup)));
       phase.async_wait([&](std::error_code) {
         mark("start");
         t0 = Clock::now();
         run.measuring = true;
-        phase.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+        phase.expires_after(
+            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
         phase.async_wait([&](std::error_code) {
           run.measuring = false;
           elapsed = since(t0);
@@ -283,10 +290,11 @@ int echo(Shared& s, int n, double warmup, double seconds, double limit) {
     return 1;
   }
   std::uint64_t p50 = percentile(run.latencies, 0.50), p99 = percentile(run.latencies, 0.99);
-  std::printf("RESULT roundtrips=%llu seconds=%.6f rt_s=%.1f p50_us=%llu p99_us=%llu failures=%llu\n",
-              static_cast<unsigned long long>(run.count), elapsed,
-              static_cast<double>(run.count) / elapsed, static_cast<unsigned long long>(p50),
-              static_cast<unsigned long long>(p99), static_cast<unsigned long long>(s.failures));
+  std::printf(
+      "RESULT roundtrips=%llu seconds=%.6f rt_s=%.1f p50_us=%llu p99_us=%llu failures=%llu\n",
+      static_cast<unsigned long long>(run.count), elapsed, static_cast<double>(run.count) / elapsed,
+      static_cast<unsigned long long>(p50), static_cast<unsigned long long>(p99),
+      static_cast<unsigned long long>(s.failures));
   return 0;
 }
 
@@ -343,12 +351,14 @@ int handshakes(Shared& s, int workers, bool resume, double warmup, double second
   Clock::time_point t0;
   double elapsed = 0;
   for (int i = 0; i < workers; ++i) run.loop(nullptr);
-  phase.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup)));
+  phase.expires_after(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup)));
   phase.async_wait([&](std::error_code) {
     mark("start");
     t0 = Clock::now();
     run.measuring = true;
-    phase.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+    phase.expires_after(
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
     phase.async_wait([&](std::error_code) {
       run.measuring = false;
       elapsed = since(t0);
@@ -359,7 +369,8 @@ int handshakes(Shared& s, int workers, bool resume, double warmup, double second
   });
   s.io.run();
   if (elapsed == 0 || run.count == 0) {
-    std::fprintf(stderr, "loadgen: handshakes: none completed, last error: %s\n", s.last_error.c_str());
+    std::fprintf(stderr, "loadgen: handshakes: none completed, last error: %s\n",
+                 s.last_error.c_str());
     return 1;
   }
   std::printf("RESULT handshakes=%llu seconds=%.6f hs_s=%.1f resumed=%llu failures=%llu\n",
@@ -385,8 +396,10 @@ int idle(Shared& s, int total, int pace, double limit) {
         auto done = [&, c](bool good) {
           ++finished;
           if (good) open.push_back(c);
-          if (finished == total) s.io.stop();
-          else launch();
+          if (finished == total)
+            s.io.stop();
+          else
+            launch();
         };
         if (!ok) return done(false);
         c->write(kPing, sizeof kPing, [c, done](bool ok2) {
@@ -397,7 +410,8 @@ int idle(Shared& s, int total, int pace, double limit) {
     }
   };
   asio::steady_timer timer(s.io);
-  timer.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit)));
+  timer.expires_after(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit)));
   timer.async_wait([&](std::error_code ec) {
     if (ec) return;
     timed_out = true;
@@ -406,7 +420,8 @@ int idle(Shared& s, int total, int pace, double limit) {
   launch();
   s.io.run();
   std::printf("OPEN open=%zu failed=%llu seconds=%.3f%s\n", open.size(),
-              static_cast<unsigned long long>(s.failures), since(t0), timed_out ? " timed_out=1" : "");
+              static_cast<unsigned long long>(s.failures), since(t0),
+              timed_out ? " timed_out=1" : "");
   if (s.failures > 0 || timed_out)
     std::fprintf(stderr, "loadgen: idle: %zu of %d open; last error: %s\n", open.size(), total,
                  s.last_error.c_str());

@@ -8,10 +8,10 @@
 // answers one byte 'K' once it has them all.
 #pragma once
 
-#include <asio.hpp>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <asio.hpp>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>

@@ -5,12 +5,12 @@
 //   tlsport-loadgen serve-tlsportd --daemon D --cert C --key K
 // Servers print "PORTS echo=E bulk=B" once they listen. See client.cpp for
 // the workloads' flags and docs/benchmarks.md for the whole benchmark.
-#include "common.hpp"
-
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
+
+#include "common.hpp"
 
 namespace bench {
 
@@ -36,10 +36,14 @@ int main(int argc, char** argv) {
   std::string mode = argv[1];
   bench::Flags flags(argc, argv, 2);
   int rc;
-  if (mode == "serve-tls") rc = bench::serve_tls(flags);
-  else if (mode == "serve-plain") rc = bench::serve_plain(flags);
-  else if (mode == "serve-tlsportd") rc = bench::serve_tlsportd(flags);
-  else rc = bench::run_client(mode, flags);
+  if (mode == "serve-tls")
+    rc = bench::serve_tls(flags);
+  else if (mode == "serve-plain")
+    rc = bench::serve_plain(flags);
+  else if (mode == "serve-tlsportd")
+    rc = bench::serve_tlsportd(flags);
+  else
+    rc = bench::run_client(mode, flags);
   std::fflush(stdout);
   // Connections and their pending waits are simply dropped with the process.
   _exit(rc);

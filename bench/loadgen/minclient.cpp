@@ -4,8 +4,6 @@
 // every DATA frame of an echo socket back unchanged (a fromsocket frame is
 // a deliver frame), and serves the bulk requests. What it costs is close
 // to nothing, so the daemon's own ceiling shows.
-#include "common.hpp"
-
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
@@ -16,12 +14,14 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "common.hpp"
+
 namespace bench {
 namespace {
 
 using json = nlohmann::json;
 
-constexpr int kAccepts = 16;                     // outstanding accepts per listener
+constexpr int kAccepts = 16;                        // outstanding accepts per listener
 constexpr std::uint64_t kUnconfirmed = 512 * 1024;  // delivered before asking for a reply
 
 struct Sock {
@@ -58,8 +58,12 @@ class MinClient {
   int run() {
     const char* modes[2] = {"packet:2", "raw"};
     for (int i = 0; i < 2; ++i)
-      control({{"op", "listen"}, {"ref", i + 1}, {"host", "127.0.0.1"}, {"port", 0},
-               {"mode", modes[i]}, {"backlog", 4096},
+      control({{"op", "listen"},
+               {"ref", i + 1},
+               {"host", "127.0.0.1"},
+               {"port", 0},
+               {"mode", modes[i]},
+               {"backlog", 4096},
                {"tls", {{"certfile", cert_}, {"keyfile", key_}}}});
     for (;;) {
       if (!io()) return 1;
@@ -111,7 +115,8 @@ class MinClient {
     std::size_t pos = 0;
     while (in_.size() - pos >= 4) {
       auto* p = reinterpret_cast<const unsigned char*>(in_.data() + pos);
-      std::size_t len = (std::size_t(p[0]) << 24) | (std::size_t(p[1]) << 16) | (std::size_t(p[2]) << 8) | p[3];
+      std::size_t len =
+          (std::size_t(p[0]) << 24) | (std::size_t(p[1]) << 16) | (std::size_t(p[2]) << 8) | p[3];
       if (in_.size() - pos < 4 + len) break;
       if (len >= 5 && p[4] == 1)
         data(p, len);
@@ -124,16 +129,21 @@ class MinClient {
   }
 
   static std::uint32_t be32(const unsigned char* p) {
-    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
+    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) |
+           p[3];
   }
 
   void header(std::uint32_t id, std::size_t n) {
     std::size_t len = 5 + n;
-    unsigned char h[9] = {static_cast<unsigned char>(len >> 24), static_cast<unsigned char>(len >> 16),
-                          static_cast<unsigned char>(len >> 8),  static_cast<unsigned char>(len),
+    unsigned char h[9] = {static_cast<unsigned char>(len >> 24),
+                          static_cast<unsigned char>(len >> 16),
+                          static_cast<unsigned char>(len >> 8),
+                          static_cast<unsigned char>(len),
                           1,
-                          static_cast<unsigned char>(id >> 24),  static_cast<unsigned char>(id >> 16),
-                          static_cast<unsigned char>(id >> 8),   static_cast<unsigned char>(id)};
+                          static_cast<unsigned char>(id >> 24),
+                          static_cast<unsigned char>(id >> 16),
+                          static_cast<unsigned char>(id >> 8),
+                          static_cast<unsigned char>(id)};
     out_.append(reinterpret_cast<const char*>(h), sizeof h);
   }
 
@@ -213,8 +223,10 @@ class MinClient {
     if (auto a = accepts_.find(ref); a != accepts_.end()) {
       int which = a->second;
       accepts_.erase(a);
-      if (ok) socks_[m["id"].get<std::uint32_t>()].bulk = which == 1;
-      else std::fprintf(stderr, "accept failed: %s\n", m.dump().c_str());
+      if (ok)
+        socks_[m["id"].get<std::uint32_t>()].bulk = which == 1;
+      else
+        std::fprintf(stderr, "accept failed: %s\n", m.dump().c_str());
       accept(which);
       return;
     }
@@ -239,7 +251,8 @@ class MinClient {
   void control(const json& m) {
     std::string body = m.dump();
     std::size_t len = body.size() + 1;
-    unsigned char h[5] = {static_cast<unsigned char>(len >> 24), static_cast<unsigned char>(len >> 16),
+    unsigned char h[5] = {static_cast<unsigned char>(len >> 24),
+                          static_cast<unsigned char>(len >> 16),
                           static_cast<unsigned char>(len >> 8), static_cast<unsigned char>(len), 0};
     out_.append(reinterpret_cast<const char*>(h), sizeof h);
     out_ += body;

@@ -2,12 +2,12 @@
 // technique: TLS on the non-blocking socket, readiness waits, one shared
 // read buffer, record buffers released when idle) and the plain-TCP server
 // that stunnel forwards to. Both speak the protocol of common.hpp.
-#include "common.hpp"
-
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <memory>
+
+#include "common.hpp"
 
 namespace bench {
 namespace {
@@ -50,10 +50,15 @@ struct TlsIo {
   SSL* ssl = nullptr;
   static Io kind(SSL* s, int r) {
     switch (SSL_get_error(s, r)) {
-      case SSL_ERROR_WANT_READ: return Io::want_read;
-      case SSL_ERROR_WANT_WRITE: return Io::want_write;
-      case SSL_ERROR_ZERO_RETURN: return Io::eof;
-      default: ERR_clear_error(); return Io::error;
+      case SSL_ERROR_WANT_READ:
+        return Io::want_read;
+      case SSL_ERROR_WANT_WRITE:
+        return Io::want_write;
+      case SSL_ERROR_ZERO_RETURN:
+        return Io::eof;
+      default:
+        ERR_clear_error();
+        return Io::error;
     }
   }
   Io handshake() {

@@ -36,8 +36,8 @@ constexpr std::size_t kReserveAhead = 64 * 1024;
 constexpr std::size_t kSlack = 64;
 
 /// packet_size caps to try: small ones often, the big ones to test reserving.
-constexpr std::size_t kCaps[] = {1,     2,     3,     4,      5,      7,          8,
-                                 16,    100,   255,   256,    1000,   4096,       65535,
+constexpr std::size_t kCaps[] = {1,     2,     3,     4,      5,       7,         8,
+                                 16,    100,   255,   256,    1000,    4096,      65535,
                                  65536, 70000, 99999, 600000, 1 << 20, 64u << 20, 1u << 30};
 
 /// How the consumer answers on_packet.

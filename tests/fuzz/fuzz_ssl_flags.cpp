@@ -26,8 +26,8 @@ using protocol::WireError;
 
 /// Every setting, for comparing two parses.
 json describe(const TlsSettings& s) {
-  return {s.context_key(), s.server_name.value_or("<unset>"),
-          s.verify_hostname.value_or("<unset>"), s.check_hostname, s.logfile};
+  return {s.context_key(), s.server_name.value_or("<unset>"), s.verify_hostname.value_or("<unset>"),
+          s.check_hostname, s.logfile};
 }
 
 /// The documented syntax, read plainly: -cert F (a second -cert is the key

@@ -12,12 +12,12 @@
 
 /// Like assert(), but never compiled out: a failed check prints what broke and
 /// aborts, which libFuzzer reports as a crash, keeping the input.
-#define FUZZ_CHECK(cond)                                                                  \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
+#define FUZZ_CHECK(cond)                                                                 \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
       std::fprintf(stderr, "%s:%d: fuzz check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                       \
-    }                                                                                     \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (0)
 
 namespace tlsport::fuzz {
@@ -82,9 +82,10 @@ inline void on_free(const volatile void*) {}
 
 }  // namespace tlsport::fuzz
 
-extern "C" int __sanitizer_install_malloc_and_free_hooks(
-    void (*malloc_hook)(const volatile void*, std::size_t),
-    void (*free_hook)(const volatile void*)) __attribute__((weak));
+extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*,
+                                                                             std::size_t),
+                                                         void (*free_hook)(const volatile void*))
+    __attribute__((weak));
 
 namespace tlsport::fuzz {
 

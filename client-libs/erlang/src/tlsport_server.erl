@@ -69,8 +69,15 @@
     %% callbacks for the daemon's questions: by the ref of a command still
     %% waiting for its reply, and by tls_context name
     cbs = #{} :: #{integer() => callbacks()},
-    contexts = #{} :: #{binary() => callbacks()}
+    contexts = #{} :: #{binary() => callbacks()},
+    %% most sockets open since the last trim, and whether one is due (trim/1)
+    peak = 0 :: non_neg_integer(),
+    trim_due = false :: boolean()
 }).
+
+%% Heaps are trimmed only after a drop from at least this many sockets.
+-define(TRIM_AFTER, 64).
+-define(TRIM_DELAY_MS, 1000).
 
 %% See tlsport_lib:tls_callbacks/1.
 -type callbacks() :: none | {context, binary()} | map().
@@ -411,7 +418,7 @@ handle_info({route_confirm, Id, Gen}, #st{sockets = Sockets} = St) ->
             {noreply, St}
     end;
 handle_info({socket_done, Id}, St) ->
-    {noreply, St#st{sockets = maps:remove(Id, St#st.sockets)}};
+    {noreply, trim(St#st{sockets = maps:remove(Id, St#st.sockets)})};
 handle_info({accept_timeout, AId}, St) ->
     {noreply, abandon_accept(AId, timeout, St)};
 handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
@@ -421,7 +428,7 @@ handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
             case maps:take(Id, St1#st.sockets) of
                 {_, Sockets} ->
                     %% The socket process died without closing its socket.
-                    {noreply, ignore(#{op => close, id => Id}, St1#st{sockets = Sockets})};
+                    {noreply, trim(ignore(#{op => close, id => Id}, St1#st{sockets = Sockets}))};
                 error ->
                     {noreply, St1}
             end;
@@ -438,6 +445,14 @@ handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
 handle_info({'EXIT', Writer, Reason}, #st{writer = Writer} = St) ->
     {stop, {shutdown, {tlsportd_exit, Reason}}, St};
 handle_info({'EXIT', _Pid, _Reason}, St) ->
+    {noreply, St};
+handle_info(trim, St) ->
+    case whereis(tlsport_socket_sup) of
+        undefined -> ok;
+        Sup -> erlang:garbage_collect(Sup, [{async, trim}])
+    end,
+    {noreply, St#st{peak = map_size(St#st.sockets), trim_due = false}, hibernate};
+handle_info({garbage_collect, trim, _}, St) ->
     {noreply, St};
 handle_info(Other, St) ->
     ?LOG_DEBUG("tlsport: unexpected message ~p", [Other]),
@@ -542,7 +557,7 @@ control(#{event := _, id := Id} = Event, St) ->
                     %% After all the socket's data (held data included).
                     Sockets = to_via(Id, St#st.sockets),
                     maps:get(Id, Sockets) ! {tlsport_event, Id, Event1},
-                    St#st{sockets = maps:remove(Id, Sockets)};
+                    trim(St#st{sockets = maps:remove(Id, Sockets)});
                 _ ->
                     route_pid(maps:get(Id, St#st.sockets)) ! {tlsport_event, Id, Event1},
                     St
@@ -620,13 +635,33 @@ start_socket(Id, Args, St) ->
             Mon = erlang:monitor(process, Pid),
             Handle = tlsport_socket:handle(Pid, Full),
             Route = tlsport_socket:initial_route(Full, Pid),
-            {St#st{sockets = maps:put(Id, Route, St#st.sockets),
-                   sock_mons = maps:put(Mon, Id, St#st.sock_mons)},
+            Sockets = maps:put(Id, Route, St#st.sockets),
+            {St#st{sockets = Sockets, sock_mons = maps:put(Mon, Id, St#st.sock_mons),
+                   peak = max(St#st.peak, map_size(Sockets))},
              {ok, Handle}};
         Error ->
             ?LOG_ERROR("tlsport: cannot start a socket process: ~p", [Error]),
             {ignore(#{op => close, id => Id}, St), {error, closed}}
     end.
+
+%% Many sockets closed (a quarter of at least ?TRIM_AFTER since the peak):
+%% this server's heap and the socket supervisor's grew with them and, being
+%% long-lived and often idle, would keep that memory until a collection
+%% that may never come (and a collection alone does not shrink a heap all
+%% the way). A second after the drop began, when a mass close is usually
+%% over, this server hibernates once (a compacting collection; the next
+%% message wakes it) and has the supervisor collected. Never on the data
+%% path, and at most once a second.
+trim(#st{trim_due = false, peak = Peak, sockets = Sockets} = St) when Peak >= ?TRIM_AFTER ->
+    case map_size(Sockets) =< Peak div 4 * 3 of
+        true ->
+            erlang:send_after(?TRIM_DELAY_MS, self(), trim),
+            St#st{trim_due = true};
+        false ->
+            St
+    end;
+trim(St) ->
+    St.
 
 %%% ================================================================ questions
 

@@ -34,6 +34,7 @@ tlsport_test_() ->
       ?T(names_and_information),
       ?T(tls12_only),
       ?T(plain_tcp),
+      ?T(memory_comes_back_after_many_sockets_close),
       ?T(big_raw_send),
       ?T(bulk_same_node_passive),
       ?T(bulk_same_node_once),
@@ -498,6 +499,38 @@ plain_tcp() ->
     tlsport:close(S),
     tlsport:close(L),
     gen_tcp:close(G).
+
+%% The library's long-lived processes grow with the number of sockets; when
+%% most of them have closed, the memory goes back (tlsport_server trims).
+memory_comes_back_after_many_sockets_close() ->
+    N = 600,
+    Memory = fun() ->
+                     {memory, M} = process_info(whereis(tlsport_server), memory),
+                     M
+             end,
+    erlang:garbage_collect(whereis(tlsport_server)),
+    Start = Memory(),
+    {ok, L} = tlsport:listen(0, [{tls, false}, {packet, 2}, {backlog, N}]),
+    Pairs = [begin
+                 {ok, G} = gen_tcp:connect("localhost", L#tlsport_listen.port,
+                                           [binary, {packet, 2}, {active, false}]),
+                 {ok, S} = tlsport:accept(L, 5000),
+                 {G, S}
+             end || _ <- lists:seq(1, N)],
+    Peak = Memory(),
+    ?assert(Peak > Start + 64 * 1024),   % the sockets did take memory here
+    [gen_tcp:close(G) || {G, _} <- Pairs],
+    [?assertEqual(ok, receive {tlsport_closed, S} -> ok after 5000 -> timeout end)
+     || {_, S} <- Pairs],
+    tlsport:close(L),
+    Back = fun Wait(Tries) ->
+                   case Memory() of
+                       M when M =< Start + 32 * 1024 -> ok;
+                       M when Tries =:= 0 -> {still, M, start, Start, peak, Peak};
+                       _ -> timer:sleep(50), Wait(Tries - 1)
+                   end
+           end,
+    ?assertEqual(ok, Back(100)).
 
 %% 8 MiB in one send, received in raw chunks by an active receiver.
 big_raw_send() ->

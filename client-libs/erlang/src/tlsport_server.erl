@@ -447,11 +447,19 @@ handle_info({'EXIT', Writer, Reason}, #st{writer = Writer} = St) ->
 handle_info({'EXIT', _Pid, _Reason}, St) ->
     {noreply, St};
 handle_info(trim, St) ->
-    case whereis(tlsport_socket_sup) of
-        undefined -> ok;
-        Sup -> erlang:garbage_collect(Sup, [{async, trim}])
-    end,
-    {noreply, St#st{peak = map_size(St#st.sockets), trim_due = false}, hibernate};
+    case process_info(self(), message_queue_len) of
+        {message_queue_len, 0} ->
+            case whereis(tlsport_socket_sup) of
+                undefined -> ok;
+                Sup -> erlang:garbage_collect(Sup, [{async, trim}])
+            end,
+            {noreply, St#st{peak = map_size(St#st.sockets), trim_due = false}, hibernate};
+        _ ->
+            %% Still busy (closes still coming in): a heap compacted now
+            %% would grow back at once.
+            erlang:send_after(?TRIM_DELAY_MS, self(), trim),
+            {noreply, St}
+    end;
 handle_info({garbage_collect, trim, _}, St) ->
     {noreply, St};
 handle_info(Other, St) ->
@@ -648,10 +656,10 @@ start_socket(Id, Args, St) ->
 %% this server's heap and the socket supervisor's grew with them and, being
 %% long-lived and often idle, would keep that memory until a collection
 %% that may never come (and a collection alone does not shrink a heap all
-%% the way). A second after the drop began, when a mass close is usually
-%% over, this server hibernates once (a compacting collection; the next
-%% message wakes it) and has the supervisor collected. Never on the data
-%% path, and at most once a second.
+%% the way). A second after the drop began, at the first moment it has no
+%% message waiting (a mass close is over), this server hibernates once (a
+%% compacting collection; the next message wakes it) and has the supervisor
+%% collected. Never on the data path, and at most once a second.
 trim(#st{trim_due = false, peak = Peak, sockets = Sockets} = St) when Peak >= ?TRIM_AFTER ->
     case map_size(Sockets) =< Peak div 4 * 3 of
         true ->

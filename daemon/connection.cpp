@@ -2,6 +2,11 @@
 // and flow control are in connection_io.cpp.
 #include "daemon/connection.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <asio/post.hpp>
 
 #include "daemon/control_client.hpp"
@@ -20,18 +25,36 @@ namespace {
 constexpr int kDrainRounds = 16;
 }  // namespace
 
+namespace {
+/// Takes the descriptor out of asio (and its reactor), non-blocking.
+int release(TcpSocket& socket) {
+  std::error_code ec;
+  socket.non_blocking(true, ec);
+  int fd = socket.release(ec);
+  return ec ? -1 : fd;
+}
+}  // namespace
+
 Connection::Connection(Shared& shared, TcpSocket socket, SslPtr ssl, protocol::Framing framing,
                        std::size_t packet_size)
     : shared_(shared),
-      socket_(std::move(socket)),
-      transport_(socket_.native_handle(), std::move(ssl)),
+      fd_(release(socket)),
+      transport_(fd_, std::move(ssl)),
       deframer_(framing, packet_size) {
-  std::error_code ignored;
-  socket_.non_blocking(true, ignored);
-  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // A socket the poller cannot watch reads as an error at the first step.
+  if (shared_.poller.add(fd_, *this)) transport_.mark_ready(true, true, true);
 }
 
-Connection::~Connection() = default;
+Connection::~Connection() { close_socket(); }
+
+void Connection::close_socket() {
+  if (fd_ < 0) return;
+  shared_.poller.remove(fd_);
+  ::close(fd_);
+  fd_ = -1;
+}
 
 asio::steady_timer& Connection::timer() {
   if (!timer_) timer_ = std::make_unique<asio::steady_timer>(shared_.io);
@@ -59,12 +82,30 @@ void Connection::arm(Io want) {
   bool& armed = readable ? read_armed_ : write_armed_;
   if (armed) return;  // the outstanding wait serves this activity too
   armed = true;
-  socket_.async_wait(readable ? TcpSocket::wait_read : TcpSocket::wait_write,
-                     [self = shared_from_this(), want](const std::error_code& ec) {
-                       (want == Io::want_read ? self->read_armed_ : self->write_armed_) = false;
-                       if (ec || self->state_ == State::closed) return;
-                       self->on_ready(want);
-                     });
+  if (readable ? transport_.readable() : transport_.writable()) {
+    // Nothing says the socket is empty (or full): try again at once, after
+    // what is running now. Retries come back here only after the socket
+    // said EAGAIN or a short read or write, which clears the flag.
+    asio::post(shared_.io, [self = shared_from_this(), want] {
+      (want == Io::want_read ? self->read_armed_ : self->write_armed_) = false;
+      if (self->state_ == State::closed) return;
+      self->on_ready(want);
+    });
+  }
+  // Otherwise the poller's next edge (on_readiness) ends the wait.
+}
+
+void Connection::on_readiness(bool readable, bool writable, bool hangup) {
+  auto self = shared_from_this();  // on_ready may end the connection
+  transport_.mark_ready(readable, writable, hangup);
+  if (readable && read_armed_ && transport_.readable()) {
+    read_armed_ = false;
+    on_ready(Io::want_read);
+  }
+  if (writable && write_armed_ && transport_.writable() && state_ != State::closed) {
+    write_armed_ = false;
+    on_ready(Io::want_write);
+  }
 }
 
 void Connection::on_ready(Io ready) {
@@ -258,8 +299,7 @@ void Connection::continue_close() {
     await_outbound(io);
     return;
   }
-  std::error_code ignored;
-  socket_.shutdown(TcpSocket::shutdown_send, ignored);
+  ::shutdown(fd_, SHUT_WR);
   if (peer_eof_) {
     finish();
     return;
@@ -274,9 +314,10 @@ void Connection::drain() {
   if (state_ != State::draining) return;
   auto& buffer = shared_.read_buffer;
   for (int round = 0; round < kDrainRounds; ++round) {
-    ssize_t ret = ::read(socket_.native_handle(), buffer.data(), buffer.size());
+    ssize_t ret = ::read(fd_, buffer.data(), buffer.size());
     if (ret > 0 || (ret < 0 && errno == EINTR)) continue;
     if (ret < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      transport_.mark_drained();
       await_inbound(Io::want_read);
       return;
     }
@@ -328,8 +369,7 @@ void Connection::finish() {
   account_held();
   timer_.reset();
   idle_.reset();
-  std::error_code ignored;
-  socket_.close(ignored);
+  close_socket();
   if (blocked_client_ != 0) {
     if (ControlClient* c = shared_.registry.client(blocked_client_)) c->resume_input();
     blocked_client_ = 0;
@@ -337,24 +377,30 @@ void Connection::finish() {
   shared_.registry.connection_finished(*this);
 }
 
+std::optional<asio::ip::tcp::endpoint> Connection::address(bool peer) const {
+  asio::ip::tcp::endpoint ep;
+  auto len = static_cast<socklen_t>(ep.capacity());
+  int ret = peer ? ::getpeername(fd_, ep.data(), &len) : ::getsockname(fd_, ep.data(), &len);
+  if (fd_ < 0 || ret != 0) return std::nullopt;
+  ep.resize(len);
+  return ep;
+}
+
 json Connection::endpoint(bool peer) const {
-  std::error_code ec;
-  auto ep = peer ? socket_.remote_endpoint(ec) : socket_.local_endpoint(ec);
-  if (ec) return nullptr;
-  return {{"host", ep.address().to_string()}, {"port", ep.port()}};
+  auto ep = address(peer);
+  if (!ep) return nullptr;
+  return {{"host", ep->address().to_string()}, {"port", ep->port()}};
 }
 
 std::string Connection::peer_host() const {
   if (peer_name_) return *peer_name_;
-  std::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
-  return ec ? std::string() : ep.address().to_string();
+  auto ep = address(true);
+  return ep ? ep->address().to_string() : std::string();
 }
 
 unsigned short Connection::peer_port() const {
-  std::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
-  return ec ? 0 : ep.port();
+  auto ep = address(true);
+  return ep ? ep->port() : 0;
 }
 
 json Connection::info() const {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "daemon/errors.hpp"
+#include "daemon/poller.hpp"
 #include "daemon/socket_log.hpp"
 #include "daemon/tls_transport.hpp"
 #include "protocol/commands.hpp"
@@ -38,7 +39,7 @@ using TcpSocket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::exe
 /// (handshake, read, drain) and the outbound one (write, close_notify), each
 /// on readable or writable; a wake-up serves whichever waits for it, so no
 /// wait is ever lost when both want the same direction.
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection : public std::enable_shared_from_this<Connection>, private ReadinessWatcher {
  public:
   /// Called once the handshake (or a TLS change) is over: nullopt on success.
   using HandshakeDone = std::function<void(const std::optional<ErrorInfo>&)>;
@@ -46,7 +47,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// the server's chain (tls.verify_callback); answered with give_verdict().
   using AskVerdict = std::function<void(Connection&)>;
 
-  /// `ssl` null means plain TCP.
+  /// `ssl` null means plain TCP. The socket leaves asio's reactor for the
+  /// daemon's poller (see poller.hpp).
   Connection(Shared& shared, TcpSocket socket, SslPtr ssl, protocol::Framing framing,
              std::size_t packet_size);
   ~Connection();
@@ -110,6 +112,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const protocol::Framing& framing() const { return deframer_.framing(); }
   /// {"host":…,"port":…} of the peer or the local end.
   nlohmann::json endpoint(bool peer) const;
+  /// The peer's or the local address (nullopt once closed).
+  std::optional<asio::ip::tcp::endpoint> address(bool peer) const;
   /// The name the peer was connected to by (set for plain connects, for a
   /// later starttls), else its address; and its port.
   std::string peer_host() const;
@@ -131,7 +135,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void await_inbound(Io want);
   void await_outbound(Io want);
   void arm(Io want);
+  void on_readiness(bool readable, bool writable, bool hangup) override;
   void on_ready(Io ready);
+  /// Leaves the poller and closes the socket (once).
+  void close_socket();
   void run_inbound();
 
   // Handshake.
@@ -207,8 +214,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Idle connections are many: what only some connections or some moments
   // need is allocated on demand, to keep an idle connection small.
   Shared& shared_;               ///< registry, clients, shared read buffer
-  TcpSocket socket_;             ///< the TCP connection
-  TlsTransport transport_;       ///< TLS (or plain) bytes over socket_
+  int fd_;                       ///< the TCP connection (-1 once closed)
+  TlsTransport transport_;       ///< TLS (or plain) bytes over fd_
   protocol::Deframer deframer_;  ///< incoming bytes to packets (holds framing and cap)
   /// Handshake, recv and close timeouts; on demand, and dropped after the
   /// handshake, since an idle connection needs none (120 bytes).
@@ -234,8 +241,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   State state_ = State::handshaking;       ///< where in its life the connection is
   Io inbound_wait_ = Io::done;             ///< what handshake/read/drain waits for
   Io outbound_wait_ = Io::done;            ///< what write/close_notify waits for
-  bool read_armed_ = false;                ///< a readable wait is outstanding
-  bool write_armed_ = false;               ///< a writable wait is outstanding
+  bool read_armed_ = false;                ///< waiting for readable (an edge, or a posted retry)
+  bool write_armed_ = false;               ///< waiting for writable (an edge, or a posted retry)
   bool active_once_ = false;               ///< the count came from active once (no passive event)
   bool busy_ = false;                      ///< the owner was told "busy" and not yet "ready"
   bool owner_paused_ = false;              ///< waiting for the owner to drain its output

@@ -85,7 +85,7 @@ void Connection::send_stop_notify() {
 void Connection::finish_stop_tls() {
   // A peer that closed TCP instead (or right after) is a socket that closed.
   char byte;
-  ssize_t peeked = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t peeked = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (peeked == 0) {
     settle_tls_change(wire_error(ErrorKind::closed, "the peer closed TCP with its close_notify"));
     peer_eof_ = true;

@@ -19,7 +19,6 @@ Connector::Connector(Shared& shared, ConnectRequest request)
       timer_(shared.io) {}
 
 void Connector::start() {
-  shared_.reactor_reserve.ensure(shared_.registry.connection_count() + 1);
   const protocol::ConnectCommand& cmd = request_.command;
   timer_.expires_after(cmd.timeout);
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {

@@ -124,7 +124,6 @@ void Listener::accept_next() {
   if (closed_ || accepting_ || !wants_connection()) return;
   if (ready_.size() >= settings_.backlog) return;
   if (!shared_.registry.has_room_for_socket()) return;
-  shared_.reactor_reserve.ensure(shared_.registry.connection_count() + connections_held() + 1);
   accepting_ = true;
   // Accepted straight into a socket on the io_context's executor (see TcpSocket).
   acceptor_.async_accept(shared_.io,

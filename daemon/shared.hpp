@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "daemon/options.hpp"
+#include "daemon/poller.hpp"
 #include "daemon/questions.hpp"
-#include "daemon/reactor_reserve.hpp"
 #include "daemon/registry.hpp"
 #include "daemon/session_cache.hpp"
 #include "daemon/stats.hpp"
@@ -31,7 +31,10 @@ struct NamedContext {
 /// holds a reference.
 struct Shared {
   Shared(asio::io_context& io_context, const Options& daemon_options)
-      : io(io_context), options(daemon_options), registry(daemon_options.max_sockets) {}
+      : io(io_context),
+        options(daemon_options),
+        poller(io_context),
+        registry(daemon_options.max_sockets) {}
   Shared(const Shared&) = delete;
   Shared& operator=(const Shared&) = delete;
 
@@ -40,6 +43,7 @@ struct Shared {
 
   asio::io_context& io;    ///< the one event loop
   const Options& options;  ///< settings from flags and config
+  Poller poller;           ///< readiness of the connections (before registry: outlives them)
   Registry registry;       ///< who is there, who owns what
   std::vector<char> read_buffer = std::vector<char>(kReadBufferSize);  ///< every socket read
   SessionCache client_sessions;  ///< sessions of connects, for resumption
@@ -52,8 +56,7 @@ struct Shared {
   std::size_t held_by_peers = 0;
   /// Connections that stopped reading because the budget was spent.
   std::vector<std::weak_ptr<Connection>> budget_waiters;
-  ReactorReserve reactor_reserve{io};  ///< descriptor states made in batches
-  Counters counters;                   ///< what happened, for stats and metrics
+  Counters counters;  ///< what happened, for stats and metrics
 };
 
 }  // namespace tlsport::daemon

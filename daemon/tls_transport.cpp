@@ -23,66 +23,43 @@ Io system_failure(ErrorInfo& error) {
   return Io::failed;
 }
 
-/// A socket BIO that first hands out bytes read earlier (a STARTTLS
-/// peer's ClientHello may have arrived with its last plaintext line).
-struct EarlyBytes {
-  int fd;                 ///< the socket (not owned)
-  std::string bytes;      ///< read before TLS began
-  std::size_t taken = 0;  ///< how many TLS has read
-};
+using SocketIo = TlsTransport::SocketIo;
 
-int early_read(BIO* bio, char* out, size_t size, size_t* got) {
-  auto* early = static_cast<EarlyBytes*>(BIO_get_data(bio));
+// The int-returning BIO calls, as OpenSSL's own socket BIO has: an error
+// must reach SSL_read as -1 (with errno), not as the 0 of an EOF.
+int bio_read(BIO* bio, char* out, int size) {
+  auto* socket = static_cast<SocketIo*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
-  if (early->taken < early->bytes.size()) {
-    *got = std::min(size, early->bytes.size() - early->taken);
-    std::memcpy(out, early->bytes.data() + early->taken, *got);
-    early->taken += *got;
-    if (early->taken == early->bytes.size()) std::string().swap(early->bytes);
-    return 1;
-  }
-  for (;;) {
-    ssize_t n = ::read(early->fd, out, size);
-    if (n > 0) {
-      *got = static_cast<size_t>(n);
-      return 1;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(bio);
-    return 0;
-  }
+  long n = socket->read(out, static_cast<std::size_t>(size));
+  if (n < 0 && errno == EAGAIN) BIO_set_retry_read(bio);
+  return static_cast<int>(n);
 }
 
-int early_write(BIO* bio, const char* data, size_t size, size_t* written) {
-  auto* early = static_cast<EarlyBytes*>(BIO_get_data(bio));
+int bio_write(BIO* bio, const char* data, int size) {
+  auto* socket = static_cast<SocketIo*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
-  for (;;) {
-    ssize_t n = ::send(early->fd, data, size, MSG_NOSIGNAL);
-    if (n > 0) {
-      *written = static_cast<size_t>(n);
+  long n = socket->send(data, static_cast<std::size_t>(size));
+  if (n < 0 && errno == EAGAIN) BIO_set_retry_write(bio);
+  return static_cast<int>(n);
+}
+
+long bio_ctrl(BIO* bio, int command, long, void*) {
+  switch (command) {
+    case BIO_CTRL_FLUSH:
       return 1;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_write(bio);
-    return 0;
+    case BIO_CTRL_EOF:  // how OpenSSL tells a TCP EOF from other failures
+      return static_cast<SocketIo*>(BIO_get_data(bio))->eof ? 1 : 0;
+    default:
+      return 0;
   }
 }
 
-long early_ctrl(BIO*, int command, long, void*) { return command == BIO_CTRL_FLUSH ? 1 : 0; }
-
-int early_destroy(BIO* bio) {
-  delete static_cast<EarlyBytes*>(BIO_get_data(bio));
-  BIO_set_data(bio, nullptr);
-  return 1;
-}
-
-BIO_METHOD* early_bytes_method() {
+BIO_METHOD* socket_method() {
   static BIO_METHOD* method = [] {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsport early bytes");
-    BIO_meth_set_read_ex(m, early_read);
-    BIO_meth_set_write_ex(m, early_write);
-    BIO_meth_set_ctrl(m, early_ctrl);
-    BIO_meth_set_destroy(m, early_destroy);
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsport socket");
+    BIO_meth_set_read(m, bio_read);
+    BIO_meth_set_write(m, bio_write);
+    BIO_meth_set_ctrl(m, bio_ctrl);
     return m;
   }();
   return method;
@@ -90,23 +67,70 @@ BIO_METHOD* early_bytes_method() {
 
 }  // namespace
 
-TlsTransport::TlsTransport(int fd, SslPtr ssl) : fd_(fd), ssl_(std::move(ssl)) {
-  if (ssl_) SSL_set_fd(ssl_.get(), fd_);
+long SocketIo::read(char* out, std::size_t size) {
+  if (early) {
+    std::size_t n = std::min(size, early->size() - early_taken);
+    std::memcpy(out, early->data() + early_taken, n);
+    early_taken += n;
+    if (early_taken == early->size()) {
+      early.reset();
+      early_taken = 0;
+    }
+    return static_cast<long>(n);
+  }
+  if (!readable) {
+    errno = EAGAIN;
+    return -1;
+  }
+  for (;;) {
+    ssize_t n = ::read(fd, out, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EWOULDBLOCK) errno = EAGAIN;
+    // A short read emptied the socket: what comes next brings an edge.
+    if ((n > 0 && static_cast<std::size_t>(n) < size && !hangup) || (n < 0 && errno == EAGAIN))
+      readable = false;
+    if (n == 0) eof = true;
+    return static_cast<long>(n);
+  }
+}
+
+long SocketIo::send(const char* data, std::size_t size) {
+  if (!writable) {
+    errno = EAGAIN;
+    return -1;
+  }
+  for (;;) {
+    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EWOULDBLOCK) errno = EAGAIN;
+    // A short send filled the socket: room brings an edge.
+    if ((n >= 0 && static_cast<std::size_t>(n) < size) || (n < 0 && errno == EAGAIN))
+      writable = false;
+    return static_cast<long>(n);
+  }
+}
+
+TlsTransport::TlsTransport(int fd, SslPtr ssl) : socket_(fd), ssl_(std::move(ssl)) {
+  if (ssl_) attach_bio();
 }
 
 TlsTransport::~TlsTransport() = default;
 
+void TlsTransport::attach_bio() {
+  BIO* bio = BIO_new(socket_method());
+  BIO_set_data(bio, &socket_);
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl_.get(), bio, bio);
+}
+
 void TlsTransport::start_tls(SslPtr ssl, std::string early) {
   ssl_ = std::move(ssl);
   close_notify_sent_ = false;
-  if (early.empty()) {
-    SSL_set_fd(ssl_.get(), fd_);
-    return;
+  if (!early.empty()) {
+    socket_.early = std::make_unique<std::string>(std::move(early));
+    socket_.early_taken = 0;
   }
-  BIO* bio = BIO_new(early_bytes_method());
-  BIO_set_data(bio, new EarlyBytes{fd_, std::move(early)});
-  BIO_set_init(bio, 1);
-  SSL_set_bio(ssl_.get(), bio, bio);
+  attach_bio();
 }
 
 void TlsTransport::read_exactly() {
@@ -188,14 +212,13 @@ Io TlsTransport::read(char* buffer, std::size_t size, std::size_t& got, ErrorInf
       }
       return classify_ssl(ret, "read", error);
     }
-    ssize_t ret = ::read(fd_, buffer + got, room);
+    long ret = socket_.read(buffer + got, room);
     if (ret > 0) {
       got += static_cast<std::size_t>(ret);
       continue;
     }
     if (ret == 0) return Io::eof;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::want_read;
+    if (errno == EAGAIN) return Io::want_read;
     return system_failure(error);
   }
   return Io::done;
@@ -214,13 +237,12 @@ Io TlsTransport::write(const char* data, std::size_t size, std::size_t& written,
       Io io = classify_ssl(ret, "write", error);
       return io == Io::eof ? Io::failed : io;
     }
-    ssize_t ret = ::send(fd_, data + written, len, MSG_NOSIGNAL);
+    long ret = socket_.send(data + written, len);
     if (ret > 0) {
       written += static_cast<std::size_t>(ret);
       continue;
     }
-    if (ret < 0 && errno == EINTR) continue;
-    if (ret < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Io::want_write;
+    if (ret < 0 && errno == EAGAIN) return Io::want_write;
     return system_failure(error);
   }
   return Io::done;

@@ -1,6 +1,10 @@
-// The bytes of one connection: TLS on a non-blocking socket through
-// SSL_set_fd, or plain TCP. Each step says what it needs to go on (readable,
-// writable) instead of waiting; the connection above owns the waits.
+// The bytes of one connection: TLS on a non-blocking socket (through a BIO
+// of our own), or plain TCP. Each step says what it needs to go on
+// (readable, writable) instead of waiting; the connection above owns the
+// waits. The transport also knows whether the socket can have more to read
+// or room to write: a short read means the socket had no more at that
+// moment, so the next read waits for the poller's next edge instead of
+// asking the kernel for an EAGAIN.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -60,6 +64,37 @@ class TlsTransport {
   /// True when the peer ended with close_notify (not a bare TCP EOF).
   bool peer_sent_close_notify() const;
 
+  /// What the socket may do now, as far as the last read, write or poller
+  /// edge tells: false means wait for the next edge.
+  bool readable() const { return socket_.readable; }
+  bool writable() const { return socket_.writable; }
+  /// The poller saw an edge (`hangup`: the peer's FIN or an error).
+  void mark_ready(bool readable, bool writable, bool hangup) {
+    socket_.readable = socket_.readable || readable;
+    socket_.writable = socket_.writable || writable;
+    socket_.hangup = socket_.hangup || hangup;
+  }
+  /// A read of the socket outside the transport found it empty.
+  void mark_drained() { socket_.readable = false; }
+
+  /// The socket as the BIO sees it (public for the BIO's functions).
+  struct SocketIo {
+    explicit SocketIo(int socket) : fd(socket) {}
+    int fd;                ///< the socket (not owned)
+    bool readable = true;  ///< no short read or EAGAIN since the last edge
+    bool writable = true;  ///< no short write or EAGAIN since the last edge
+    /// The peer's FIN (or an error) is there: it follows the data without
+    /// an edge of its own, so a short read no longer means empty.
+    bool hangup = false;
+    bool eof = false;  ///< a read returned 0 (the peer's FIN)
+    /// STARTTLS: bytes read before TLS began, handed out first (rare).
+    std::unique_ptr<std::string> early;
+    std::size_t early_taken = 0;
+    /// One read or send of the socket, updating the flags.
+    long read(char* out, std::size_t size);
+    long send(const char* data, std::size_t size);
+  };
+
   /// STARTTLS: TLS from now on over the same socket. `early` holds bytes
   /// already read from the peer that belong to the handshake: TLS reads
   /// them first, then the socket.
@@ -76,7 +111,10 @@ class TlsTransport {
   /// for failures and tells truncation from other errors.
   Io classify_ssl(int ret, const char* during, ErrorInfo& error);
 
-  int fd_;                          ///< the socket
+  /// Binds ssl_ to the socket through the BIO.
+  void attach_bio();
+
+  SocketIo socket_;                 ///< the socket and what it can do
   bool close_notify_sent_ = false;  ///< send_close_notify() finished
   SslPtr ssl_;                      ///< TLS state; null for plain TCP
 };

@@ -28,7 +28,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, find_daemon/0, port/0, os_pid/0, hello/0,
-         request/2, command/3, command/4, send_command/2, route_via/2,
+         request/2, command/3, command/4, send_command/2, write_frame/2, route_via/2,
          listen/3, accept/3, connect/3, connect/4, close_listener/1, listener_request/3,
          tls_context/3, answer/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -177,7 +177,14 @@ route_via(Server, Id) ->
 %% @doc Writes one command frame, no reply expected by anyone.
 -spec send_command(port(), map()) -> ok | {error, closed}.
 send_command(Port, Command) ->
-    try erlang:port_command(Port, [0, term_to_binary(Command)]) of
+    write_frame(Port, [0, term_to_binary(Command)]).
+
+%% @doc Writes one frame body (CONTROL or DATA) to the daemon's port:
+%% every frame the library writes goes through here. A busy port
+%% suspends the caller.
+-spec write_frame(port(), iodata()) -> ok | {error, closed}.
+write_frame(Port, Frame) ->
+    try erlang:port_command(Port, Frame) of
         true -> ok
     catch error:badarg -> {error, closed}
     end.
@@ -492,9 +499,9 @@ gone_poll(Dir, Ms) ->
 writer(Port) ->
     receive
         {write, Frame} ->
-            try erlang:port_command(Port, Frame) of
-                true -> writer(Port)
-            catch error:badarg -> exit(port_closed)
+            case write_frame(Port, Frame) of
+                ok -> writer(Port);
+                {error, closed} -> exit(port_closed)
             end
     end.
 

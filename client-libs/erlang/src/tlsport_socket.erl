@@ -170,12 +170,13 @@ send_chunks(#tlsport_socket{port = Port, id = Id, state = State, pid = Pid} = S,
         andalso atomics:get(State, ?UNCONFIRMED) < ?WINDOW of
         true ->
             N = atomics:add_get(State, ?UNCONFIRMED, Size),
-            try erlang:port_command(Port, [<<1, Id:32>> | Chunk]) of
-                true ->
+            case tlsport_server:write_frame(Port, [<<1, Id:32>> | Chunk]) of
+                ok ->
                     %% The writer that crosses the mark has the barrier sent.
                     _ = N >= ?BARRIER_AT andalso N - Size < ?BARRIER_AT andalso (Pid ! window),
-                    send_chunks(S, Rest)
-            catch error:badarg -> {error, closed}
+                    send_chunks(S, Rest);
+                Error ->
+                    Error
             end;
         false ->
             call(Pid, {send, All}, infinity)
@@ -526,10 +527,7 @@ pump(S0) ->
             case writable(Size, S) of
                 true ->
                     atomics:add(S#s.state, ?UNCONFIRMED, Size),
-                    Result = try erlang:port_command(S#s.port, [<<1, (S#s.id):32>> | Chunk]) of
-                                 true -> ok
-                             catch error:badarg -> {error, closed}
-                             end,
+                    Result = tlsport_server:write_frame(S#s.port, [<<1, (S#s.id):32>> | Chunk]),
                     reply_to(From, Result),
                     pump(S#s{outq = queue:drop(S#s.outq)});
                 false ->

@@ -459,8 +459,8 @@ handshake(Sock, #{hello := Hello, name := Name, reclaim_ms := ReclaimMs}, Deadli
                 {ok, _, After, Rest} ->
                     Frames = Before ++ After,
                     Writer = spawn_link(fun() -> sock_writer(Sock) end),
-                    St0 = #st{sock = Sock, chan = Writer, writer = Writer,
-                              hello = maps:without([ok, ref], Reply), reclaim_ms = ReclaimMs},
+                    St0 = #st{sock = Sock, chan = Writer, writer = Writer, hello = Reply,
+                              reclaim_ms = ReclaimMs},
                     St1 = lists:foldl(fun(F, S) ->
                                               {noreply, S1} = frame(F, S),
                                               S1
@@ -949,7 +949,9 @@ control(#{ref := Ref} = Reply, St0) ->
 control(#{ok := false, id := Id, error := E}, St) ->
     %% A deliver failed (no ref): tell the socket.
     case St#st.sockets of
-        #{Id := Route} -> route_pid(Route) ! {tlsport_deliver_error, Id, E};
+        #{Id := Route} when is_pid(Route); element(1, Route) =:= direct;
+                            element(1, Route) =:= pending ->
+            route_pid(Route) ! {tlsport_deliver_error, Id, E};
         _ -> ok
     end,
     St;
@@ -1122,7 +1124,8 @@ direct_message(seed_list, Pid, Data) -> {Pid, {fromsocket, binary_to_list(Data)}
 
 route_pid(Pid) when is_pid(Pid) -> Pid;
 route_pid({direct, _, _, _, Pid}) -> Pid;
-route_pid({pending, _, _, Pid, _}) -> Pid.
+route_pid({pending, _, _, Pid, _}) -> Pid;
+route_pid(_Held) -> none.           % unclaimed or probing: no process yet
 
 %% Back to the socket process; held data goes to it first.
 to_via(Id, Sockets) ->

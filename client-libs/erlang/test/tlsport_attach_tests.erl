@@ -251,13 +251,14 @@ daemon_gone() ->
 
 %%% ================================================================ the daemon
 
+%% A Unix socket path must fit in 107 bytes: a long TMPDIR is not used.
 sock_path(Tag) ->
+    Name = "tlsport-attach-" ++ os:getpid() ++ "-" ++ Tag ++ ".sock",
     Dir = case os:getenv("TMPDIR") of
-              false -> "/tmp";
-              "" -> "/tmp";
-              T -> T
+              T when is_list(T), T =/= "", length(T) + length(Name) < 100 -> T;
+              _ -> "/tmp"
           end,
-    filename:join(Dir, "tlsport-attach-" ++ os:getpid() ++ "-" ++ Tag ++ ".sock").
+    filename:join(Dir, Name).
 
 %% tlsportd --unix PATH, kept by a process of its own; --stdio as well, so
 %% that the daemon ends with that process (the test node) whatever

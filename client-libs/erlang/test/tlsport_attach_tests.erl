@@ -52,15 +52,19 @@ survives_sigkill(#{path := Path}) ->
         "" = expect(W1, "handled 5"),
         "" = expect(W1, "armed"),
         kill(W1),
-        ok = ssl:send(Peer, lines(6, 10)),        % nobody owns the connection now
+        %% The daemon keeps the connection, its read still armed. Until it
+        %% has seen W1's channel end it would give the next line to W1
+        %% (lost with it, as anything a dead node had received): the peer
+        %% goes on once a successor has attached, which shows it has.
         W2 = worker(["resume", Path, "w-stream", "30000", certdir(), "12"]),
         Kinds = expect(W2, "reclaimed "),
         ?assertEqual(["tlsport_listen", "tlsport_socket"], lists:sort(string:lexemes(Kinds, " "))),
+        ok = ssl:send(Peer, lines(6, 10)),
         "" = expect(W2, "handled 10"),
         ok = ssl:send(Peer, lines(11, 15)),
         "" = expect(W2, "paused"),                % after 12, before the next read
         kill(W2),
-        ok = ssl:send(Peer, lines(16, 20)),
+        ok = ssl:send(Peer, lines(16, 20)),       % nothing is read for W2 any more
         W3 = worker(["resume", Path, "w-stream", "30000", certdir()]),
         "" = expect(W3, "handled 20"),
         Handled = handled(W1) ++ handled(W2) ++ handled(W3),
@@ -144,8 +148,10 @@ held_until_claimed(#{path := Path}) ->
     ok = tlsport:setopts(S, [{active, true}]),
     stop_app(),
     tlsport_test_lib:flush(),                      % S's owner heard the stop
-    ok = ssl:send(Peer, lines(1, 3)),
+    %% Attached again (so the daemon has seen the old channel end: what it
+    %% sent there before would be lost with it), not claimed yet.
     start_app(Path, <<"t-held">>, #{grace_ms => 30000}),
+    ok = ssl:send(Peer, lines(1, 3)),
     timer:sleep(300),                              % the lines reach the node, unclaimed
     ?assertEqual(timeout, tlsport_test_lib:recv_msg(0)),
     {ok, [S2]} = tlsport:reclaimed(),
@@ -184,6 +190,8 @@ holding_is_bounded(#{path := Path}) ->
     ok = tlsport:setopts(S, [{active, true}]),
     stop_app(),
     tlsport_test_lib:flush(),
+    start_app(Path, <<"t-bound">>, #{grace_ms => 30000}),
+    In0 = bytes_in(),
     Lines = 2000,
     Pad = binary:copy(<<"x">>, 10000),               % 20 MB in all
     Self = self(),
@@ -192,8 +200,6 @@ holding_is_bounded(#{path := Path}) ->
                             || N <- lists:seq(1, Lines)],
                            Self ! sent
                    end),
-    start_app(Path, <<"t-bound">>, #{grace_ms => 30000}),
-    In0 = bytes_in(),
     timer:sleep(1500),
     %% The daemon read a few MB at most (the node's 1 MiB, the daemon's own
     %% buffer for the node, what was on its way), not everything it could.

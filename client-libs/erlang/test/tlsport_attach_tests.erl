@@ -21,6 +21,7 @@ attach_test_() ->
                ?T(fun() -> name_taken_is_retried(Daemon) end),
                ?T(fun() -> held_until_claimed(Daemon) end),
                ?T(fun() -> holding_is_bounded(Daemon) end),
+               ?T(fun() -> bad_configuration(Daemon) end),
                ?T(fun() -> daemon_gone() end)]}
      end}.
 
@@ -222,6 +223,18 @@ bytes_in() ->
     {ok, #{bytes := #{in := In}}} = tlsport_server:request(#{op => stats}, ?WAIT),
     In.
 
+%% Settings that cannot work are refused before anything is sent.
+bad_configuration(#{path := Path}) ->
+    Refused = fun(Name, Extra) ->
+                      {error, {tlsport, {{shutdown, {failed_to_start_child, tlsport_server, Why}}, _}}} =
+                          start_app_result(Path, Name, Extra),
+                      Why
+              end,
+    ?assertEqual({bad_config, {grace_ms, needs_a_name}}, Refused(undefined, #{grace_ms => 1000})),
+    ?assertEqual({bad_config, {grace_ms, -1}}, Refused(<<"t-bad">>, #{grace_ms => -1})),
+    ?assertEqual({bad_config, {name, <<>>}}, Refused(<<>>, #{})),
+    stop_app().
+
 %% The daemon goes away: waiters get {error, closed}, owners hear; the
 %% supervisor's restart attaches again once a daemon serves the path.
 daemon_gone() ->
@@ -324,7 +337,10 @@ start_app_result(Path, Name, Extra) ->
     stop_app(),
     application:load(tlsport),
     application:set_env(tlsport, attach, Path),
-    application:set_env(tlsport, name, Name),
+    case Name of
+        undefined -> application:unset_env(tlsport, name);
+        _ -> application:set_env(tlsport, name, Name)
+    end,
     case Extra of
         #{grace_ms := G} -> application:set_env(tlsport, grace_ms, G);
         _ -> application:unset_env(tlsport, grace_ms)

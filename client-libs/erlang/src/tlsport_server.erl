@@ -755,10 +755,10 @@ handle_info({'DOWN', Mon, process, _Pid, Reason}, St) ->
         {Id, SockMons} ->
             St1 = St#st{sock_mons = SockMons},
             case maps:take(Id, St1#st.sockets) of
-                {_, Sockets} when Reason =:= shutdown ->
-                    %% The application is stopping: the socket goes with the
-                    %% channel (in attach mode with a grace period, the
-                    %% daemon keeps it for a successor).
+                {_, Sockets} when Reason =:= shutdown, St1#st.sock =/= undefined ->
+                    %% Attach mode, the application is stopping: the socket
+                    %% goes with the channel (with a grace period, the daemon
+                    %% keeps it for a successor).
                     {noreply, St1#st{sockets = Sockets}};
                 {_, Sockets} ->
                     %% The socket process died without closing its socket.

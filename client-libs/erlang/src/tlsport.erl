@@ -37,7 +37,7 @@
          connection_information/1, connection_information/2, peercert/1,
          negotiated_protocol/1, ciphers/1, inject_ca/2,
          starttls/2, starttls/3, stoptls/1, stoptls/2, tls_context/2,
-         answer_password/2, answer_verify/2, daemon_info/0]).
+         answer_password/2, answer_verify/2, daemon_info/0, reclaimed/0]).
 
 -include("tlsport.hrl").
 
@@ -365,11 +365,29 @@ answer(N, Fields) ->
         {error, E} -> error_of(E)
     end.
 
-%% @doc The daemon's hello: version, protocol, capabilities.
+%% @doc The daemon's hello: version, protocol, capabilities; in attach
+%% mode also `client' (this node's client number), `name' and `grace_ms'
+%% (the grace period in force).
 -spec daemon_info() -> map().
 daemon_info() ->
     ensure_started(),
     tlsport_server:hello().
+
+%% @doc Attach mode: takes over the sockets and listeners the daemon gave
+%% back when this node attached (those a killed node of the same name
+%% left within its grace period), and any another client handed to this
+%% node's name since. The caller becomes their owner, as after accept/1:
+%% a socket's messages held so far reach the caller first, in order, and
+%% the socket stays in the active mode the dead node set (getopts/2 leaves
+%% `active' out until it is set again; recv/2,3 makes it passive); a
+%% listener serves accept/1,2. Each is handed out once: a second call
+%% returns only what came since. What nobody claims within
+%% `reclaim_timeout_ms' is closed. In port mode there is never anything:
+%% `{ok, []}'.
+-spec reclaimed() -> {ok, [socket() | listen_socket()]} | {error, reason()}.
+reclaimed() ->
+    ensure_started(),
+    tlsport_server:reclaimed().
 
 %%% ----------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-%% The one process that owns the tlsportd port.
+%% The one process that owns the control channel to tlsportd: a port
+%% (port mode: the daemon is this node's port program) or a connection to
+%% a shared daemon's Unix socket (attach mode, see below).
 %%
 %% It sends the commands that are not about one socket (listen, accept,
 %% connect, resolve, ...), matches every reply to its caller by `ref',
@@ -24,11 +26,23 @@
 %% When the daemon exits, every caller waiting here gets `{error, closed}',
 %% every socket process sees this server go down, and the supervisor starts
 %% a new daemon.
+%%
+%% Attach mode (application environment `attach'): no daemon is spawned;
+%% the server connects to a running daemon's Unix socket, says hello with
+%% the configured `name' and `grace_ms', and reads the channel itself
+%% (4-byte frames, as {packet,4} does for the port). Every frame to the
+%% daemon goes through one writer process (write_frame/2): a frame is
+%% written whole or the channel is gone, whoever asked for it and whatever
+%% becomes of them. Sockets and listeners the daemon gives back (`owned'
+%% events, e.g. those a killed node of the same name left) are held here,
+%% with what arrives for them, until reclaimed/0 hands them to a process,
+%% or closed after `reclaim_timeout_ms'. The channel's end is the daemon's
+%% death as in port mode; the supervisor's restart attaches again.
 -module(tlsport_server).
 -behaviour(gen_server).
 
--export([start_link/0, find_daemon/0, port/0, os_pid/0, hello/0,
-         request/2, command/3, command/4, send_command/2, route_via/2,
+-export([start_link/0, find_daemon/0, port/0, os_pid/0, hello/0, reclaimed/0,
+         request/2, command/3, command/4, send_command/2, write_frame/2, route_via/2,
          listen/3, accept/3, connect/3, connect/4, close_listener/1, listener_request/3,
          tls_context/3, answer/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -38,20 +52,53 @@
 
 -define(SERVER, ?MODULE).
 -define(CALL_TIMEOUT, 60000).
+%% Attach mode: how long init/1 keeps trying (no daemon listening yet, or
+%% the name still taken by a predecessor the daemon has not seen go), the
+%% pause between tries, and how long reclaimed sockets wait for a claim.
+-define(ATTACH_TIMEOUT_MS, 10000).
+-define(ATTACH_RETRY_MS, 50).
+-define(RECLAIM_TIMEOUT_MS, 60000).
+%% An unclaimed socket that has received this much is made passive.
+-define(HOLD_BYTES, (1024 * 1024)).
+%% Attach mode: bytes asked of the Unix socket per read, reads per turn.
+-define(READ_BYTES, (256 * 1024)).
+-define(READS_PER_TURN, 16).
+%% Frames the attach-mode writer joins into one write.
+-define(WRITE_BATCH, 32).
 
 %% Where a socket's data goes: its process; straight to its owner
 %% ({direct, Owner, Kind, Tag, SocketPid}); or held here until the socket
 %% process confirms the switch to direct ({pending, Gen, Direct,
-%% SocketPid, HeldDataReversed}).
+%% SocketPid, HeldDataReversed}). Attach mode adds sockets held here with
+%% their data and events: given back by the daemon and not claimed yet
+%% ({unclaimed, Held}), or accepted on a reclaimed listener while their
+%% framing mode is asked for ({probing, HeldReversed}).
+-type held() :: {data, binary()} | {event, map()}.
 -type route() :: pid()
                | {direct, pid(), atom(), term(), pid()}
-               | {pending, integer(), tuple(), pid(), [binary()]}.
+               | {pending, integer(), tuple(), pid(), [binary()]}
+               | {unclaimed, #{owned := map(), held := [held()], bytes := non_neg_integer(),
+                               paused := boolean()}}
+               | {probing, [held()]}.
 
 -record(st, {
-    port :: port(),
+    %% port mode: the daemon's port; attach mode: the Unix socket
+    port :: port() | undefined,
+    sock :: socket:socket() | undefined,
+    %% what frames are written to (write_frame/2): the port, or the
+    %% attach-mode writer process
+    chan :: port() | pid(),
     writer :: pid(),
+    %% attach mode: a frame not complete yet (reversed chunks), its bytes
+    %% so far, and its size with the header once known (0: not yet)
+    inbuf = [] :: [binary()],
+    inlen = 0 :: non_neg_integer(),
+    need = 0 :: non_neg_integer(),
+    %% attach mode: given back by the daemon, not claimed yet (newest first)
+    unclaimed = [] :: [{socket, integer()} | {listener, integer()}],
+    reclaim_ms = ?RECLAIM_TIMEOUT_MS :: timeout(),
     os_pid :: integer() | undefined,
-    path :: string(),
+    path :: string() | undefined,
     hello = #{} :: map(),
     hello_waiters = [] :: [gen_server:from()],
     %% daemon ref => what to do with the reply
@@ -141,14 +188,23 @@ normalize([".." | T], [Prev | Acc]) when Prev =/= "/" -> normalize(T, Acc);
 normalize(["." | T], Acc) -> normalize(T, Acc);
 normalize([H | T], Acc) -> normalize(T, [H | Acc]).
 
-%% @doc The daemon's port (socket processes write to it directly).
+%% @doc The daemon's port (socket processes write to it directly);
+%% undefined in attach mode.
 port() -> gen_server:call(?SERVER, port, ?CALL_TIMEOUT).
 
-%% @doc The daemon's OS process id.
+%% @doc The daemon's OS process id (undefined in attach mode).
 os_pid() -> gen_server:call(?SERVER, os_pid, ?CALL_TIMEOUT).
 
-%% @doc The daemon's answer to hello (version, capabilities).
+%% @doc The daemon's answer to hello (version, capabilities; in attach
+%% mode also this client's number, name and grace_ms).
 hello() -> gen_server:call(?SERVER, hello, ?CALL_TIMEOUT).
+
+%% @doc Attach mode: the sockets and listeners the daemon gave back and
+%% nobody has claimed yet; the caller becomes their owner. Complete once
+%% the application has started (init/1 waits for every `owned' event of
+%% the hello). Port mode: always `{ok, []}'.
+-spec reclaimed() -> {ok, [#tlsport_socket{} | #tlsport_listen{}]} | {error, term()}.
+reclaimed() -> safe_call(reclaimed, ?CALL_TIMEOUT).
 
 %% @doc Sends a command (a map without `ref') and waits for its reply:
 %% `{ok, ReplyMap}' or `{error, ErrorMap | closed}'.
@@ -182,12 +238,26 @@ route_via(Server, Id) ->
     end.
 
 %% @doc Writes one command frame, no reply expected by anyone.
--spec send_command(port(), map()) -> ok | {error, closed}.
-send_command(Port, Command) ->
-    try erlang:port_command(Port, [0, term_to_binary(Command)]) of
+-spec send_command(port() | pid(), map()) -> ok | {error, closed}.
+send_command(Chan, Command) ->
+    write_frame(Chan, [0, term_to_binary(Command)]).
+
+%% @doc Writes one frame body (CONTROL or DATA) to the daemon: every frame
+%% the library writes goes through here. Port mode: straight to the port
+%% (a busy port suspends the caller). Attach mode: to the writer process,
+%% which alone writes to the Unix socket, so that frames are never
+%% interleaved nor cut short by a writer that dies mid-write; how much
+%% can wait there is bounded by the sockets' send windows
+%% (tlsport_socket) and the commands in flight.
+-spec write_frame(port() | pid(), iodata()) -> ok | {error, closed}.
+write_frame(Port, Frame) when is_port(Port) ->
+    try erlang:port_command(Port, Frame) of
         true -> ok
     catch error:badarg -> {error, closed}
-    end.
+    end;
+write_frame(Writer, Frame) when is_pid(Writer) ->
+    Writer ! {write, Frame},
+    ok.
 
 %% @doc Opens a listener. `Style' is seed (no TLS settings: every accept
 %% brings its SSLFlags) or modern (the TLS settings are the listener's).
@@ -247,6 +317,12 @@ safe_call(Msg, Timeout) ->
 
 init([]) ->
     process_flag(trap_exit, true),
+    case application:get_env(tlsport, attach) of
+        {ok, Path} -> init_attach(Path);
+        undefined -> init_port()
+    end.
+
+init_port() ->
     case find_daemon() of
         {ok, Path} ->
             Args = application:get_env(tlsport, tlsportd_args, []),
@@ -269,7 +345,8 @@ init([]) ->
                     %% busy port suspends the writer, never this server, which
                     %% keeps routing events and can always stop.
                     Writer = spawn_link(fun() -> writer(Port) end),
-                    {ok, #st{port = Port, writer = Writer, os_pid = OsPid, path = Path}}
+                    {ok, #st{port = Port, chan = Port, writer = Writer, os_pid = OsPid,
+                             path = Path}}
             catch error:Reason ->
                 ?LOG_ERROR("tlsport: cannot start ~s: ~p", [Path, Reason]),
                 {stop, {cannot_start_tlsportd, Path, Reason}}
@@ -280,6 +357,267 @@ init([]) ->
                        "PATH, or build it into <repo>/build/daemon. Tried: ~p", [Tried]),
             {stop, element(2, Error)}
     end.
+
+%%% ================================================================ attach mode
+
+init_attach(Path) ->
+    try attach_config(Path) of
+        Config -> attach(Config)
+    catch throw:{bad_config, What} ->
+        ?LOG_ERROR("tlsport: bad attach configuration: ~p", [What]),
+        {stop, {bad_config, What}}
+    end.
+
+attach_config(Path0) ->
+    Path = try unicode:characters_to_list(Path0) of
+               P when is_list(P), P =/= [] -> P;
+               _ -> throw({bad_config, {attach, Path0}})
+           catch _:_ -> throw({bad_config, {attach, Path0}})
+           end,
+    Name = case application:get_env(tlsport, name) of
+               undefined -> undefined;
+               {ok, N} ->
+                   try tlsport_lib:to_binary(N) of
+                       <<>> -> throw({bad_config, {name, N}});
+                       B when byte_size(B) > 255 -> throw({bad_config, {name, N}});
+                       B -> B
+                   catch throw:_ -> throw({bad_config, {name, N}})
+                   end
+           end,
+    Grace = case application:get_env(tlsport, grace_ms) of
+                undefined -> 0;
+                {ok, G} when is_integer(G), G >= 0 -> G;
+                {ok, G} -> throw({bad_config, {grace_ms, G}})
+            end,
+    Grace > 0 andalso Name =:= undefined andalso throw({bad_config, {grace_ms, needs_a_name}}),
+    Hello = maps:merge(#{op => hello, ref => 0},
+                       maps:from_list([{name, Name} || Name =/= undefined] ++
+                                      [{grace_ms, Grace} || Grace > 0])),
+    #{path => Path, name => Name, hello => Hello,
+      attach_ms => ms_env(attach_timeout_ms, ?ATTACH_TIMEOUT_MS, false),
+      reclaim_ms => ms_env(reclaim_timeout_ms, ?RECLAIM_TIMEOUT_MS, true)}.
+
+ms_env(Key, Default, InfinityOk) ->
+    case application:get_env(tlsport, Key) of
+        undefined -> Default;
+        {ok, infinity} when InfinityOk -> infinity;
+        {ok, Ms} when is_integer(Ms), Ms >= 0 -> Ms;
+        {ok, Bad} -> throw({bad_config, {Key, Bad}})
+    end.
+
+%% Connects and says hello, trying again while the daemon is not there
+%% yet (restarting) or the name is still taken (eaddrinuse: the daemon
+%% has not yet seen the channel of a predecessor with that name end).
+attach(#{path := Path, attach_ms := Ms} = Config) ->
+    attach(Config, erlang:monotonic_time(millisecond) + Ms, Path).
+
+attach(Config, Deadline, Path) ->
+    case attach_once(Config, Deadline) of
+        {ok, St} ->
+            {ok, St};
+        {retry, Why} ->
+            case erlang:monotonic_time(millisecond) + ?ATTACH_RETRY_MS < Deadline of
+                true ->
+                    timer:sleep(?ATTACH_RETRY_MS),
+                    attach(Config, Deadline, Path);
+                false ->
+                    ?LOG_ERROR("tlsport: cannot attach to tlsportd at ~ts: ~p", [Path, Why]),
+                    {stop, {cannot_attach, Path, Why}}
+            end;
+        {error, Why} ->
+            ?LOG_ERROR("tlsport: cannot attach to tlsportd at ~ts: ~p", [Path, Why]),
+            {stop, {cannot_attach, Path, Why}}
+    end.
+
+attach_once(#{path := Path} = Config, Deadline) ->
+    case socket:open(local, stream, default) of
+        {ok, Sock} ->
+            Left = max(1, Deadline - erlang:monotonic_time(millisecond)),
+            case socket:connect(Sock, #{family => local, path => Path}, Left) of
+                ok ->
+                    case handshake(Sock, Config, Deadline) of
+                        {ok, St} -> {ok, St};
+                        Other -> _ = socket:close(Sock), Other
+                    end;
+                {error, Why} ->
+                    _ = socket:close(Sock),
+                    case lists:member(Why, [enoent, econnrefused, eagain, timeout]) of
+                        true -> {retry, Why};
+                        false -> {error, Why}
+                    end
+            end;
+        {error, Why} ->
+            {error, Why}
+    end.
+
+%% hello, then (a named client) stats: the daemon sends the `owned' events
+%% of what it gives back right after hello's reply, so everything before
+%% the stats reply is the whole set. Frames that came meanwhile are
+%% handled once the state exists.
+handshake(Sock, #{hello := Hello, name := Name, reclaim_ms := ReclaimMs}, Deadline) ->
+    _ = socket:setopt(Sock, {otp, rcvbuf}, ?READ_BYTES),
+    case sync_call(Sock, Hello, Deadline, <<>>) of
+        {ok, #{ok := true} = Reply, Before, Rest0} ->
+            Got = case Name of
+                      undefined -> {ok, #{}, [], Rest0};
+                      _ -> sync_call(Sock, #{op => stats, ref => -1}, Deadline, Rest0)
+                  end,
+            case Got of
+                {ok, _, After, Rest} ->
+                    Frames = Before ++ After,
+                    Writer = spawn_link(fun() -> sock_writer(Sock) end),
+                    St0 = #st{sock = Sock, chan = Writer, writer = Writer, hello = Reply,
+                              reclaim_ms = ReclaimMs},
+                    St1 = lists:foldl(fun(F, S) ->
+                                              {noreply, S1} = frame(F, S),
+                                              S1
+                                      end, St0, Frames),
+                    {noreply, St} = input(Rest, St1),
+                    self() ! {tlsport_read, Sock},
+                    ?LOG_INFO("tlsport: attached to tlsportd as client ~p~ts",
+                              [maps:get(client, Reply, undefined),
+                               case Name of undefined -> ""; _ -> [" (", Name, ")"] end]),
+                    {ok, St};
+                {error, Why} ->
+                    {retry, Why}
+            end;
+        {ok, #{error := #{kind := <<"eaddrinuse">>}}, _, _} ->
+            {retry, eaddrinuse};
+        {ok, #{error := E}, _, _} ->
+            {error, tlsport_lib:error_reason(E)};
+        {error, timeout} ->
+            {error, timeout};
+        {error, Why} ->
+            %% The daemon refused the connection (a cap, a uid not let in)
+            %% or is going away.
+            {retry, Why}
+    end.
+
+%% Sends a command and reads frames until its reply: the reply, the
+%% frames before it, the bytes after it.
+sync_call(Sock, #{ref := Ref} = Command, Deadline, Buf) ->
+    Body = term_to_binary(Command),
+    case socket:send(Sock, [<<(byte_size(Body) + 1):32, 0>>, Body]) of
+        ok -> sync_read(Sock, Ref, Deadline, Buf, []);
+        {error, Why} -> {error, Why}
+    end.
+
+sync_read(Sock, Ref, Deadline, <<Len:32, Body:Len/binary, Rest/binary>>, Before) ->
+    case Body of
+        <<0, Term/binary>> ->
+            case binary_to_term(Term) of
+                #{ref := Ref} = Reply when not is_map_key(event, Reply) ->
+                    {ok, Reply, lists:reverse(Before), Rest};
+                _ ->
+                    sync_read(Sock, Ref, Deadline, Rest, [Body | Before])
+            end;
+        _ ->
+            sync_read(Sock, Ref, Deadline, Rest, [Body | Before])
+    end;
+sync_read(Sock, Ref, Deadline, Buf, Before) ->
+    case Deadline - erlang:monotonic_time(millisecond) of
+        Left when Left =< 0 ->
+            {error, timeout};
+        Left ->
+            case socket:recv(Sock, 0, Left) of
+                {ok, Data} -> sync_read(Sock, Ref, Deadline, <<Buf/binary, Data/binary>>, Before);
+                {error, Why} -> {error, Why}
+            end
+    end.
+
+%% The only process that writes to the Unix socket (see write_frame/2).
+%% Frames waiting are joined into one write.
+sock_writer(Sock) ->
+    receive
+        {write, Frame} ->
+            Frames = gather([Frame], ?WRITE_BATCH - 1),
+            case socket:send(Sock, [[<<(iolist_size(F)):32>>, F] || F <- Frames]) of
+                ok -> sock_writer(Sock);
+                {error, Why} -> exit({channel, Why})
+            end;
+        {flush, From, Ref} ->
+            From ! {flushed, Ref},
+            sock_writer(Sock)
+    end.
+
+gather(Acc, 0) ->
+    lists:reverse(Acc);
+gather(Acc, N) ->
+    receive
+        {write, Frame} -> gather([Frame | Acc], N - 1)
+    after 0 ->
+        lists:reverse(Acc)
+    end.
+
+%% Reads what the Unix socket has, a few times per turn (then lets the
+%% mailbox in), until the read would wait: the runtime then sends a
+%% select message.
+read_channel(St, 0) ->
+    self() ! {tlsport_read, St#st.sock},
+    {noreply, St};
+read_channel(#st{sock = Sock} = St, N) ->
+    case socket:recv(Sock, 0, nowait) of
+        {ok, Data} ->
+            case input(Data, St) of
+                {noreply, St1} -> read_channel(St1, N - 1);
+                Stop -> Stop
+            end;
+        {select, {_Info, Data}} ->
+            input(Data, St);
+        {select, _Info} ->
+            {noreply, St};
+        {error, Why} ->
+            channel_end(Why, St)
+    end.
+
+channel_end(Why, St) ->
+    ?LOG_WARNING("tlsport: the channel to tlsportd ended: ~p", [Why]),
+    {stop, {shutdown, {tlsportd_exit, Why}}, St}.
+
+%% Bytes from the Unix socket: whole frames are handled, the rest waits.
+input(Data, #st{inlen = Len0, need = Need} = St) ->
+    Len = Len0 + byte_size(Data),
+    Buf = [Data | St#st.inbuf],
+    case Need > 0 andalso Len < Need of
+        true -> {noreply, St#st{inbuf = Buf, inlen = Len}};
+        false -> frames(iolist_to_binary(lists:reverse(Buf)), St#st{inbuf = [], inlen = 0, need = 0})
+    end.
+
+frames(<<Len:32, Body:Len/binary, Rest/binary>> = All, St) ->
+    %% A small frame is copied out of a large read, which it would
+    %% otherwise keep alive for as long as its data is referenced.
+    Frame = case byte_size(All) > 4 * Len of
+                true -> binary:copy(Body);
+                false -> Body
+            end,
+    case frame(Frame, St) of
+        {noreply, St1} -> frames(Rest, St1);
+        Stop -> Stop
+    end;
+frames(<<>>, St) ->
+    {noreply, St};
+frames(<<Len:32, _/binary>> = Part, St) ->
+    {noreply, St#st{inbuf = [Part], inlen = byte_size(Part), need = Len + 4}};
+frames(Part, St) ->
+    {noreply, St#st{inbuf = [Part], inlen = byte_size(Part), need = 0}}.
+
+%% Closes the channel: what the writer holds goes first (for a while).
+%% The daemon keeps running; with a grace period it keeps this client's
+%% sockets for a successor of the same name.
+close_channel(#st{sock = Sock, writer = Writer}) ->
+    unlink(Writer),
+    Mon = erlang:monitor(process, Writer),
+    Ref = make_ref(),
+    Writer ! {flush, self(), Ref},
+    receive
+        {flushed, Ref} -> ok;
+        {'DOWN', Mon, process, Writer, _} -> ok
+    after 2000 -> ok
+    end,
+    erlang:demonitor(Mon, [flush]),
+    exit(Writer, kill),
+    _ = socket:close(Sock),
+    ok.
 
 handle_call(port, _From, St) ->
     {reply, St#st.port, St};
@@ -335,6 +673,14 @@ handle_call({tls_context, Name, Tls, Cbs}, From, St) ->
                    Cbs, St)};
 handle_call({close_listener, Key}, _From, St) ->
     {reply, ok, close_listener(Key, closed, St)};
+handle_call(reclaimed, {Caller, _}, St) ->
+    {Handles, St1} = lists:foldl(fun(Item, {Acc, S}) ->
+                                         case claim(Item, Caller, S) of
+                                             {none, S1} -> {Acc, S1};
+                                             {Handle, S1} -> {[Handle | Acc], S1}
+                                         end
+                                 end, {[], St#st{unclaimed = []}}, lists:reverse(St#st.unclaimed)),
+    {reply, {ok, lists:reverse(Handles)}, St1};
 handle_call({route_via, Id}, _From, St) ->
     {reply, ok, St#st{sockets = to_via(Id, St#st.sockets)}};
 handle_call({listener_request, Key, Command}, From, St) ->
@@ -349,30 +695,14 @@ handle_call(_Other, _From, St) ->
 handle_cast(_Msg, St) ->
     {noreply, St}.
 
-handle_info({Port, {data, <<1, Id:32, Data/binary>>}}, #st{port = Port, sockets = Sockets} = St) ->
-    case Sockets of
-        #{Id := {direct, Owner, Kind, Tag, _}} ->
-            Owner ! direct_message(Kind, Tag, Data),
-            {noreply, St};
-        #{Id := Pid} when is_pid(Pid) ->
-            Pid ! {tlsport_data, Id, Data},
-            {noreply, St};
-        #{Id := {pending, Gen, Direct, Pid, Held}} ->
-            {noreply, St#st{sockets = Sockets#{Id := {pending, Gen, Direct, Pid, [Data | Held]}}}};
-        _ ->
-            {noreply, St}   % a socket being closed by its owner: nobody wants it
-    end;
-handle_info({Port, {data, <<0, Term/binary>>}}, #st{port = Port} = St) ->
-    case binary_to_term(Term) of
-        #{ok := false, error := #{kind := <<"emsgsize">>} = E} = M
-          when not is_map_key(ref, M), not is_map_key(id, M) ->
-            %% The daemon lost the framing of our input and drops us (a
-            %% port daemon then exits too). Start again with a new one.
-            ?LOG_ERROR("tlsport: tlsportd dropped the control channel: ~p", [E]),
-            {stop, {shutdown, {tlsportd_exit, control_channel_lost}}, St};
-        M ->
-            {noreply, control(M, St)}
-    end;
+handle_info({Port, {data, Frame}}, #st{port = Port} = St) ->
+    frame(Frame, St);
+handle_info({'$socket', Sock, select, _}, #st{sock = Sock} = St) ->
+    read_channel(St, ?READS_PER_TURN);
+handle_info({tlsport_read, Sock}, #st{sock = Sock} = St) ->
+    read_channel(St, ?READS_PER_TURN);
+handle_info({'$socket', Sock, abort, {_, Why}}, #st{sock = Sock} = St) ->
+    channel_end(Why, St);
 handle_info({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     ?LOG_WARNING("tlsport: tlsportd exited with status ~p", [Status]),
     {stop, {shutdown, {tlsportd_exit, Status}}, St};
@@ -380,6 +710,7 @@ handle_info({'EXIT', Port, Reason}, #st{port = Port} = St) ->
     ?LOG_WARNING("tlsport: the tlsportd port closed: ~p", [Reason]),
     {stop, {shutdown, {tlsportd_exit, Reason}}, St};
 handle_info({expect, Ref, Pid}, St) ->
+
     handle_info({expect, Ref, Pid, none}, St);
 handle_info({expect, Ref, Pid, Cbs}, St) ->
     case maps:take(Ref, St#st.early) of
@@ -419,13 +750,23 @@ handle_info({route_confirm, Id, Gen}, #st{sockets = Sockets} = St) ->
     end;
 handle_info({socket_done, Id}, St) ->
     {noreply, trim(St#st{sockets = maps:remove(Id, St#st.sockets)})};
+handle_info({reclaim_expired, Item}, St) ->
+    case lists:member(Item, St#st.unclaimed) of
+        true -> {noreply, expire(Item, St#st{unclaimed = lists:delete(Item, St#st.unclaimed)})};
+        false -> {noreply, St}
+    end;
 handle_info({accept_timeout, AId}, St) ->
     {noreply, abandon_accept(AId, timeout, St)};
-handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
+handle_info({'DOWN', Mon, process, _Pid, Reason}, St) ->
     case maps:take(Mon, St#st.sock_mons) of
         {Id, SockMons} ->
             St1 = St#st{sock_mons = SockMons},
             case maps:take(Id, St1#st.sockets) of
+                {_, Sockets} when Reason =:= shutdown, St1#st.sock =/= undefined ->
+                    %% Attach mode, the application is stopping: the socket
+                    %% goes with the channel (with a grace period, the daemon
+                    %% keeps it for a successor).
+                    {noreply, St1#st{sockets = Sockets}};
                 {_, Sockets} ->
                     %% The socket process died without closing its socket.
                     {noreply, trim(ignore(#{op => close, id => Id}, St1#st{sockets = Sockets}))};
@@ -471,7 +812,10 @@ terminate(_Reason, St) ->
     maps:foreach(fun(_Ref, W) -> fail_waiter(W, closed) end, St#st.pending),
     maps:foreach(fun(_AId, #{from := From}) -> gen_server:reply(From, {error, closed}) end,
                  St#st.accepts),
-    stop_daemon(St).
+    case St#st.sock of
+        undefined -> stop_daemon(St);
+        _ -> close_channel(St)
+    end.
 
 %% Closes the port: the daemon sees EOF, sends close_notify to every peer
 %% and exits (within a second, more when a peer is slow to take what is
@@ -515,11 +859,46 @@ gone_poll(Dir, Ms) ->
 writer(Port) ->
     receive
         {write, Frame} ->
-            try erlang:port_command(Port, Frame) of
-                true -> writer(Port)
-            catch error:badarg -> exit(port_closed)
+            case write_frame(Port, Frame) of
+                ok -> writer(Port);
+                {error, closed} -> exit(port_closed)
             end
     end.
+
+%%% ================================================================ frames
+
+%% One frame body from the daemon (port or Unix socket).
+frame(<<1, Id:32, Data/binary>>, #st{sockets = Sockets} = St) ->
+    case Sockets of
+        #{Id := {direct, Owner, Kind, Tag, _}} ->
+            Owner ! direct_message(Kind, Tag, Data),
+            {noreply, St};
+        #{Id := Pid} when is_pid(Pid) ->
+            Pid ! {tlsport_data, Id, Data},
+            {noreply, St};
+        #{Id := {pending, Gen, Direct, Pid, Held}} ->
+            {noreply, St#st{sockets = Sockets#{Id := {pending, Gen, Direct, Pid, [Data | Held]}}}};
+        #{Id := {unclaimed, _}} ->
+            {noreply, hold(Id, {data, Data}, St)};
+        #{Id := {probing, Held}} ->
+            {noreply, St#st{sockets = Sockets#{Id := {probing, [{data, Data} | Held]}}}};
+        _ ->
+            {noreply, St}   % a socket being closed by its owner: nobody wants it
+    end;
+frame(<<0, Term/binary>>, St) ->
+    case binary_to_term(Term) of
+        #{ok := false, error := #{kind := <<"emsgsize">>} = E} = M
+          when not is_map_key(ref, M), not is_map_key(id, M) ->
+            %% The daemon lost the framing of our input and drops us (a
+            %% port daemon then exits too). Start again with a new one.
+            ?LOG_ERROR("tlsport: tlsportd dropped the control channel: ~p", [E]),
+            {stop, {shutdown, {tlsportd_exit, control_channel_lost}}, St};
+        M ->
+            {noreply, control(M, St)}
+    end;
+frame(Other, St) ->
+    ?LOG_WARNING("tlsport: a frame of unknown type from tlsportd: ~P", [Other, 10]),
+    {noreply, St}.
 
 %%% ================================================================ replies
 
@@ -556,9 +935,15 @@ control(#{event := <<"password_needed">>} = Question, St) ->
     question(password, Question, St);
 control(#{event := <<"verify_peer">>} = Question, St) ->
     question(verify, Question, St);
+control(#{event := <<"owned">>, id := Id} = Event, St) when not is_map_key(Id, St#st.sockets) ->
+    adopt(Event#{event := owned}, St);
 control(#{event := _, id := Id} = Event, St) ->
     Event1 = Event#{event := binary_to_atom(maps:get(event, Event), utf8)},
     case St#st.sockets of
+        #{Id := {unclaimed, _}} ->
+            hold(Id, {event, Event1}, St);
+        #{Id := {probing, Held}} ->
+            St#st{sockets = maps:put(Id, {probing, [{event, Event1} | Held]}, St#st.sockets)};
         #{Id := _} ->
             case Event1 of
                 #{event := socket_closed} ->
@@ -587,7 +972,9 @@ control(#{ref := Ref} = Reply, St0) ->
 control(#{ok := false, id := Id, error := E}, St) ->
     %% A deliver failed (no ref): tell the socket.
     case St#st.sockets of
-        #{Id := Route} -> route_pid(Route) ! {tlsport_deliver_error, Id, E};
+        #{Id := Route} when is_pid(Route); element(1, Route) =:= direct;
+                            element(1, Route) =:= pending ->
+            route_pid(Route) ! {tlsport_deliver_error, Id, E};
         _ -> ok
     end,
     St;
@@ -632,12 +1019,37 @@ reply({connect, From, _}, {error, _} = Error, St) ->
     gen_server:reply(From, Error),
     St;
 reply({accept, AId}, Result, St) ->
-    accept_done(AId, Result, St).
+    accept_done(AId, Result, St);
+reply({probe, AId, {ok, #{id := Id}} = Accepted}, Info, St) ->
+    Mode = case Info of
+               {ok, #{mode := M}} when is_binary(M) -> M;
+               _ -> <<"raw">>      % closed meanwhile: its socket_closed is held
+           end,
+    Held = case maps:find(Id, St#st.sockets) of
+               {ok, {probing, H}} -> lists:reverse(H);
+               _ -> []
+           end,
+    St1 = St#st{sockets = maps:remove(Id, St#st.sockets)},
+    case maps:find(AId, St1#st.accepts) of
+        {ok, #{key := Key, sock_args := Args} = A} ->
+            %% Later accepts on the listener know the mode at once.
+            Listeners = case maps:find(Key, St1#st.listeners) of
+                            {ok, #{params := Params} = L} ->
+                                maps:put(Key, L#{params := Params#{mode => Mode}}, St1#st.listeners);
+                            error ->
+                                St1#st.listeners
+                        end,
+            St2 = St1#st{listeners = Listeners,
+                         accepts = maps:put(AId, A#{sock_args := Args#{mode => Mode}}, St1#st.accepts)},
+            replay(Id, Held, finish_accept(AId, Accepted, St2));
+        error ->
+            ignore(#{op => close, id => Id}, St1)
+    end.
 
 %%% ================================================================ sockets
 
 start_socket(Id, Args, St) ->
-    Full = Args#{id => Id, port => St#st.port, server => self(), state => atomics:new(2, [])},
+    Full = Args#{id => Id, port => St#st.chan, server => self(), state => atomics:new(2, [])},
     case tlsport_socket_sup:start_socket(Full) of
         {ok, Pid} ->
             Mon = erlang:monitor(process, Pid),
@@ -755,7 +1167,8 @@ direct_message(seed_list, Pid, Data) -> {Pid, {fromsocket, binary_to_list(Data)}
 
 route_pid(Pid) when is_pid(Pid) -> Pid;
 route_pid({direct, _, _, _, Pid}) -> Pid;
-route_pid({pending, _, _, Pid, _}) -> Pid.
+route_pid({pending, _, _, Pid, _}) -> Pid;
+route_pid(_Held) -> none.           % unclaimed or probing: no process yet
 
 %% Back to the socket process; held data goes to it first.
 to_via(Id, Sockets) ->
@@ -833,7 +1246,16 @@ accept_done(AId, Result, St) ->
             end
     end.
 
-%% Answers an accept and forgets it.
+%% Answers an accept and forgets it. On a reclaimed listener whose framing
+%% mode is not known yet, the new socket's mode is asked for first (its
+%% data and events are held meanwhile).
+finish_accept(AId, {ok, #{id := Id}} = Result, St)
+  when is_map_key(AId, St#st.accepts),
+       not is_map_key(mode, map_get(sock_args, map_get(AId, St#st.accepts))) ->
+    A = maps:get(AId, St#st.accepts),
+    St1 = St#st{sockets = maps:put(Id, {probing, []}, St#st.sockets),
+                accepts = maps:put(AId, A#{status := probing}, St#st.accepts)},
+    send(#{op => info, id => Id}, {probe, AId, Result}, St1);
 finish_accept(AId, Result, St) ->
     case maps:take(AId, St#st.accepts) of
         {#{from := {Caller, _} = From, mon := Mon, timer := Timer, sock_args := Args}, Accepts} ->
@@ -859,5 +1281,137 @@ sock_args(seed, Params) ->
     Mode = maps:get(mode, Params, <<"raw">>),
     #{style => seed, mode => Mode,
       format => case Mode of <<"binary_packet", _/binary>> -> binary; _ -> list end};
+sock_args(modern, #{reclaimed := true} = Params) ->
+    %% A listener given back by the daemon: its sockets start in the
+    %% active mode the listener was made with, unknown here.
+    maps:merge(#{style => modern, format => binary, active => inherited},
+               maps:with([mode], Params));
 sock_args(modern, Params) ->
     (maps:get(sockopts, Params, #{}))#{style => modern, mode => maps:get(mode, Params, <<"raw">>)}.
+
+%%% ================================================================ reclaiming
+
+%% An `owned' event for a socket or listener this server does not know:
+%% the daemon gives back what a predecessor of the same name left (or
+%% another client hands one over). Held until reclaimed/0, at most
+%% reclaim_ms.
+adopt(#{id := Id} = Event, St) ->
+    ?LOG_INFO("tlsport: tlsportd gave ~s ~p back (from client ~p)",
+              [case Event of #{listener := true} -> "listener"; _ -> "socket" end,
+               Id, maps:get(from, Event, undefined)]),
+    {Item, St1} =
+        case Event of
+            #{listener := true} ->
+                Key = erlang:unique_integer([positive]),
+                Port = case Event of
+                           #{sockname := #{port := P}} -> P;
+                           _ -> 0
+                       end,
+                L = #{key => Key, style => modern, did => Id, port => Port, state => unclaimed,
+                      issued => 0, params => #{reclaimed => true}},
+                {{listener, Key}, St#st{listeners = maps:put(Key, L, St#st.listeners)}};
+            _ ->
+                U = #{owned => Event, held => [], bytes => 0, paused => false},
+                {{socket, Id}, St#st{sockets = maps:put(Id, {unclaimed, U}, St#st.sockets)}}
+        end,
+    case St#st.reclaim_ms of
+        infinity -> ok;
+        Ms -> erlang:send_after(Ms, self(), {reclaim_expired, Item})
+    end,
+    St1#st{unclaimed = [Item | St1#st.unclaimed]}.
+
+%% Data or an event for an unclaimed socket. Past ?HOLD_BYTES of data the
+%% socket is made passive: the daemon then stops reading its peer (TCP
+%% slows the peer down), and what is already on its way is all that
+%% comes.
+hold(Id, Item, St) ->
+    {unclaimed, #{held := Held, bytes := Bytes, paused := Paused} = U} = maps:get(Id, St#st.sockets),
+    Bytes1 = case Item of
+                 {data, D} -> Bytes + byte_size(D);
+                 _ -> Bytes
+             end,
+    U1 = U#{held := [Item | Held], bytes := Bytes1},
+    St1 = St#st{sockets = maps:put(Id, {unclaimed, U1}, St#st.sockets)},
+    case not Paused andalso Bytes1 > ?HOLD_BYTES of
+        true ->
+            St2 = St1#st{sockets = maps:put(Id, {unclaimed, U1#{paused := true}}, St1#st.sockets)},
+            ignore(#{op => setopts, id => Id, active => false}, St2);
+        false ->
+            St1
+    end.
+
+%% Makes Caller the owner of a held socket or listener: a socket gets its
+%% process, which is handed the `owned' event and everything held, in
+%% order, before anything newer.
+claim({listener, Key}, Caller, St) ->
+    case maps:find(Key, St#st.listeners) of
+        {ok, #{state := unclaimed, port := Port} = L} ->
+            Mon = erlang:monitor(process, Caller),
+            {#tlsport_listen{key = Key, port = Port},
+             St#st{listeners = maps:put(Key, L#{state := ready, owner_mon => Mon}, St#st.listeners),
+                   mons = maps:put(Mon, {listener, Key}, St#st.mons)}};
+        _ ->
+            {none, St}
+    end;
+claim({socket, Id}, Caller, St) ->
+    case maps:find(Id, St#st.sockets) of
+        {ok, {unclaimed, #{owned := Owned, held := Held, paused := Paused}}} ->
+            Args = #{style => modern, format => binary, owner => Caller,
+                     mode => maps:get(mode, Owned, <<"raw">>),
+                     active => case Paused of true -> false; false -> inherited end,
+                     peer => maps:get(peer, Owned, undefined)},
+            case start_socket(Id, Args, St#st{sockets = maps:remove(Id, St#st.sockets)}) of
+                {St1, {ok, Handle}} ->
+                    {Handle, replay(Id, [{event, Owned} | lists:reverse(Held)], St1)};
+                {St1, _} ->
+                    {none, St1}
+            end;
+        _ ->
+            {none, St}
+    end.
+
+%% Hands held data and events to a socket's new process.
+replay(Id, Msgs, St) ->
+    case maps:find(Id, St#st.sockets) of
+        {ok, Route} ->
+            Pid = route_pid(Route),
+            lists:foldl(fun({data, D}, S) ->
+                                Pid ! {tlsport_data, Id, D},
+                                S;
+                           ({event, #{event := socket_closed} = E}, S) ->
+                                Pid ! {tlsport_event, Id, E},
+                                S#st{sockets = maps:remove(Id, S#st.sockets)};
+                           ({event, E}, S) ->
+                                Pid ! {tlsport_event, Id, E},
+                                S
+                        end, St, Msgs);
+        error ->
+            St
+    end.
+
+%% Nobody claimed it in time: it is closed.
+expire({socket, Id}, St) ->
+    case maps:find(Id, St#st.sockets) of
+        {ok, {unclaimed, #{held := Held}}} ->
+            ?LOG_WARNING("tlsport: a socket given back (~p) was not claimed within ~p ms: "
+                         "closed", [Id, St#st.reclaim_ms]),
+            St1 = St#st{sockets = maps:remove(Id, St#st.sockets)},
+            Closed = lists:any(fun({event, #{event := socket_closed}}) -> true;
+                                  (_) -> false
+                               end, Held),
+            case Closed of
+                true -> St1;
+                false -> ignore(#{op => close, id => Id}, St1)
+            end;
+        _ ->
+            St
+    end;
+expire({listener, Key}, St) ->
+    case maps:find(Key, St#st.listeners) of
+        {ok, #{state := unclaimed, did := Did}} ->
+            ?LOG_WARNING("tlsport: a listener given back (~p) was not claimed within ~p ms: "
+                         "closed", [Did, St#st.reclaim_ms]),
+            close_listener(Key, closed, St);
+        _ ->
+            St
+    end.

@@ -11,6 +11,13 @@
 %%            daemon's setopts and recv doing the flow control.
 %% It monitors its owner and closes the socket when the owner dies.
 %%
+%% A socket given back by the daemon (attach mode, tlsport:reclaimed/0)
+%% starts in the active mode the dead node left it in, which the daemon
+%% keeps and does not tell: `inherited'. Whatever the daemon sends is then
+%% handed out as an active socket's data (the daemon sends only what that
+%% mode allows), a `passive' event makes it passive, and the first setopts
+%% of `active' (or a recv) makes the mode known again.
+%%
 %% Receiving. While the socket is active (seed, or modern {active, true}),
 %% its owner is on this node and no hand-over is in progress, the data
 %% does not pass through this process: tlsport_server sends it straight
@@ -23,7 +30,7 @@
 %% pass on is overtaken.
 %%
 %% Sending, and the daemon's busy/ready flow control. Data goes to the
-%% port as DATA frames, from this process (seed deliver messages) or from
+%% daemon's channel (tlsport_server:write_frame/2) as DATA frames, from this process (seed deliver messages) or from
 %% the caller of tlsport:send/2 directly. Two atomics shared with the
 %% handle say whether that is allowed:
 %%   ?FLAGS        0 - write; 1 - closed; 2 - go through this process
@@ -68,7 +75,7 @@
 
 -record(s, {
     id :: pos_integer(),
-    port :: port(),
+    port :: port() | pid(),           % the daemon's channel (tlsport_server:write_frame/2)
     server :: pid(),
     server_mon :: reference(),
     owner :: pid(),
@@ -78,8 +85,9 @@
     mode :: binary(),                 % the daemon's mode string
     handle :: pid() | #tlsport_socket{},
     peer :: term(),
-    %% modern flow control: true | false | once | {n, Count}
-    active = true :: true | false | once | {n, non_neg_integer()},
+    %% modern flow control: true | false | once | {n, Count}, or inherited
+    %% (a reclaimed socket, see above)
+    active = true :: true | false | once | {n, non_neg_integer()} | inherited,
     buf = queue:new() :: queue:queue(binary()),   % received, not yet handed out
     buf_bytes = 0 :: non_neg_integer(),
     recvq = queue:new() :: queue:queue({gen_server:from(), non_neg_integer(), reference() | undefined}),
@@ -170,12 +178,13 @@ send_chunks(#tlsport_socket{port = Port, id = Id, state = State, pid = Pid} = S,
         andalso atomics:get(State, ?UNCONFIRMED) < ?WINDOW of
         true ->
             N = atomics:add_get(State, ?UNCONFIRMED, Size),
-            try erlang:port_command(Port, [<<1, Id:32>> | Chunk]) of
-                true ->
+            case tlsport_server:write_frame(Port, [<<1, Id:32>> | Chunk]) of
+                ok ->
                     %% The writer that crosses the mark has the barrier sent.
                     _ = N >= ?BARRIER_AT andalso N - Size < ?BARRIER_AT andalso (Pid ! window),
-                    send_chunks(S, Rest)
-            catch error:badarg -> {error, closed}
+                    send_chunks(S, Rest);
+                Error ->
+                    Error
             end;
         false ->
             call(Pid, {send, All}, infinity)
@@ -290,6 +299,7 @@ init(#{id := Id, port := Port, server := Server, owner := Owner, style := Style,
 
 active_state(true) -> true;
 active_state(once) -> once;
+active_state(inherited) -> inherited;
 active_state(N) when is_integer(N), N > 0 -> {n, N};
 active_state(_) -> false.
 
@@ -329,6 +339,11 @@ handle_call({switch, _Command, _Cbs}, _From, #s{closed = Closed, closing = Closi
     {reply, {error, closed}, S};
 handle_call({switch, Command, Cbs}, From, S) ->
     continue(pump(S#s{switch = {queued, Command, Cbs, From}}));
+handle_call({recv, _Len, _Timeout} = Recv, From, #s{active = inherited} = S) ->
+    %% The mode the dead node left is unknown: passive from now on (the
+    %% daemon hears before the recv, data on its way is kept for it).
+    _ = tlsport_server:command(S#s.port, S#s.server, #{op => setopts, id => S#s.id, active => false}),
+    handle_call(Recv, From, S#s{active = false});
 handle_call({recv, _Len, _Timeout}, _From, #s{style = modern, active = A} = S) when A =/= false ->
     {reply, {error, einval}, S};
 handle_call({recv, Len, Timeout}, From, #s{style = modern} = S) ->
@@ -526,10 +541,7 @@ pump(S0) ->
             case writable(Size, S) of
                 true ->
                     atomics:add(S#s.state, ?UNCONFIRMED, Size),
-                    Result = try erlang:port_command(S#s.port, [<<1, (S#s.id):32>> | Chunk]) of
-                                 true -> ok
-                             catch error:badarg -> {error, closed}
-                             end,
+                    Result = tlsport_server:write_frame(S#s.port, [<<1, (S#s.id):32>> | Chunk]),
                     reply_to(From, Result),
                     pump(S#s{outq = queue:drop(S#s.outq)});
                 false ->
@@ -740,7 +752,7 @@ packet(_Data, #s{closing = {true, _}} = S) ->
     S;
 packet(Data, #s{style = seed} = S) ->
     emit({self(), {fromsocket, convert(Data, S)}}, S);
-packet(Data, #s{active = true} = S) ->
+packet(Data, #s{active = Active} = S) when Active =:= true; Active =:= inherited ->
     emit({tlsport, S#s.handle, convert(Data, S)}, S);
 packet(Data, #s{active = once} = S) ->
     emit({tlsport, S#s.handle, convert(Data, S)}, S#s{active = false});
@@ -755,6 +767,9 @@ packet(Data, S) ->
     %% switched to passive, or that a recv brought).
     serve_recv(buffer(Data, S)).
 
+passive_event(#s{style = modern, active = inherited} = S) ->
+    %% An {active, N} of the dead node's ran out.
+    emit({tlsport_passive, S#s.handle}, S#s{active = false});
 passive_event(#s{style = modern} = S) ->
     emit({tlsport_passive, S#s.handle}, S);
 passive_event(S) ->
@@ -1024,6 +1039,7 @@ flush_buffer(S) ->
     S1#s{buf = queue:new(), buf_bytes = 0}.
 
 getopt(active, #s{active = {n, N}}) -> N;
+getopt(active, #s{active = inherited}) -> undefined;   % not known: left out
 getopt(active, #s{active = A}) -> A;
 getopt(mode, #s{format = F}) -> F;
 getopt(packet, #s{mode = M}) -> packet_option(M);

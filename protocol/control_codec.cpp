@@ -345,8 +345,10 @@ ControlDecoder::Decoded ControlDecoder::decode(std::string_view body, InboundMes
     return error == ControlError{} ? Decoded::message : Decoded::bad;
   }
 
-  std::string joined;  // an indefinite-length OCTET STRING's segments, joined
-  if (encoding_ == ControlEncoding::asn1 && !octet_string_contents(body, joined, detail)) {
+  // A constructed OCTET STRING's segments are joined in joined_, which the
+  // message's data may point into: it lives until the next frame.
+  joined_.clear();
+  if (encoding_ == ControlEncoding::asn1 && !octet_string_contents(body, joined_, detail)) {
     error = ControlError::not_an_octet_string;
     return Decoded::bad;
   }

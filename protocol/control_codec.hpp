@@ -100,6 +100,11 @@ class ControlDecoder {
   Deframer deframer_;                       ///< packet:N or line framing of the input
   std::optional<TermFormat> first_format_;  ///< format of the first CONTROL term
   bool dead_ = false;                       ///< framing was lost; every feed fails
+  /// asn1: the segments of the current constructed OCTET STRING, joined (a
+  /// DATA frame's bytes point into it during the callback).
+  std::string joined_;
+  /// Larger buffers are given back after their frame.
+  static constexpr std::size_t kKeptJoinedCapacity = 64u << 10;
 };
 
 /// Encoder for one control channel: appends whole framed messages to a buffer.

@@ -23,8 +23,12 @@ bool ControlDecoder::handle(std::string_view body, OnMessage& on_message, OnBad&
   ControlError error{};
   std::string detail;
   switch (decode(body, message, error, detail)) {
-    case Decoded::message:
-      return static_cast<bool>(on_message(message));
+    case Decoded::message: {
+      bool go_on = static_cast<bool>(on_message(message));
+      // A large segmented frame does not keep its buffer for good.
+      if (joined_.capacity() > kKeptJoinedCapacity) std::string().swap(joined_);
+      return go_on;
+    }
     case Decoded::bad:
       on_bad(error, static_cast<const std::string&>(detail));
       return true;

@@ -264,6 +264,17 @@ def test_control_channel_in_asn1_ber():
         proc.stdin.flush()
         peer.settimeout(5)
         assert peer.recv(10) == b"back"
+        # A deliver in segments: the bytes sent are the segments joined.
+        frame = b"\x01" + sid.to_bytes(4, "big") + b"joined from three segments"
+        proc.stdin.write(b"\x24\x80" + _octets(frame[:3]) + _octets(frame[3:12])
+                         + _octets(frame[12:]) + b"\x00\x00")
+        proc.stdin.flush()
+        got = b""
+        while len(got) < len(frame) - 5:
+            chunk = peer.recv(100)
+            assert chunk, got
+            got += chunk
+        assert got == frame[5:]
         peer.close()
     finally:
         proc.stdin.close()

@@ -104,6 +104,8 @@ void Listener::close() {
   closed_ = true;
   std::error_code ignored;
   acceptor_.close(ignored);
+  if (unclaimed_) unclaimed_->close(ignored);
+  unclaimed_.reset();
   retry_timer_.cancel();
   auto pending = std::move(pending_);
   pending_.clear();
@@ -122,6 +124,12 @@ void Listener::close() {
 
 void Listener::accept_next() {
   if (closed_ || accepting_ || !wants_connection()) return;
+  if (unclaimed_) {
+    TcpSocket socket = std::move(*unclaimed_);
+    unclaimed_.reset();
+    on_accepted({}, std::move(socket));
+    return;
+  }
   if (ready_.size() >= settings_.backlog) return;
   if (!shared_.registry.has_room_for_socket()) return;
   accepting_ = true;
@@ -155,6 +163,13 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
     retry_timer_.async_wait([self = shared_from_this()](const std::error_code& e) {
       if (!e) self->accept_next();
     });
+    return;
+  }
+  if (!wants_connection()) {
+    // Its accept was cancelled while the kernel's accept was under way: with
+    // TLS per accept there is nothing to handshake with (and a TLS listener's
+    // connection is never served as plain TCP). It waits for the next accept.
+    unclaimed_.emplace(std::move(socket));
     return;
   }
   PendingAccept* claim = claimant();

@@ -169,7 +169,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::uint64_t evicted_ = 0;                                ///< handshakes given up to make room
   std::uint64_t next_serial_ = 1;                            ///< serial of the next accept
   bool accepting_ = false;                                   ///< an async_accept is outstanding
-  bool closed_ = false;                                      ///< close() was called
+  /// A listener whose TLS comes with each accept: a connection accepted after
+  /// its accept was cancelled waits here, raw, for the next accept.
+  std::optional<TcpSocket> unclaimed_;
+  bool closed_ = false;  ///< close() was called
 };
 
 }  // namespace tlsport::daemon

@@ -70,6 +70,29 @@ def test_accept_with_its_own_tls_flags(client, pki):
     assert client.packets(a["id"], 1) == [b"hi"]
 
 
+def test_connection_after_a_cancelled_accept_waits_for_the_next_accepts_tls(client, pki):
+    # TLS per accept: the kernel accept started for the first accept is still
+    # under way when that accept is cancelled; the connection it brings must
+    # wait for the next accept and get its TLS, never be served as plain TCP.
+    flags = {"flags": f"-cert {pki.server_cert} -key {pki.server_key}"}
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "mode": "packet:2"})
+    first = client.send({"op": "accept", "id": lst["id"], "tls": flags})
+    assert client.call({"op": "cancel", "target": first})["ok"]
+    assert client.reply(first)["error"]["kind"] == "cancelled"
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    peer = socket.create_connection(("127.0.0.1", lst["port"]))
+    time.sleep(0.3)  # the daemon has accepted it, with no accept waiting
+    second = client.send({"op": "accept", "id": lst["id"], "tls": flags})
+    tls = ctx.wrap_socket(peer, server_hostname="localhost", do_handshake_on_connect=False)
+    tls.settimeout(5)
+    tls.do_handshake()
+    a = client.reply(second)
+    assert a["ok"], a
+    tls.sendall(b"\x00\x02hi")
+    assert client.packets(a["id"], 1) == [b"hi"]
+    tls.close()
+
+
 def test_accept_with_own_tls_survives_failed_handshakes(client, pki):
     lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "handshake_timeout_ms": 300})
     ref = client.send({"op": "accept", "id": lst["id"],

@@ -52,19 +52,12 @@
 
 -define(SERVER, ?MODULE).
 -define(CALL_TIMEOUT, 60000).
-%% Attach mode: how long init/1 keeps trying (no daemon listening yet, or
-%% the name still taken by a predecessor the daemon has not seen go), the
-%% pause between tries, and how long reclaimed sockets wait for a claim.
--define(ATTACH_TIMEOUT_MS, 10000).
--define(ATTACH_RETRY_MS, 50).
+%% How long sockets given back wait for a claim (reclaim_timeout_ms).
 -define(RECLAIM_TIMEOUT_MS, 60000).
 %% An unclaimed socket that has received this much is made passive.
 -define(HOLD_BYTES, (1024 * 1024)).
-%% Attach mode: bytes asked of the Unix socket per read, reads per turn.
--define(READ_BYTES, (256 * 1024)).
+%% Attach mode: reads of the Unix socket per turn.
 -define(READS_PER_TURN, 16).
-%% Frames the attach-mode writer joins into one write.
--define(WRITE_BATCH, 32).
 
 %% Where a socket's data goes: its process; straight to its owner
 %% ({direct, Owner, Kind, Tag, SocketPid}); or held here until the socket
@@ -361,193 +354,32 @@ init_port() ->
 %%% ================================================================ attach mode
 
 init_attach(Path) ->
-    try attach_config(Path) of
-        Config -> attach(Config)
+    try tlsport_attach:config(Path, #{reclaim_ms => ?RECLAIM_TIMEOUT_MS}) of
+        Config ->
+            case tlsport_attach:connect(Config) of
+                {ok, Sock, Reply, Frames, Rest} -> {ok, attached(Sock, Config, Reply, Frames, Rest)};
+                {stop, _} = Stop -> Stop
+            end
     catch throw:{bad_config, What} ->
         ?LOG_ERROR("tlsport: bad attach configuration: ~p", [What]),
         {stop, {bad_config, What}}
     end.
 
-attach_config(Path0) ->
-    Path = try unicode:characters_to_list(Path0) of
-               P when is_list(P), P =/= [] -> P;
-               _ -> throw({bad_config, {attach, Path0}})
-           catch _:_ -> throw({bad_config, {attach, Path0}})
-           end,
-    Name = case application:get_env(tlsport, name) of
-               undefined -> undefined;
-               {ok, N} ->
-                   try tlsport_lib:to_binary(N) of
-                       <<>> -> throw({bad_config, {name, N}});
-                       B when byte_size(B) > 255 -> throw({bad_config, {name, N}});
-                       B -> B
-                   catch throw:_ -> throw({bad_config, {name, N}})
-                   end
-           end,
-    Grace = case application:get_env(tlsport, grace_ms) of
-                undefined -> 0;
-                {ok, G} when is_integer(G), G >= 0 -> G;
-                {ok, G} -> throw({bad_config, {grace_ms, G}})
-            end,
-    Grace > 0 andalso Name =:= undefined andalso throw({bad_config, {grace_ms, needs_a_name}}),
-    Hello = maps:merge(#{op => hello, ref => 0},
-                       maps:from_list([{name, Name} || Name =/= undefined] ++
-                                      [{grace_ms, Grace} || Grace > 0])),
-    #{path => Path, name => Name, hello => Hello,
-      attach_ms => ms_env(attach_timeout_ms, ?ATTACH_TIMEOUT_MS, false),
-      reclaim_ms => ms_env(reclaim_timeout_ms, ?RECLAIM_TIMEOUT_MS, true)}.
-
-ms_env(Key, Default, InfinityOk) ->
-    case application:get_env(tlsport, Key) of
-        undefined -> Default;
-        {ok, infinity} when InfinityOk -> infinity;
-        {ok, Ms} when is_integer(Ms), Ms >= 0 -> Ms;
-        {ok, Bad} -> throw({bad_config, {Key, Bad}})
-    end.
-
-%% Connects and says hello, trying again while the daemon is not there
-%% yet (restarting) or the name is still taken (eaddrinuse: the daemon
-%% has not yet seen the channel of a predecessor with that name end).
-attach(#{path := Path, attach_ms := Ms} = Config) ->
-    attach(Config, erlang:monotonic_time(millisecond) + Ms, Path).
-
-attach(Config, Deadline, Path) ->
-    case attach_once(Config, Deadline) of
-        {ok, St} ->
-            {ok, St};
-        {retry, Why} ->
-            case erlang:monotonic_time(millisecond) + ?ATTACH_RETRY_MS < Deadline of
-                true ->
-                    timer:sleep(?ATTACH_RETRY_MS),
-                    attach(Config, Deadline, Path);
-                false ->
-                    ?LOG_ERROR("tlsport: cannot attach to tlsportd at ~ts: ~p", [Path, Why]),
-                    {stop, {cannot_attach, Path, Why}}
-            end;
-        {error, Why} ->
-            ?LOG_ERROR("tlsport: cannot attach to tlsportd at ~ts: ~p", [Path, Why]),
-            {stop, {cannot_attach, Path, Why}}
-    end.
-
-attach_once(#{path := Path} = Config, Deadline) ->
-    case socket:open(local, stream, default) of
-        {ok, Sock} ->
-            Left = max(1, Deadline - erlang:monotonic_time(millisecond)),
-            case socket:connect(Sock, #{family => local, path => Path}, Left) of
-                ok ->
-                    case handshake(Sock, Config, Deadline) of
-                        {ok, St} -> {ok, St};
-                        Other -> _ = socket:close(Sock), Other
-                    end;
-                {error, Why} ->
-                    _ = socket:close(Sock),
-                    case lists:member(Why, [enoent, econnrefused, eagain, timeout]) of
-                        true -> {retry, Why};
-                        false -> {error, Why}
-                    end
-            end;
-        {error, Why} ->
-            {error, Why}
-    end.
-
-%% hello, then (a named client) stats: the daemon sends the `owned' events
-%% of what it gives back right after hello's reply, so everything before
-%% the stats reply is the whole set. Frames that came meanwhile are
-%% handled once the state exists.
-handshake(Sock, #{hello := Hello, name := Name, reclaim_ms := ReclaimMs}, Deadline) ->
-    _ = socket:setopt(Sock, {otp, rcvbuf}, ?READ_BYTES),
-    case sync_call(Sock, Hello, Deadline, <<>>) of
-        {ok, #{ok := true} = Reply, Before, Rest0} ->
-            Got = case Name of
-                      undefined -> {ok, #{}, [], Rest0};
-                      _ -> sync_call(Sock, #{op => stats, ref => -1}, Deadline, Rest0)
-                  end,
-            case Got of
-                {ok, _, After, Rest} ->
-                    Frames = Before ++ After,
-                    Writer = spawn_link(fun() -> sock_writer(Sock) end),
-                    St0 = #st{sock = Sock, chan = Writer, writer = Writer, hello = Reply,
-                              reclaim_ms = ReclaimMs},
-                    St1 = lists:foldl(fun(F, S) ->
-                                              {noreply, S1} = frame(F, S),
-                                              S1
-                                      end, St0, Frames),
-                    {noreply, St} = input(Rest, St1),
-                    self() ! {tlsport_read, Sock},
-                    ?LOG_INFO("tlsport: attached to tlsportd as client ~p~ts",
-                              [maps:get(client, Reply, undefined),
-                               case Name of undefined -> ""; _ -> [" (", Name, ")"] end]),
-                    {ok, St};
-                {error, Why} ->
-                    {retry, Why}
-            end;
-        {ok, #{error := #{kind := <<"eaddrinuse">>}}, _, _} ->
-            {retry, eaddrinuse};
-        {ok, #{error := E}, _, _} ->
-            {error, tlsport_lib:error_reason(E)};
-        {error, timeout} ->
-            {error, timeout};
-        {error, Why} ->
-            %% The daemon refused the connection (a cap, a uid not let in)
-            %% or is going away.
-            {retry, Why}
-    end.
-
-%% Sends a command and reads frames until its reply: the reply, the
-%% frames before it, the bytes after it.
-sync_call(Sock, #{ref := Ref} = Command, Deadline, Buf) ->
-    Body = term_to_binary(Command),
-    case socket:send(Sock, [<<(byte_size(Body) + 1):32, 0>>, Body]) of
-        ok -> sync_read(Sock, Ref, Deadline, Buf, []);
-        {error, Why} -> {error, Why}
-    end.
-
-sync_read(Sock, Ref, Deadline, <<Len:32, Body:Len/binary, Rest/binary>>, Before) ->
-    case Body of
-        <<0, Term/binary>> ->
-            case binary_to_term(Term) of
-                #{ref := Ref} = Reply when not is_map_key(event, Reply) ->
-                    {ok, Reply, lists:reverse(Before), Rest};
-                _ ->
-                    sync_read(Sock, Ref, Deadline, Rest, [Body | Before])
-            end;
-        _ ->
-            sync_read(Sock, Ref, Deadline, Rest, [Body | Before])
-    end;
-sync_read(Sock, Ref, Deadline, Buf, Before) ->
-    case Deadline - erlang:monotonic_time(millisecond) of
-        Left when Left =< 0 ->
-            {error, timeout};
-        Left ->
-            case socket:recv(Sock, 0, Left) of
-                {ok, Data} -> sync_read(Sock, Ref, Deadline, <<Buf/binary, Data/binary>>, Before);
-                {error, Why} -> {error, Why}
-            end
-    end.
-
-%% The only process that writes to the Unix socket (see write_frame/2).
-%% Frames waiting are joined into one write.
-sock_writer(Sock) ->
-    receive
-        {write, Frame} ->
-            Frames = gather([Frame], ?WRITE_BATCH - 1),
-            case socket:send(Sock, [[<<(iolist_size(F)):32>>, F] || F <- Frames]) of
-                ok -> sock_writer(Sock);
-                {error, Why} -> exit({channel, Why})
-            end;
-        {flush, From, Ref} ->
-            From ! {flushed, Ref},
-            sock_writer(Sock)
-    end.
-
-gather(Acc, 0) ->
-    lists:reverse(Acc);
-gather(Acc, N) ->
-    receive
-        {write, Frame} -> gather([Frame | Acc], N - 1)
-    after 0 ->
-        lists:reverse(Acc)
-    end.
+%% The channel is up and hello answered: the state, with the frames that
+%% came before hello's (and stats') reply handled, and reading started.
+attached(Sock, #{name := Name, reclaim_ms := ReclaimMs}, Reply, Frames, Rest) ->
+    Writer = spawn_link(fun() -> tlsport_attach:writer(Sock) end),
+    St0 = #st{sock = Sock, chan = Writer, writer = Writer, hello = Reply, reclaim_ms = ReclaimMs},
+    St1 = lists:foldl(fun(F, S) ->
+                              {noreply, S1} = frame(F, S),
+                              S1
+                      end, St0, Frames),
+    {noreply, St} = input(Rest, St1),
+    self() ! {tlsport_read, Sock},
+    ?LOG_INFO("tlsport: attached to tlsportd as client ~p~ts",
+              [maps:get(client, Reply, undefined),
+               case Name of undefined -> ""; _ -> [" (", Name, ")"] end]),
+    St.
 
 %% Reads what the Unix socket has, a few times per turn (then lets the
 %% mailbox in), until the read would wait: the runtime then sends a
@@ -787,18 +619,17 @@ handle_info({'EXIT', Writer, Reason}, #st{writer = Writer} = St) ->
     {stop, {shutdown, {tlsportd_exit, Reason}}, St};
 handle_info({'EXIT', _Pid, _Reason}, St) ->
     {noreply, St};
-handle_info(trim, St) ->
-    case process_info(self(), message_queue_len) of
-        {message_queue_len, 0} ->
+handle_info({trim, Count}, St) ->
+    case map_size(St#st.sockets) of
+        Count ->
             case whereis(tlsport_socket_sup) of
                 undefined -> ok;
                 Sup -> erlang:garbage_collect(Sup, [{async, trim}])
             end,
-            {noreply, St#st{peak = map_size(St#st.sockets), trim_due = false}, hibernate};
-        _ ->
-            %% Still busy (closes still coming in): a heap compacted now
-            %% would grow back at once.
-            erlang:send_after(?TRIM_DELAY_MS, self(), trim),
+            {noreply, St#st{peak = Count, trim_due = false}, hibernate};
+        Now ->
+            %% Still closing: a heap compacted now would grow back at once.
+            erlang:send_after(?TRIM_DELAY_MS, self(), {trim, Now}),
             {noreply, St}
     end;
 handle_info({garbage_collect, trim, _}, St) ->
@@ -1068,14 +899,14 @@ start_socket(Id, Args, St) ->
 %% this server's heap and the socket supervisor's grew with them and, being
 %% long-lived and often idle, would keep that memory until a collection
 %% that may never come (and a collection alone does not shrink a heap all
-%% the way). A second after the drop began, at the first moment it has no
-%% message waiting (a mass close is over), this server hibernates once (a
-%% compacting collection; the next message wakes it) and has the supervisor
+%% the way). Once the number of sockets has stayed the same for a second
+%% (a mass close is over), this server hibernates once (a compacting
+%% collection; the next message wakes it) and has the supervisor
 %% collected. Never on the data path, and at most once a second.
 trim(#st{trim_due = false, peak = Peak, sockets = Sockets} = St) when Peak >= ?TRIM_AFTER ->
     case map_size(Sockets) =< Peak div 4 * 3 of
         true ->
-            erlang:send_after(?TRIM_DELAY_MS, self(), trim),
+            erlang:send_after(?TRIM_DELAY_MS, self(), {trim, map_size(Sockets)}),
             St#st{trim_due = true};
         false ->
             St

@@ -198,6 +198,51 @@ def test_callbacks_keep_order_and_may_not_await_replies(daemon_path: str) -> Non
     run(main)
 
 
+def test_large_packets_while_a_coroutine_callback_holds_the_reader(daemon_path: str) -> None:
+    """A coroutine on_data callback pauses reading from the daemon (past 1 MiB
+    undecoded); a packet larger than that still completes, and every byte of
+    every packet arrives in order."""
+
+    async def main() -> None:
+        async with await AsyncClient.spawn(daemon_path) as client:
+            a, b = await _connected_pair(client, "packet:4")
+            packets = [bytes([i]) * (3 << 20) + os.urandom(64) for i in range(4)]
+            got: List[bytes] = []
+            done = asyncio.Event()
+
+            async def on_data(packet: bytes) -> None:
+                await asyncio.sleep(0.05)  # the reader task waits for this
+                got.append(packet)
+                if len(got) == len(packets):
+                    done.set()
+
+            b.on_data(on_data)
+            for packet in packets:
+                await a.send(packet)
+            await asyncio.wait_for(done.wait(), 10)
+            assert got == packets
+
+    run(main, timeout=20)
+
+
+def test_many_small_sends_without_yielding_stay_in_order(daemon_path: str) -> None:
+    """Sends are written at the end of the event loop's turn (or once 64 KiB
+    are due): a loop that never yields still sends everything, in order."""
+
+    async def main() -> None:
+        async with await AsyncClient.spawn(daemon_path) as client:
+            a, b = await _connected_pair(client, "raw")
+            expected = b"".join(b"%d," % i for i in range(20000))
+            for i in range(20000):
+                await a.send(b"%d," % i)
+            received = b""
+            while len(received) < len(expected):
+                received += await b.recv(timeout=5)
+            assert received == expected
+
+    run(main)
+
+
 def test_adopt_between_attached_clients(unix_daemon: Dict[str, Any]) -> None:
     path = unix_daemon["path"]
 

@@ -427,9 +427,15 @@ class Session:
         return ref
 
     # -- inbound ---------------------------------------------------------------
-    def receive_data(self, data: bytes) -> None:
-        """Bytes read from the daemon (``b""``: end of input)."""
+    def receive_data(self, data: "bytes | memoryview") -> None:
+        """Bytes read from the daemon (``b""``: end of input); copied, so a
+        reused read buffer may be passed."""
         self._decoder.receive_data(data)
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received from the daemon and not yet decoded."""
+        return self._decoder.buffered
 
     def next_outcomes(self) -> Optional[List[Outcome]]:
         """What the next complete message means, or ``None`` when more bytes are needed.

@@ -53,8 +53,8 @@ class PipeChannel:
         self._in = proc.stdin.fileno()
         self._out = proc.stdout.fileno()
 
-    def read(self, n: int) -> bytes:
-        return os.read(self._out, n)
+    def read_into(self, buffer: memoryview) -> int:
+        return os.readv(self._out, [buffer])
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -114,8 +114,8 @@ class UnixChannel:
         self.sock = sock
         self.path = path
 
-    def read(self, n: int) -> bytes:
-        return self.sock.recv(n)
+    def read_into(self, buffer: memoryview) -> int:
+        return self.sock.recv_into(buffer)
 
     def write(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -284,13 +284,16 @@ class SyncTransport(ClientBase):
 
     def _read_loop(self) -> None:
         error: Optional[TlsportError] = None
+        # One reused buffer: a fresh 256 KiB bytes object per read is served by
+        # mmap and munmap in glibc (see _aio_transport).
+        buffer = memoryview(bytearray(_READ_SIZE))
         try:
             while True:
-                data = self._chan.read(_READ_SIZE)
-                if not data:
+                n = self._chan.read_into(buffer)
+                if not n:
                     break
                 with self._lock:
-                    self._session.receive_data(data)
+                    self._session.receive_data(buffer[:n])
                 while True:
                     with self._lock:
                         outcomes = self._session.next_outcomes()

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any, AsyncIterator, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _args, _certs
@@ -354,15 +355,22 @@ class AsyncClient(AioTransport):
         :meth:`tlsport.Client.spawn` for the arguments)."""
         name = _args.check_client(name, window, max_buffer)
         path, argv = _args.spawn_argv(daemon, unix_path, args)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=None if env is None else dict(env)
-        )
-        assert proc.stdout is not None and proc.stdin is not None
+        # The daemon's stdin and stdout are one end of a socket pair (see _aio_transport).
+        ours, theirs = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=theirs, stdout=theirs, stderr=stderr, env=None if env is None else dict(env)
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         # The daemon listens on its Unix socket before it serves any channel: once
         # hello is answered, others can attach.
         description = f"tlsportd (pid {proc.pid}, {path})"
-        client = cls(proc.stdout, proc.stdin, proc=proc, description=description, name=name, window=window, max_buffer=max_buffer)
-        return await client._open(30.0)
+        client = cls(proc=proc, description=description, name=name, window=window, max_buffer=max_buffer)
+        return await client._open(ours, 30.0)
 
     @classmethod
     async def attach(
@@ -381,14 +389,18 @@ class AsyncClient(AioTransport):
         name = _args.check_client(name, window, max_buffer)
         grace_ms = _args.check_grace(grace, name)
         timeout = _args.check_timeout(timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(spath), timeout)
+            sock.setblocking(False)
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, spath), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
+            sock.close()
             raise DaemonGone(f"cannot connect to the daemon at {spath}: {exc!r}") from exc
-        client = cls(
-            reader, writer, description=f"the daemon at {spath}", name=name, window=window, max_buffer=max_buffer, grace_ms=grace_ms
-        )
-        return await client._open(timeout)
+        except BaseException:
+            sock.close()
+            raise
+        client = cls(description=f"the daemon at {spath}", name=name, window=window, max_buffer=max_buffer, grace_ms=grace_ms)
+        return await client._open(sock, timeout)
 
     # -- public API ------------------------------------------------------------
     async def listen(

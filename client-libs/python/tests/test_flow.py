@@ -14,6 +14,7 @@ import pytest
 from conftest import ssl_connect
 
 import tlsport
+import tlsport._flow
 from tlsport.aio import AsyncClient
 
 CHUNK = 64 * 1024
@@ -26,7 +27,7 @@ def library_bound(window: int) -> int:
     return (window + 1) * CHUNK
 
 
-LIBRARY_BOUND = library_bound(8)
+LIBRARY_BOUND = library_bound(tlsport._flow.DEFAULT_WINDOW)
 
 
 def _chunk(i: int) -> bytes:

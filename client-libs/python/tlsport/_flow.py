@@ -31,7 +31,7 @@ from ._args import Active
 
 __all__ = ["FlowState", "DEFAULT_WINDOW", "DEFAULT_MAX_BYTES"]
 
-DEFAULT_WINDOW = 8
+DEFAULT_WINDOW = 16  # a grant (a setopts and its reply) every 8 packets: 1 MiB of raw chunks ahead at most
 DEFAULT_MAX_BYTES = 1 << 20
 
 Tag = Tuple[str, int]

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdlib>
+
 #include "daemon/connection.hpp"
 #include "daemon/connector.hpp"
 #include "daemon/listener.hpp"
@@ -13,6 +16,35 @@
 namespace tlsport::daemon {
 
 using nlohmann::json;
+
+namespace {
+
+/// Gives memory freed since the last call back to the kernel. glibc keeps the
+/// last seven freed chunks of each small size (up to about 1 KiB) in a
+/// per-thread cache that malloc_trim does not touch: after 10,000 connections
+/// close, those chunks lie scattered over the whole grown heap and each keeps
+/// its page or two resident (355 of the 392 islands of live memory in a soak's
+/// heap were such chunks). Taking each size's cached chunks out, refilling the
+/// cache with fresh chunks and then freeing the old ones (the cache is full, so
+/// they go back to the heap and merge) lets the trim release their pages.
+void release_free_memory() {
+#if defined(__GLIBC__)
+  constexpr std::size_t kSizes = 64;   // cached sizes: chunks of 32 to 1040 bytes
+  constexpr std::size_t kPerSize = 7;  // chunks cached per size
+  std::array<void*, kPerSize * 2> held{};
+  for (std::size_t size_class = 0; size_class < kSizes; ++size_class) {
+    std::size_t request = 24 + 16 * size_class;  // fills a chunk of 32 + 16 * size_class
+    for (auto& p : held) {
+      p = std::malloc(request);                    // the cached ones first, then fresh
+      __asm__ volatile("" : : "g"(p) : "memory");  // not to be elided with its free
+    }
+    for (std::size_t i = held.size(); i-- > 0;) std::free(held[i]);  // fresh ones refill the cache
+  }
+  ::malloc_trim(0);
+#endif
+}
+
+}  // namespace
 
 Daemon::Daemon(asio::io_context& io, Options options)
     : options_(std::move(options)),
@@ -50,7 +82,7 @@ void Daemon::trim_memory_later() {
     // Only after a real drop (a quarter of at least a few hundred): never on
     // the data path, and rarely in steady state.
     if (connections_peak_ >= kTrimAfter && now <= connections_peak_ / 4 * 3) {
-      ::malloc_trim(0);
+      release_free_memory();
       connections_peak_ = now;
     }
     trim_memory_later();

@@ -880,7 +880,7 @@ reply({probe, AId, {ok, #{id := Id}} = Accepted}, Info, St) ->
 %%% ================================================================ sockets
 
 start_socket(Id, Args, St) ->
-    Full = Args#{id => Id, port => St#st.chan, server => self(), state => atomics:new(2, [])},
+    Full = Args#{id => Id, port => St#st.chan, server => self(), state => atomics:new(tlsport_socket:state_size(), [])},
     case tlsport_socket_sup:start_socket(Full) of
         {ok, Pid} ->
             Mon = erlang:monitor(process, Pid),
@@ -993,6 +993,12 @@ answerer(N, Work, Timeout, Failed) ->
 %% The message an owner gets for a packet, built here for direct routes.
 direct_message(modern_binary, S, Data) -> {tlsport, S, Data};
 direct_message(modern_list, S, Data) -> {tlsport, S, binary_to_list(Data)};
+direct_message(counted_binary, S, Data) ->
+    _ = tlsport_socket:count_received(S),
+    {tlsport, S, Data};
+direct_message(counted_list, S, Data) ->
+    _ = tlsport_socket:count_received(S),
+    {tlsport, S, binary_to_list(Data)};
 direct_message(seed_binary, Pid, Data) -> {Pid, {fromsocket, Data}};
 direct_message(seed_list, Pid, Data) -> {Pid, {fromsocket, binary_to_list(Data)}}.
 

@@ -18,10 +18,14 @@
 %% mode allows), a `passive' event makes it passive, and the first setopts
 %% of `active' (or a recv) makes the mode known again.
 %%
-%% Receiving. While the socket is active (seed, or modern {active, true}),
-%% its owner is on this node and no hand-over is in progress, the data
-%% does not pass through this process: tlsport_server sends it straight
-%% to the owner (the route is `direct'). Everything else (passive modes,
+%% Receiving. While the socket is active (seed, or modern {active, true}
+%% or {active, N}), its owner is on this node and no hand-over is in
+%% progress, the data does not pass through this process: tlsport_server
+%% sends it straight to the owner (the route is `direct'). With
+%% {active, N} the daemon sends N packets and then a `passive' event,
+%% which comes here after the packets reached the owner; the server counts
+%% what it sent in the ?RECEIVED atomic, so that the count left is known
+%% here (settle_count/1) when the owner adds to it or asks for it. Everything else (passive modes,
 %% hand-overs, events) goes through here. Leaving the direct route is
 %% synchronous (route_via/2: whatever the server sent the owner before is
 %% in the owner's mailbox when it returns); taking it is a hand-shake
@@ -49,7 +53,7 @@
 -module(tlsport_socket).
 -behaviour(gen_server).
 
--export([start_link/1, handle/2, initial_route/2]).
+-export([start_link/1, handle/2, initial_route/2, state_size/0, count_received/1]).
 -export([send/2, direct_send/2, close/1, controlling_process/2, recv/3, setopts/2, getopts/2,
          peername/1, sockname/1, info/1, starttls/3, stoptls/2, daemon_request/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -60,6 +64,7 @@
 %% Atomics of a socket (see above).
 -define(FLAGS, 1).
 -define(UNCONFIRMED, 2).
+-define(RECEIVED, 3).        % packets of an {active, N} sent to the owner directly
 -define(OPEN, 0).
 -define(CLOSED, 1).
 -define(HOLD, 2).
@@ -71,7 +76,8 @@
 -define(CLOSE_FLUSH_MS, 5000).
 -define(RECV_FOREVER_MS, 86400000).
 
--type kind() :: modern_binary | modern_list | seed_binary | seed_list.
+-type kind() :: modern_binary | modern_list | counted_binary | counted_list
+              | seed_binary | seed_list.
 
 -record(s, {
     id :: pos_integer(),
@@ -130,19 +136,35 @@ handle(Pid, #{style := modern, id := Id, port := Port, mode := Mode, state := St
 %% process. The process starts with the same view (init/1).
 -spec initial_route(map(), pid()) -> pid() | {direct, pid(), kind(), term(), pid()}.
 initial_route(#{style := Style, owner := Owner} = Args, Pid) ->
-    Active = Style =:= seed orelse maps:get(active, Args, true) =:= true,
-    case Active andalso node(Owner) =:= node() of
+    Active = case Style of
+                 seed -> true;
+                 modern -> active_state(maps:get(active, Args, true))
+             end,
+    case direct_mode(Active) andalso node(Owner) =:= node() of
         true ->
-            Kind = kind(Style, maps:get(format, Args, list)),
+            Kind = kind(Style, maps:get(format, Args, list), Active),
             {direct, Owner, Kind, handle(Pid, Args), Pid};
         false ->
             Pid
     end.
 
-kind(seed, binary) -> seed_binary;
-kind(seed, list) -> seed_list;
-kind(modern, binary) -> modern_binary;
-kind(modern, list) -> modern_list.
+%% @doc The atomics a socket's handle shares with tlsport_server.
+state_size() -> ?RECEIVED.
+
+%% @doc tlsport_server sent the owner a packet of an {active, N} directly.
+count_received(#tlsport_socket{state = State}) ->
+    atomics:add(State, ?RECEIVED, 1).
+
+direct_mode(true) -> true;
+direct_mode({n, _}) -> true;
+direct_mode(_) -> false.
+
+kind(seed, binary, _) -> seed_binary;
+kind(seed, list, _) -> seed_list;
+kind(modern, binary, {n, _}) -> counted_binary;
+kind(modern, list, {n, _}) -> counted_list;
+kind(modern, binary, _) -> modern_binary;
+kind(modern, list, _) -> modern_list.
 
 %% @doc Sends through the socket process (waits while the socket is busy).
 send(Pid, Data) ->
@@ -473,7 +495,7 @@ terminate(_Reason, _S) ->
 %% not being changed.
 want_direct(#s{closed = false, closing = false, close_wait = undefined, holding = [],
                owner = Owner} = S) ->
-    (S#s.style =:= seed orelse S#s.active =:= true) andalso node(Owner) =:= node()
+    (S#s.style =:= seed orelse direct_mode(S#s.active)) andalso node(Owner) =:= node()
         andalso queue:is_empty(S#s.buf);
 want_direct(_) ->
     false.
@@ -481,7 +503,7 @@ want_direct(_) ->
 %% Brings the server's route in line with what the state calls for.
 sync_route(S) ->
     Want = case want_direct(S) of
-               true -> kind(S#s.style, S#s.format);
+               true -> kind(S#s.style, S#s.format, S#s.active);
                false -> none
            end,
     case {S#s.route, Want} of
@@ -499,7 +521,17 @@ to_via(#s{route = via} = S) ->
     S;
 to_via(S) ->
     _ = tlsport_server:route_via(S#s.server, S#s.id),
-    S#s{route = via}.
+    case settle_count(S#s{route = via}) of
+        #s{active = {n, N}} = S1 when N =< 0 -> S1#s{active = false};  % its passive event follows
+        S1 -> S1
+    end.
+
+%% Takes what the server counted on the direct route off an {active, N}
+%% count: the count is then exact (and stays so on the via route).
+settle_count(#s{active = {n, N}, state = State} = S) ->
+    S#s{active = {n, N - atomics:exchange(State, ?RECEIVED, 0)}};
+settle_count(S) ->
+    S.
 
 request_direct(Kind, S) ->
     Gen = S#s.gen + 1,
@@ -770,7 +802,12 @@ packet(Data, S) ->
 passive_event(#s{style = modern, active = inherited} = S) ->
     %% An {active, N} of the dead node's ran out.
     emit({tlsport_passive, S#s.handle}, S#s{active = false});
-passive_event(#s{style = modern} = S) ->
+passive_event(#s{style = modern} = S0) ->
+    %% The daemon's count ran out: unless the owner added to it since.
+    S = case settle_count(S0) of
+            #s{active = {n, N}} = S1 when N =< 0 -> sync_route(S1#s{active = false});
+            S1 -> S1
+        end,
     emit({tlsport_passive, S#s.handle}, S);
 passive_event(S) ->
     S.
@@ -979,7 +1016,7 @@ setopt({active, A}, {S, D}) ->
                  _ when is_boolean(A); A =:= once -> A;
                  _ -> throw(einval)
              end,
-    case apply_active(Active, S) of
+    case apply_active(Active, settle_count(S)) of
         {S1, skip} -> {S1, lists:keydelete(active, 1, D)};
         {S1, DA} -> {S1, lists:keystore(active, 1, D, {active, DA})}
     end;
@@ -1038,7 +1075,11 @@ flush_buffer(S) ->
                      S, queue:to_list(S#s.buf)),
     S1#s{buf = queue:new(), buf_bytes = 0}.
 
-getopt(active, #s{active = {n, N}}) -> N;
+getopt(active, #s{active = {n, N}, state = State}) ->
+    case N - atomics:get(State, ?RECEIVED) of
+        Left when Left > 0 -> Left;
+        _ -> false
+    end;
 getopt(active, #s{active = inherited}) -> undefined;   % not known: left out
 getopt(active, #s{active = A}) -> A;
 getopt(mode, #s{format = F}) -> F;

@@ -16,6 +16,7 @@ tlsport_test_() ->
       ?T(line_and_asn1),
       ?T(active_once),
       ?T(active_n),
+      ?T(active_n_goes_straight_to_the_owner_and_counts),
       ?T(passive_recv),
       ?T(passive_recv_raw_lengths),
       ?T(switching_modes_keeps_order),
@@ -166,6 +167,40 @@ active_n() ->
     ?assertEqual(passive, receive {tlsport_passive, C} -> passive after 5000 -> timeout end),
     tlsport:close(C),
     tlsport:close(S).
+
+%% {active, N} packets go from tlsport_server to the owner without passing
+%% through the socket process, and the count stays exact: getopts, adding
+%% to it before it runs out, the passive message after exactly N, then
+%% recv through the socket process again.
+active_n_goes_straight_to_the_owner_and_counts() ->
+    {S, C} = pair([{packet, 2}], [{packet, 2}, {active, 5}]),
+    #tlsport_socket{pid = Pid} = C,
+    1 = erlang:trace(Pid, true, ['receive']),
+    [ok = tlsport:send(S, <<I>>) || I <- [1, 2]],
+    ?assertEqual([<<1>>, <<2>>], [data(C) || _ <- [1, 2]]),
+    ?assertEqual({ok, [{active, 3}]}, tlsport:getopts(C, [active])),
+    ok = tlsport:setopts(C, [{active, 2}]),          % 3 left + 2, as inet adds
+    [ok = tlsport:send(S, <<I>>) || I <- lists:seq(3, 9)],
+    ?assertEqual([<<I>> || I <- lists:seq(3, 7)], [data(C) || _ <- lists:seq(3, 7)]),
+    ?assertEqual(passive, receive {tlsport_passive, C} -> passive after 5000 -> timeout end),
+    ?assertEqual({ok, [{active, false}]}, tlsport:getopts(C, [active])),
+    erlang:trace(Pid, false, ['receive']),
+    ?assertEqual([], traced_data(Pid, [])),
+    ?assertEqual({ok, <<8>>}, tlsport:recv(C, 0, 2000)),
+    ok = tlsport:setopts(C, [{active, 1}]),
+    ?assertEqual(<<9>>, data(C)),
+    ?assertEqual(passive, receive {tlsport_passive, C} -> passive after 5000 -> timeout end),
+    nothing_from(C, 100),
+    tlsport:close(C),
+    tlsport:close(S).
+
+%% The packets the traced socket process received from tlsport_server.
+traced_data(Pid, Acc) ->
+    receive
+        {trace, Pid, 'receive', {tlsport_data, _, D}} -> traced_data(Pid, [D | Acc]);
+        {trace, Pid, 'receive', _} -> traced_data(Pid, Acc)
+    after 100 -> lists:reverse(Acc)
+    end.
 
 passive_recv() ->
     {S, C} = pair([{packet, 2}], [{packet, 2}, {active, false}]),

@@ -124,8 +124,12 @@ void ControlClient::process(std::string_view bytes) {
 void ControlClient::pause(PauseReason reason) {
   bool was_paused = input_paused();
   paused_ |= reason;
-  // Input is not read while paused, so its end would go unseen: watch for it.
-  if (!was_paused) watch_for_hangup();
+  // Input is not read while paused, so its end would go unseen: watch for it,
+  // once the decoding under way (which may be what paused) has kept the input
+  // it did not reach. Looking at once saw an empty, closed pipe and dropped
+  // the commands still in the buffer just read.
+  if (!was_paused)
+    asio::post(in_.get_executor(), [self = shared_from_this()] { self->watch_for_hangup(); });
 }
 
 void ControlClient::resume(PauseReason reason) {
@@ -259,9 +263,11 @@ void ControlClient::watch_for_hangup() {
   struct pollfd p = {fd, static_cast<short>(input_ended_ ? POLLOUT : POLLIN), 0};
   bool polled = ::poll(&p, 1, 0) >= 0;
   bool hung_up = !polled || (p.revents & (POLLHUP | POLLERR)) != 0;
-  // Commands still waiting in a closed pipe are carried out once the output
-  // drains; a client held back by a busy socket has no such prospect.
-  if (hung_up && !input_ended_ && (p.revents & POLLIN) != 0 && (paused_ & kPausedBySocket) == 0)
+  // Commands still waiting in a closed pipe, or already read and not yet
+  // carried out, are carried out once the output drains; a client held back
+  // by a busy socket has no such prospect.
+  bool commands_wait = (p.revents & POLLIN) != 0 || (decoder_ && decoder_->buffered() > 0);
+  if (hung_up && !input_ended_ && commands_wait && (paused_ & kPausedBySocket) == 0)
     hung_up = false;
   if (hung_up) {
     if (input_ended_)

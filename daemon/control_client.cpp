@@ -58,11 +58,8 @@ void ControlClient::wait_readable() {
 }
 
 void ControlClient::on_readable() {
-  // Commands are carried out straight from this buffer, and carrying them out
-  // may read sockets through the daemon's shared buffer: so a buffer of our own.
-  if (input_.empty()) input_.resize(kInputBufferSize);
-  ssize_t n = ::read(in_.native_handle(), input_.data(), input_.size());
-  auto& buffer = input_;
+  std::vector<char>& buffer = shared_.control_input;
+  ssize_t n = ::read(in_.native_handle(), buffer.data(), buffer.size());
   if (n > 0) {
     process(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
     wait_readable();

@@ -107,23 +107,21 @@ class ControlClient : public std::enable_shared_from_this<ControlClient> {
   bool is_port_;                           ///< stdio/fds channel: its end ends the daemon
   asio::posix::stream_descriptor in_;      ///< commands come from here
   asio::posix::stream_descriptor out_fd_;  ///< replies and events go here
-  std::optional<protocol::ControlDecoder> decoder_;           ///< set once the encoding is known
-  protocol::ControlEncoder encoder_;                          ///< replies and events
-  static constexpr std::size_t kInputBufferSize = 64u << 10;  ///< bytes read at once
-  std::vector<char> input_;                     ///< this client\'s read buffer (see on_readable)
-  std::string out_;                             ///< queued output
-  std::size_t out_start_ = 0;                   ///< first unwritten byte of out_
-  std::size_t high_water_;                      ///< congestion threshold for out_
-  std::size_t hard_cap_;                        ///< above it, commands are not read
-  std::vector<std::uint32_t> waiting_sockets_;  ///< sockets paused until out_ drains
-  asio::steady_timer hangup_timer_;             ///< polls a half-closed client for its hang-up
-  bool flush_scheduled_ = false;                ///< a flush is posted
-  bool write_waiting_ = false;                  ///< waiting for the output to be writable
-  std::uint8_t paused_ = 0;                     ///< PauseReason bits
-  bool input_ended_ = false;                    ///< no more commands will come
-  bool closing_ = false;                        ///< close once the output is flushed
-  bool closed_ = false;                         ///< descriptors closed
-  bool term_format_fixed_ = false;              ///< the term format was taken from the client
+  std::optional<protocol::ControlDecoder> decoder_;  ///< set once the encoding is known
+  protocol::ControlEncoder encoder_;                 ///< replies and events
+  std::string out_;                                  ///< queued output
+  std::size_t out_start_ = 0;                        ///< first unwritten byte of out_
+  std::size_t high_water_;                           ///< congestion threshold for out_
+  std::size_t hard_cap_;                             ///< above it, commands are not read
+  std::vector<std::uint32_t> waiting_sockets_;       ///< sockets paused until out_ drains
+  asio::steady_timer hangup_timer_;                  ///< polls a half-closed client for its hang-up
+  bool flush_scheduled_ = false;                     ///< a flush is posted
+  bool write_waiting_ = false;                       ///< waiting for the output to be writable
+  std::uint8_t paused_ = 0;                          ///< PauseReason bits
+  bool input_ended_ = false;                         ///< no more commands will come
+  bool closing_ = false;                             ///< close once the output is flushed
+  bool closed_ = false;                              ///< descriptors closed
+  bool term_format_fixed_ = false;                   ///< the term format was taken from the client
 };
 
 }  // namespace tlsport::daemon

@@ -1,5 +1,6 @@
 #include "daemon/daemon.hpp"
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,6 +162,10 @@ bool Daemon::start() {
       log(LogLevel::error, "fds %d and %d must be open (--nouse-stdio needs fds 3 and 4)", in, out);
       return false;
     }
+    // A port's pipes hold 64 KiB by default: one 64 KiB DATA frame fills one,
+    // and every frame costs a wake-up of both ends. Not a pipe: nothing happens.
+    ::fcntl(in, F_SETPIPE_SZ, kPortPipeSize);
+    ::fcntl(out, F_SETPIPE_SZ, kPortPipeSize);
     add_client(in, out, true, options_.control, options_.packet);
   }
   return true;

@@ -58,6 +58,7 @@ class Daemon final : public ClientHost {
 
   /// Connections that must have been open before a drop is worth a trim.
   static constexpr std::size_t kTrimAfter = 64;
+  static constexpr int kPortPipeSize = 256 << 10;
 
   Options options_;                   ///< settings from flags and config
   Shared shared_;                     ///< loop, registry, read buffer, contexts

@@ -40,12 +40,19 @@ struct Shared {
 
   /// Size of the read buffer shared by every socket: a few TLS records.
   static constexpr std::size_t kReadBufferSize = 64u << 10;
+  /// Size of the read buffer shared by the control clients: a port's pipe holds
+  /// this much (Daemon::kPortPipeSize), and a read takes all of it.
+  static constexpr std::size_t kControlInputSize = 256u << 10;
 
   asio::io_context& io;    ///< the one event loop
   const Options& options;  ///< settings from flags and config
   Poller poller;           ///< readiness of the connections (before registry: outlives them)
   Registry registry;       ///< who is there, who owns what
   std::vector<char> read_buffer = std::vector<char>(kReadBufferSize);  ///< every socket read
+  /// Every control client's read: commands are carried out from it, and that
+  /// may read sockets into read_buffer, so it is another. What the decoder does
+  /// not reach before returning it keeps (a copy), so one buffer serves all.
+  std::vector<char> control_input = std::vector<char>(kControlInputSize);
   SessionCache client_sessions;  ///< sessions of connects, for resumption
   ContextCache client_contexts{TlsRole::client, &client_sessions};  ///< contexts of connects
   ContextCache server_contexts{TlsRole::server};       ///< contexts of accepts with their own tls

@@ -32,7 +32,8 @@ json describe(const TlsSettings& s) {
 
 /// The documented syntax, read plainly: -cert F (a second -cert is the key
 /// when no -key came first), -key F, -cipher L, -verify 0|1|2, -log F,
-/// -cacert F; anything else, or a flag without its argument, is refused.
+/// -cacert F, -pass pass:TEXT|file:PATH|env:VAR; anything else, or a flag
+/// without its argument, is refused.
 bool reference(std::string_view flags, TlsSettings& out) {
   std::vector<std::string> words;
   std::string word;
@@ -69,6 +70,17 @@ bool reference(std::string_view flags, TlsSettings& out) {
       out.logfile = arg;
     } else if (flag == "-cacert") {
       out.cacertfile = arg;
+    } else if (flag == "-pass") {
+      const std::string_view a(arg);
+      if (a.substr(0, 5) == "pass:") {
+        out.password = arg.substr(5);
+      } else if (a.substr(0, 5) == "file:") {
+        out.password_file = arg.substr(5);
+      } else if (a.substr(0, 4) == "env:") {
+        out.password_env = arg.substr(4);
+      } else {
+        return false;
+      }
     } else {
       return false;
     }

@@ -73,20 +73,20 @@ class AsyncSocket(SocketBase, _Closing):
     # -- receiving ---------------------------------------------------------
     async def _next(self, timeout: Optional[float]) -> Any:
         client = self._client
-        deadline = _args.deadline(timeout)
-        message = f"no data on socket {self.id} within {timeout} s"
-        while True:
-            item = client._session.next_data(self._entry)
-            if item is not None:
-                break
-            await wait_event(self._changed, deadline, message)
+        item = client._session.next_data(self._entry)
+        if item is None:
+            deadline = _args.deadline(timeout)
+            message = f"no data on socket {self.id} within {timeout} s"
+            while item is None:
+                await wait_event(self._changed, deadline, message)
+                item = client._session.next_data(self._entry)
         client._kick()
         if item is not ASK:
             return item
         try:  # passive: ask the daemon
             return await client._call(_args.recv_command(self.id, timeout))
         except TlsportError as err:
-            return self._recv_failed(err, message)
+            return self._recv_failed(err, f"no data on socket {self.id} within {timeout} s")
 
     async def recv(self, timeout: Optional[float] = None) -> bytes:
         """The next packet (raw mode: chunk); ``b""`` once the peer closed cleanly.
@@ -160,9 +160,9 @@ class AsyncSocket(SocketBase, _Closing):
         chunks = client._session.chunks(self._entry, payload)
         client._session.check_open(self._entry)
         deadline = _args.deadline(timeout)
-        busy = f"socket {self.id} stayed busy (peer not reading) for {timeout} s"
         for i, chunk in enumerate(chunks):
             while self._entry.busy and not self._entry.closed and not client._in_callback():
+                busy = f"socket {self.id} stayed busy (peer not reading) for {timeout} s"
                 await wait_event(self._changed, deadline, busy)  # (a callback would hold up "ready")
             client._session.check_open(self._entry)
             if wait and i == len(chunks) - 1:

@@ -112,12 +112,15 @@ bool UnixServer::open() {
   mode_t old_mask = ::umask(~settings_.mode & 0777);
   if (!ec) acceptor_.bind(stream_protocol::endpoint(path), ec);
   ::umask(old_mask);
+  // Listening at once: a client that sees the path appear may connect (a path
+  // that refuses connections sent a test's client away under a sanitizer).
+  // Until the owner changes below, only our own user may connect.
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec && ::chmod(path.c_str(), settings_.mode) != 0)
     ec = std::error_code(errno, std::generic_category());
   if (!ec && (settings_.owner_uid >= 0 || settings_.owner_gid >= 0) &&
       ::lchown(path.c_str(), settings_.owner_uid, settings_.owner_gid) != 0)
     ec = std::error_code(errno, std::generic_category());
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     log(LogLevel::error, "cannot serve %s: %s", path.c_str(), ec.message().c_str());
     if (acceptor_.is_open()) {

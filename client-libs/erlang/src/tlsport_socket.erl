@@ -802,12 +802,14 @@ packet(Data, S) ->
 passive_event(#s{style = modern, active = inherited} = S) ->
     %% An {active, N} of the dead node's ran out.
     emit({tlsport_passive, S#s.handle}, S#s{active = false});
-passive_event(#s{style = modern} = S0) ->
-    %% The daemon's count ran out: unless the owner added to it since.
-    S = case settle_count(S0) of
-            #s{active = {n, N}} = S1 when N =< 0 -> sync_route(S1#s{active = false});
-            S1 -> S1
-        end,
+passive_event(#s{style = modern, active = {n, _}} = S0) ->
+    %% The daemon's count ran out, unless the owner added to it since. Off
+    %% the direct route first (synchronously): the server has then sent and
+    %% counted every packet that came before this event, those it held while
+    %% the route was being set up included. Back on it if the count goes on.
+    S = sync_route(to_via(S0)),
+    emit({tlsport_passive, S#s.handle}, S);
+passive_event(#s{style = modern} = S) ->
     emit({tlsport_passive, S#s.handle}, S);
 passive_event(S) ->
     S.

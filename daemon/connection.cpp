@@ -171,6 +171,7 @@ void Connection::step_handshake() {
     fail_handshake(error);
     return;
   }
+  if (!judged_if_resumed()) return;
   state_ = State::open;
   timer_.reset();  // an idle connection keeps no timer
   if (ssl() != nullptr) {
@@ -184,6 +185,38 @@ void Connection::step_handshake() {
     post_read();
     if (idle_) watch_idle();
   }
+}
+
+bool Connection::judged_if_resumed() {
+  // A resumed session skips OpenSSL's chain check, and with it a client's
+  // verify callback: the judge is asked about the session's chain here, or
+  // a session another judge (or another client) accepted would pass unseen.
+  SSL* tls = ssl();
+  if (tls == nullptr || SSL_is_server(tls) == 1 || SSL_session_reused(tls) != 1) return true;
+  const ContextExtras* extras = context_extras(SSL_get_SSL_CTX(tls));
+  if (extras == nullptr || !extras->verify_callback) return true;
+  SslNotes& notes = ssl_notes(tls);
+  switch (notes.verdict) {
+    case SslNotes::Verdict::unknown:
+      notes.verdict = SslNotes::Verdict::asked;
+      notes.verify_code = SSL_get_verify_result(tls);
+      handshake_->asked = true;
+      if (handshake_->ask_verdict)
+        handshake_->ask_verdict(*this);
+      else
+        give_verdict(false);
+      return false;
+    case SslNotes::Verdict::asked:
+      return false;
+    case SslNotes::Verdict::accepted:
+      return true;
+    case SslNotes::Verdict::rejected:
+      break;
+  }
+  fail_handshake(
+      wire_error(ErrorKind::tls,
+                 "certificate verify failed: the verify callback refused the resumed session"));
+  return false;
 }
 
 void Connection::give_verdict(bool accept) {

@@ -143,6 +143,9 @@ class Connection : public std::enable_shared_from_this<Connection>, private Read
 
   // Handshake.
   void step_handshake();
+  /// False while a resumed client handshake waits for the verify callback's
+  /// verdict, or when it was refused (the handshake failed).
+  bool judged_if_resumed();
   void fail_handshake(ErrorInfo error);
 
   // TLS changes on a live connection (connection_tls.cpp).

@@ -295,15 +295,20 @@ bool open_keylog(const std::string& path, ContextExtras& extras, ErrorInfo& erro
   return true;
 }
 
-/// The text that names one client destination with its settings.
-std::string session_key(const TlsSettings& settings, const std::string& host, unsigned short port) {
-  std::string text = settings.context_key() + '\n' + host + ':' + std::to_string(port) + '\n' +
-                     settings.sni_for(host) + '\n' + settings.hostname_check_for(host);
+/// SHA-256 of `text`, which is wiped (it may hold passphrases and keys).
+std::string digest_of(std::string& text) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
   OPENSSL_cleanse(text.data(), text.size());
   return std::string(reinterpret_cast<char*>(digest), length);
+}
+
+/// The text that names one client destination with its settings.
+std::string session_key(const TlsSettings& settings, const std::string& host, unsigned short port) {
+  std::string text = settings.context_key() + '\n' + host + ':' + std::to_string(port) + '\n' +
+                     settings.sni_for(host) + '\n' + settings.hostname_check_for(host);
+  return digest_of(text);
 }
 
 }  // namespace
@@ -336,8 +341,17 @@ SslCtxPtr build_context(const TlsSettings& settings, TlsRole role, ErrorInfo& er
       !open_keylog(settings.keylog, *extras, error))
     return nullptr;
   if (role == TlsRole::server) {
-    static const unsigned char kSessionContext[] = "tlsportd";
-    SSL_CTX_set_session_id_context(c, kSessionContext, sizeof kSessionContext - 1);
+    // A session resumes only where the same clients are let in: shared
+    // ticket keys must not carry a session from a listener that asked for
+    // no client certificate to one that requires it. Certificates chosen
+    // by SNI share their listener's (the switch comes after the session is
+    // looked up).
+    std::string trust = settings.trust_key();
+    std::string context = digest_of(trust);
+    auto* id = reinterpret_cast<const unsigned char*>(context.data());
+    SSL_CTX_set_session_id_context(c, id, static_cast<unsigned>(context.size()));
+    for (const auto& [names, sub] : extras->sni)
+      SSL_CTX_set_session_id_context(sub.get(), id, static_cast<unsigned>(context.size()));
     // Resumption is mostly by stateless tickets; the cache serves TLS 1.2
     // clients that resume by session id, bounded well below OpenSSL's
     // default of 20480 sessions (~1 KB each plus peer certificates).
@@ -364,11 +378,7 @@ SslPtr new_ssl(const SslCtxPtr& ctx, TlsRole role, ErrorInfo& error) {
 SslCtxPtr ContextCache::get(const TlsSettings& settings, ErrorInfo& error, BuildNeeds* needs) {
   // The key is a digest: the settings' text holds passphrases and inline keys.
   std::string text = settings.context_key();
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
-  OPENSSL_cleanse(text.data(), text.size());
-  std::string key(reinterpret_cast<char*>(digest), length);
+  std::string key = digest_of(text);
   if (auto it = contexts_.find(key); it != contexts_.end()) return it->second;
   SslCtxPtr ctx = build_context(settings, role_, error, needs, sessions_);
   if (!ctx) return nullptr;

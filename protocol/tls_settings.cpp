@@ -235,6 +235,18 @@ std::string TlsSettings::context_key() const {
   return text;
 }
 
+std::string TlsSettings::trust_key() const {
+  std::string text;
+  for (const std::string& field :
+       {cacertfile, cacertdir, cacert, crlfile, std::to_string(effective_verify(TlsRole::server)),
+        std::to_string(depth.value_or(-1)), std::string(verify_callback ? "1" : "0")}) {
+    text += std::to_string(field.size());
+    text += ':';
+    text += field;
+  }
+  return text;
+}
+
 std::string TlsSettings::sni_for(const std::string& host) const {
   if (server_name) return *server_name;
   return is_ip_literal(host) ? std::string() : host;

@@ -282,7 +282,7 @@ def test_client_verify_callback_against_openssl_s_server(client, xpki, procs):
     → connect … (ref R2) ← verify_peer;  → answer accept false  ← connect error tls
     """
     server = openssl_server(procs, xpki.cert("ec"), xpki.key("ec"), "-cert_chain", xpki.inter)
-    # Without resumption: a resumed session brings no chain to judge.
+    # Without resumption: a resumed session's chain is what the session kept.
     tls = {"cacertfile": xpki.root, "verify_callback": True, "session_reuse": False}
     ref = client.send({"op": "connect", "host": "localhost", "port": server.port, "tls": tls})
     ev = verify_event(client)
@@ -317,7 +317,7 @@ def test_client_verify_callback_accepts_what_openssl_refused_and_times_out(clien
     """
     server = gnutls_server(procs, xpki.cert("stranger"), xpki.key("stranger"))
     tls = {"cacertfile": xpki.root, "verify_callback": True, "callback_timeout_ms": 5000,
-           "session_reuse": False}  # a resumed session brings no chain to judge
+           "session_reuse": False}  # fresh chains only (the depth is not kept)
     ref = client.send({"op": "connect", "host": "localhost", "port": server.port, "tls": tls})
     ev = verify_event(client)
     expected = openssl_verify(xpki.root, xpki.cert("stranger"))
@@ -337,6 +337,42 @@ def test_client_verify_callback_accepts_what_openssl_refused_and_times_out(clien
     assert r["ok"] is False and r["error"]["kind"] == "tls", r
     assert time.monotonic() - start < 3
     client.error({"op": "answer", "request": ev["request"], "accept": True}, "bad_request")
+
+
+def test_client_verify_callback_judges_resumed_sessions_too(client, xpki, procs):
+    """A resumed session skips OpenSSL's check of the chain; the judge is still
+    asked, about the chain the session keeps, so that a session one judge (or
+    another client) accepted does not pass another unseen.
+    peer: gnutls-serv --echo with the stranger's certificate (it resumes)
+    → connect {verify_callback true} ← verify_peer; → answer accept true ← ok
+    → connect again ← verify_peer (same chain); → answer accept true ← ok, resumed
+    → connect again ← verify_peer; → answer accept false ← connect error tls
+    """
+    server = gnutls_server(procs, xpki.cert("stranger"), xpki.key("stranger"))
+    tls = {"cacertfile": xpki.root, "verify_callback": True, "max_version": "tlsv1.3"}
+    expected = {k: v for k, v in openssl_verify(xpki.root, xpki.cert("stranger")).items()
+                if k != "depth"}
+    for accept, resumed in ((True, False), (True, True), (False, True)):
+        ref = client.send({"op": "connect", "host": "localhost", "port": server.port, "tls": tls})
+        ev = verify_event(client)
+        assert ev["ref"] == ref, ev
+        # OpenSSL's verdict as the session keeps it (the failing depth is not kept).
+        assert ev["verify_result"] == (dict(expected, depth=0) if not resumed else expected), ev
+        assert len(ev["peer_chain"]) == 1
+        assert_cert_matches(ev["peer_chain"][0], xpki.cert("stranger"))
+        assert ref not in client.replies  # the connect waits for the verdict
+        client.ok({"op": "answer", "request": ev["request"], "accept": accept})
+        r = client.reply(ref)
+        if not accept:
+            assert r["ok"] is False and r["error"]["kind"] == "tls", r
+            assert "verify callback" in r["error"]["message"], r
+            break
+        assert r["ok"], r
+        # An echo: the session's ticket came before it.
+        client.deliver(r["id"], b"echo\n")
+        assert client.read_data(r["id"], 5) == b"echo\n"
+        assert client.ok({"op": "info", "id": r["id"]})["session_reused"] is resumed
+        client.ok({"op": "close", "id": r["id"]})
 
 
 def test_other_connections_go_on_while_a_client_verdict_waits(client, xpki, procs):

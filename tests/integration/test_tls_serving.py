@@ -445,6 +445,50 @@ def test_different_ticket_keys_do_not_resume(client, spki, tmp_path, ticket_keys
     assert s_client_session(client, c, spki, tmp_path, version, sess_in="c.pem")
 
 
+@pytest.mark.parametrize("version", ["tls1_3", "tls1_2"])
+def test_shared_ticket_keys_do_not_carry_a_session_past_client_authentication(
+        client, spki, ticket_keys, version):
+    """Listener A asks for no client certificate, B requires one; both hold
+    the same ticket key. A session from A is not resumed on B: B sees the
+    client's certificate (a full handshake), and a client without one is
+    refused. Where only the ticket keys differ (a rotation), it resumes."""
+    a = keyed_listener(client, spki, ticket_keys[:1])
+    b = listen(client, {**spki.cert("server"), "ticket_keys": ticket_keys[:1], "verify": 2,
+                        "cacertfile": spki.ca})
+    rotated = keyed_listener(client, spki, [ticket_keys[1], ticket_keys[0]])
+    tls_version = {"tls1_2": ssl.TLSVersion.TLSv1_2, "tls1_3": ssl.TLSVersion.TLSv1_3}[version]
+    contexts = []
+    for cert in (True, False):
+        ctx = ssl.create_default_context(cafile=spki.ca)
+        ctx.minimum_version = ctx.maximum_version = tls_version
+        if cert:
+            ctx.load_cert_chain(spki.client_cert, spki.client_key)
+        contexts.append(ctx)
+    with_cert, without_cert = contexts
+
+    reused, from_a = python_session(client, a, with_cert)
+    assert not reused
+    aref = client.send({"op": "accept", "id": b["id"], "active": False})
+    with socket.create_connection(("127.0.0.1", b["port"]), timeout=5) as raw:
+        with with_cert.wrap_socket(raw, server_hostname="localhost", session=from_a) as s:
+            accepted = client.reply(aref)
+            assert not s.session_reused
+            seen = info(client, accepted["id"])
+            assert seen["session_reused"] is False
+            assert subject(seen["peer_certificate"]) == "CN=client"
+
+    reused, bare_from_a = python_session(client, a, without_cert)
+    aref = client.send({"op": "accept", "id": b["id"], "active": False})
+    with socket.create_connection(("127.0.0.1", b["port"]), timeout=5) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with without_cert.wrap_socket(raw, server_hostname="localhost",
+                                          session=bare_from_a) as s:
+                s.recv(1)  # TLS 1.3: the refusal comes after the client's flight
+    assert aref not in client.replies
+
+    assert python_session(client, rotated, with_cert, from_a)[0] is True
+
+
 def test_a_ticket_key_file_of_the_wrong_size_is_refused(client, spki, tmp_path, ticket_keys):
     short = tmp_path / "short"
     short.write_bytes(os.urandom(48))

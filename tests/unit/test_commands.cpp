@@ -333,6 +333,40 @@ TEST(TlsSettings, ContextKeyTellsContextsApart) {
   EXPECT_NE(a.context_key(), b.context_key());
 }
 
+// A server's session context: sessions resume across listeners that let in
+// the same clients, whatever else differs, and never across different trust.
+TEST(TlsSettings, TrustKeyCoversWhoIsLetIn) {
+  TlsSettings a;
+  TlsSettings b;
+  b.ticket_keys = {"k2", "k1"};  // a rotation
+  b.ciphersuites = "TLS_AES_128_GCM_SHA256";
+  b.certfile = "other.pem";
+  b.alpn = {"h2"};
+  EXPECT_EQ(a.trust_key(), b.trust_key());
+  TlsSettings verify0;
+  verify0.verify = 0;  // the server's default, spelt out
+  EXPECT_EQ(a.trust_key(), verify0.trust_key());
+  auto differs = [&a](auto change) {
+    TlsSettings c;
+    change(c);
+    return a.trust_key() != c.trust_key();
+  };
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.verify = 2; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.verify = 1; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.cacertfile = "ca.pem"; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.cacertdir = "/etc/ssl/certs"; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.cacert = "-----BEGIN"; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.crlfile = "crl.pem"; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.depth = 1; }));
+  EXPECT_TRUE(differs([](TlsSettings& c) { c.verify_callback = true; }));
+  TlsSettings x;
+  TlsSettings y;
+  x.cacertfile = "ab";  // no field may run into the next
+  y.cacertfile = "a";
+  y.cacertdir = "b";
+  EXPECT_NE(x.trust_key(), y.trust_key());
+}
+
 // File names, ciphers and passwords are bytes: an Erlang client may send any
 // (a binary in ETF is not checked for UTF-8). The key must take them all, and
 // keep them apart, rather than throw from the JSON dump it was once built with.

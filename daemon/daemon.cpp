@@ -184,7 +184,9 @@ void Daemon::add_client(int in_fd, int out_fd, bool is_port,
 
 void Daemon::on_command(ControlClient& client, const json& message) {
   protocol::ParsedCommand parsed = protocol::parse_command(message);
-  if (parsed.error) {
+  if (parsed.error && parsed.deliver_id) {
+    client.send(protocol::deliver_error_reply(*parsed.deliver_id, parsed.ref, *parsed.error));
+  } else if (parsed.error) {
     client.send(protocol::error_reply(parsed.ref, *parsed.error));
   } else if (shutting_down_) {
     client.send(

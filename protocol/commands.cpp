@@ -150,9 +150,17 @@ Command parse_connect(FieldReader& fields) {
 Command parse_deliver(FieldReader& fields) {
   DeliverCommand c;
   c.id = read_id(fields);
-  fields.allow("text");  // the decoder has turned "text" into "data" already
+  // The decoder has turned "data" (base64 in JSON) and a lone "text" into
+  // bytes: a "data" string left is not base64, a "text" left came with "data".
   const json* data = fields.value("data");
-  if (data != nullptr && data->is_binary())
+  const json* text = fields.value("text");
+  if (data != nullptr && text != nullptr)
+    fields.fail("deliver takes data or text, not both");
+  else if (text != nullptr)
+    fields.fail("text", "must be a string");
+  else if (data != nullptr && data->is_string())
+    fields.fail("data", "is not valid base64");
+  else if (data != nullptr && data->is_binary())
     c.data.assign(data->get_binary().begin(), data->get_binary().end());
   else if (fields.ok())
     fields.fail("deliver needs id and data (or text)");
@@ -331,6 +339,9 @@ ParsedCommand parse_command(const json& message) {
     Command command = candidate.parse(fields);
     if (auto error = fields.finish()) {
       out.error = std::move(error);
+      // A failed deliver names its socket in the error (docs/protocol.md, deliver).
+      if (const auto* deliver = std::get_if<DeliverCommand>(&command); deliver && deliver->id != 0)
+        out.deliver_id = deliver->id;
       return out;
     }
     out.command = std::move(command);

@@ -198,6 +198,7 @@ struct ParsedCommand {
   nlohmann::json ref;              ///< the client's ref (null when none or unusable)
   std::optional<Command> command;  ///< the command, when valid
   std::optional<WireError> error;  ///< otherwise why not (bad_request, unsupported_protocol)
+  std::optional<std::uint32_t> deliver_id;  ///< a refused deliver's socket, when it named one
 };
 
 /// Parses one decoded control message (an object with "op").

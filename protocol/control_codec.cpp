@@ -37,8 +37,6 @@ class ControlCategory final : public std::error_category {
         return "malformed JSON";
       case ControlError::not_an_object:
         return "control message is not a map/object";
-      case ControlError::bad_base64:
-        return "\"data\" is not valid base64";
       case ControlError::not_an_octet_string:
         return "control message is not a BER OCTET STRING";
     }
@@ -146,7 +144,9 @@ void etf_empty_list_to_string(json& value) {
 
 /// Brings "data" and "text" to the one form commands see: "data" as a json
 /// binary. In JSON a "data" string is base64; in ETF it is a list of bytes.
-ControlError normalize_data(json& object, TermFormat format, std::string& detail) {
+/// A JSON "data" that is not base64 stays a string, which the command then
+/// refuses (its error reply names the ref and the socket).
+void normalize_data(json& object, TermFormat format) {
   auto data = object.find("data");
   if (data != object.end() && format == TermFormat::etf) etf_empty_list_to_string(*data);
   if (data != object.end() && data->is_string()) {
@@ -154,11 +154,7 @@ ControlError normalize_data(json& object, TermFormat format, std::string& detail
       *data = bytes_of(data->get_ref<const std::string&>());
     } else {
       std::string bytes;
-      if (!base64::decode(data->get_ref<const std::string&>(), bytes)) {
-        detail = "\"data\" is not valid base64";
-        return ControlError::bad_base64;
-      }
-      *data = bytes_of(bytes);
+      if (base64::decode(data->get_ref<const std::string&>(), bytes)) *data = bytes_of(bytes);
     }
   }
   if (data == object.end()) {
@@ -170,7 +166,6 @@ ControlError normalize_data(json& object, TermFormat format, std::string& detail
       object["data"] = std::move(bytes);
     }
   }
-  return ControlError{};
 }
 
 /// Parses JSON text that must be an object, then normalize_data().
@@ -190,7 +185,8 @@ ControlError parse_json_object(std::string_view text, json& out, std::string& de
     detail = std::string("the message is not a JSON object (") + out.type_name() + ")";
     return ControlError::not_an_object;
   }
-  return normalize_data(out, TermFormat::json, detail);
+  normalize_data(out, TermFormat::json);
+  return ControlError{};
 }
 
 /// Reads a BER length at tlv[pos]: false when malformed; `indefinite` for 0x80.
@@ -323,7 +319,8 @@ ControlError ControlDecoder::parse_term(std::string_view term, nlohmann::json& o
       return ControlError::not_an_object;
     }
     command_binaries_to_strings(out);
-    return normalize_data(out, TermFormat::etf, detail);
+    normalize_data(out, TermFormat::etf);
+    return ControlError{};
   }
   // Anything else is read as JSON; only a term that looks like a JSON object
   // fixes the reply format, so garbage does not choose it.

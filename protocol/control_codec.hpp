@@ -41,7 +41,6 @@ enum class ControlError {
   bad_term,             ///< malformed ETF
   bad_json,             ///< malformed JSON
   not_an_object,        ///< a term that is not a map/object
-  bad_base64,           ///< a "data" field that is not valid base64
   not_an_octet_string,  ///< asn1: a TLV that is not an OCTET STRING of primitive segments
 };
 const std::error_category& control_category();

@@ -163,7 +163,13 @@ def test_lines_bad_input(unix_daemon):
     c.send_raw(b"this is not json\n")
     assert c.next_unmatched()["error"]["kind"] == "bad_request"
     c.send_raw(b'{"op":"deliver","id":1,"data":"***"}\n')
-    assert "base64" in c.next_unmatched()["error"]["message"]
+    err = c.next_unmatched()
+    assert err["id"] == 1 and "base64" in err["error"]["message"], err
+    # With a ref, the reply is the command's, naming the socket; the message says it once.
+    r = c.error({"op": "deliver", "ref": 7, "id": 1, "data": "!!"}, "bad_request")
+    assert r["id"] == 1 and r["error"]["message"] == "data is not valid base64", r
+    r = c.error({"op": "deliver", "ref": 8, "id": 1, "data": "aGk=", "text": "hi"}, "bad_request")
+    assert r["id"] == 1 and "not both" in r["error"]["message"], r
     assert c.ok({"op": "hello"})["ok"]
 
 

@@ -215,7 +215,7 @@ std::deque<Listener::PendingAccept>::iterator Listener::find_accept(std::uint64_
 
 void Listener::evict_oldest() {
   HandshakeQueue::Entry oldest = handshaking_.take_oldest();
-  ++evicted_;
+  ++shared_.counters.handshakes_evicted;
   log(LogLevel::debug, "listener %u: %zu handshakes under way: the oldest gives its place", id_,
       kMaxHandshaking);
   if (oldest.serial) unclaim(*oldest.serial);

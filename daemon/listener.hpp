@@ -166,7 +166,6 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
   HandshakeQueue handshaking_;                     ///< handshakes in progress, oldest first
   std::unordered_set<std::shared_ptr<Connection>> judging_;  ///< handshaken, the client judging
-  std::uint64_t evicted_ = 0;                                ///< handshakes given up to make room
   std::uint64_t next_serial_ = 1;                            ///< serial of the next accept
   bool accepting_ = false;                                   ///< an async_accept is outstanding
   /// A listener whose TLS comes with each accept: a connection accepted after

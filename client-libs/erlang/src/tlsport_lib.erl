@@ -581,7 +581,7 @@ check_opt(K, V) when K =:= ip; K =:= ifaddr ->
     end;
 check_opt(K, N) when (K =:= packet_size orelse K =:= backlog), is_integer(N), N > 0 -> ok;
 check_opt(K, N) when (K =:= handshake_timeout orelse K =:= close_timeout),
-                     is_integer(N), N > 0, N =< 86400000 -> ok;
+                     is_integer(N), N > 0, N =< 3600000 -> ok;
 check_opt(idle_timeout, infinity) -> ok;
 check_opt(idle_timeout, N) when is_integer(N), N > 0, N =< 86400000 -> ok;
 check_opt(K, V) when (K =:= side orelse K =:= role), (V =:= client orelse V =:= server) -> ok;

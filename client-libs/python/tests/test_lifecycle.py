@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -244,6 +245,12 @@ BAD_CALLS = [
     (lambda c: c.listen(-1, tls=False), ValueError),
     (lambda c: c.listen(0, tls=False, backlog=0), ValueError),
     (lambda c: c.listen(0, tls=False, handshake_timeout=-2), ValueError),
+    # 0 would be "at once" (never "none"); the daemon takes up to an hour, a day when idle.
+    (lambda c: c.listen(0, tls=False, idle_timeout=0), ValueError),
+    (lambda c: c.connect("h", 443, close_timeout=0), ValueError),
+    (lambda c: c.connect("h", 443, handshake_timeout=3601), ValueError),
+    (lambda c: c.connect("h", 443, idle_timeout=86401), ValueError),
+    (lambda c: c.connect("h", 443, idle_timeout=math.inf), ValueError),
     (lambda c: c.resolve(127001), TypeError),
     (lambda c: c.adopted(timeout=-1), ValueError),
     (lambda c: c.on_adopt(5), TypeError),

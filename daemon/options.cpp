@@ -15,6 +15,8 @@
 #include <set>
 #include <sstream>
 
+#include "protocol/tls_settings.hpp"
+
 namespace tlsport::daemon {
 namespace {
 
@@ -112,6 +114,21 @@ bool to_size(const json& v, std::size_t lo, std::size_t hi, std::size_t& out) {
   if (n < static_cast<long long>(lo) || n > static_cast<long long>(hi)) return false;
   out = static_cast<std::size_t>(n);
   return true;
+}
+
+/// "ADDRESS:PORT" as the metrics server binds it: an IP address (IPv6 in
+/// brackets) and a port of 0..65535 in digits.
+bool is_address_and_port(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = text.substr(0, colon);
+  std::string port = text.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
+    return false;
+  return protocol::is_ip_literal(host);
 }
 
 std::string range_error(const json& v, std::size_t lo, std::size_t hi, const char* unit = "") {
@@ -306,8 +323,10 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
       return range_error(v, std::size_t{1} << 20, std::size_t{1} << 40, " bytes");
     o.peer_memory_budget = n;
   } else if (key == "stats_listen") {
-    if (!v.is_string() || v.get<std::string>().find(':') == std::string::npos)
-      return "must be ADDRESS:PORT, such as 127.0.0.1:9464, not " + text_of(v);
+    if (!v.is_string() || !is_address_and_port(v.get<std::string>()))
+      return "must be ADDRESS:PORT (an IP address, IPv6 in brackets, and a port 0..65535), "
+             "such as 127.0.0.1:9464, not " +
+             text_of(v);
     o.stats_listen = v.get<std::string>();
   } else if (key == "core_dumps") {
     if (!v.is_boolean()) return "must be true or false";

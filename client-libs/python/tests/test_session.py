@@ -331,6 +331,24 @@ def test_close_reply_closes_even_when_already_gone_in_the_daemon() -> None:
         s.check_open(sock)
 
 
+def test_a_socket_the_daemon_forgot_is_closed_whichever_comes_first() -> None:
+    """info on a socket whose peer just closed: the daemon has forgotten it
+    (no_such_socket) before the library read its socket_closed event. The
+    caller sees SocketClosed either way, as the guide says."""
+    s = Session()
+    connected(s)
+    ref = s.call({"op": "info", "id": 5}, "i")
+    sent(s)
+    (outcome,) = feed(s, err(ref, "no_such_socket"))
+    assert isinstance(outcome, Fail) and isinstance(outcome.error, SocketClosed)
+    assert outcome.error.kind == "closed" and "socket 5 is closed" in str(outcome.error)
+    # A socket the library never had stays no_such_socket.
+    ref = s.call({"op": "info", "id": 77}, "j")
+    sent(s)
+    (outcome,) = feed(s, err(ref, "no_such_socket"))
+    assert isinstance(outcome, Fail) and outcome.error.kind == "no_such_socket"
+
+
 def test_handoff_returns_the_unread_and_closes_quietly() -> None:
     s = Session("me")
     sock = connected(s)

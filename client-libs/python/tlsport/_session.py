@@ -510,6 +510,10 @@ class Session:
                 error = exc
             except (KeyError, TypeError, ValueError) as exc:
                 error = ProtocolError(f"bad reply to {pending.op}: {exc!r}")
+        elif reply.error_kind == "no_such_socket" and isinstance(pending.entry, SocketEntry):
+            # The daemon forgot a socket of ours: it closed, and its socket_closed
+            # event is on the way. Say so the same way whichever came first.
+            error = SocketClosed(f"socket {pending.entry.id} is closed", "closed")
         else:
             error = error_from_reply(reply.body)
         if pending.last is not None:  # an earlier frame of a group: the last one answers

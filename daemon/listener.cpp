@@ -1,6 +1,8 @@
 // Listener: accepting, handshaking, and matching connections to accepts.
 #include "daemon/listener.hpp"
 
+#include <algorithm>
+
 #include "daemon/control_client.hpp"
 #include "daemon/log.hpp"
 #include "daemon/shared.hpp"
@@ -57,19 +59,32 @@ json Listener::endpoint() const {
 
 void Listener::add_accept(std::uint32_t client, json ref, AcceptTls tls,
                           std::optional<ActiveMode> active) {
-  pending_.push_back({next_serial_++, client, std::move(ref), std::move(tls), active, false});
+  PendingAccept accept{next_serial_++, client, std::move(ref), std::move(tls), active, 0};
+  if (take_spare(accept)) return;
+  pending_.push_back(std::move(accept));
   serve_ready();
   accept_next();
+}
+
+bool Listener::take_spare(PendingAccept& accept) {
+  if (!accept.tls.given) return false;
+  for (auto it = spares_.begin(); it != spares_.end(); ++it) {
+    if (it->origin != accept.tls.ctx.get()) continue;
+    auto conn = std::move(it->conn);
+    spares_.erase(it);
+    hand_over(accept, conn);
+    return true;
+  }
+  return false;
 }
 
 bool Listener::wants_connection() const {
   // With settings of its own, a listener takes connections as they come and
   // handshakes them ahead of the accepts (up to its backlog), so that the
   // kernel's queue never fills behind peers that say nothing.
-  if (!settings_.tls_per_accept) return true;
-  for (const auto& p : pending_)
-    if (!p.claimed) return true;
-  return false;
+  // With TLS per accept, one accept takes every connection that comes while
+  // it waits (claimant()), up to the handshake cap.
+  return !settings_.tls_per_accept || !pending_.empty();
 }
 
 bool Listener::cancel(std::uint32_t client, const json& ref) {
@@ -116,6 +131,8 @@ void Listener::close() {
   }
   auto held = std::move(ready_);
   ready_.clear();
+  for (auto& spare : spares_) held.push_back(spare.conn);
+  spares_.clear();
   for (auto& entry : handshaking_.take_all()) held.push_back(entry.conn);
   for (auto& conn : judging_) held.push_back(conn);
   judging_.clear();
@@ -130,7 +147,7 @@ void Listener::accept_next() {
     on_accepted({}, std::move(socket));
     return;
   }
-  if (ready_.size() >= settings_.backlog) return;
+  if (ready_.size() + spares_.size() >= settings_.backlog) return;
   if (!shared_.registry.has_room_for_socket()) return;
   accepting_ = true;
   // Accepted straight into a socket on the io_context's executor (see TcpSocket).
@@ -148,8 +165,12 @@ Listener::PendingAccept* Listener::claimant() {
   // when its handshake is done.
   for (auto& p : pending_) {
     if (!p.tls.given) return nullptr;
-    if (!p.claimed) return &p;
+    if (p.claims == 0) return &p;
   }
+  // Every accept has a handshake under way, perhaps with a peer that says
+  // nothing: with TLS per accept the oldest takes this one too, and the first
+  // handshake done serves it (the others wait as spares for the next accept).
+  if (settings_.tls_per_accept && !pending_.empty()) return &pending_.front();
   return nullptr;
 }
 
@@ -194,16 +215,17 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
   std::optional<std::uint64_t> serial;
   std::chrono::milliseconds timeout = settings_.handshake_timeout;
   if (claim != nullptr) {
-    claim->claimed = true;
+    ++claim->claims;
     serial = claim->serial;
     timeout = claim->tls.timeouts.handshake.value_or(timeout);
   }
   if (handshaking_.size() >= kMaxHandshaking) evict_oldest();
   handshaking_.add(conn, serial);
-  conn->start_handshake(
-      timeout, [self = shared_from_this(), conn, serial](const std::optional<ErrorInfo>& error) {
-        self->on_handshake(conn, serial, error);
-      });
+  const SSL_CTX* origin = ctx.get();
+  conn->start_handshake(timeout, [self = shared_from_this(), conn, serial,
+                                  origin](const std::optional<ErrorInfo>& error) {
+    self->on_handshake(conn, serial, origin, error);
+  });
   accept_next();
 }
 
@@ -224,11 +246,11 @@ void Listener::evict_oldest() {
 
 void Listener::unclaim(std::uint64_t serial) {
   auto it = find_accept(serial);
-  if (it != pending_.end()) it->claimed = false;  // the accept waits for the next one
+  if (it != pending_.end() && it->claims > 0) --it->claims;  // it may wait for the next one
 }
 
 void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
-                            std::optional<std::uint64_t> serial,
+                            std::optional<std::uint64_t> serial, const SSL_CTX* origin,
                             const std::optional<ErrorInfo>& error) {
   handshaking_.remove(conn);
   if (error) {
@@ -238,9 +260,9 @@ void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
     accept_next();
     return;
   }
-  judge_then(conn, serial, [self = shared_from_this(), conn, serial] {
+  judge_then(conn, serial, [self = shared_from_this(), conn, serial, origin] {
     self->judging_.erase(conn);
-    self->place(conn, serial);
+    self->place(conn, serial, origin);
     self->accept_next();
   });
 }
@@ -274,7 +296,8 @@ void Listener::judge_then(const std::shared_ptr<Connection>& conn,
                      });
 }
 
-void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial) {
+void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
+                     const SSL_CTX* origin) {
   if (closed_) {
     conn->abort();
     return;
@@ -285,8 +308,21 @@ void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std:
     return;
   }
   auto it = find_accept(*serial);
+  if (it != pending_.end()) {
+    --it->claims;
+  } else {
+    // Its accept was served by another handshake, or cancelled: the oldest
+    // accept with the same settings takes it, or the next one to come.
+    it = std::find_if(pending_.begin(), pending_.end(), [origin](const PendingAccept& p) {
+      return p.tls.given && p.tls.ctx.get() == origin;
+    });
+  }
   if (it == pending_.end()) {
-    conn->abort();  // the accept was cancelled meanwhile
+    spares_.push_back({origin, conn});
+    if (spares_.size() > settings_.backlog) {
+      spares_.front().conn->abort();
+      spares_.pop_front();
+    }
     return;
   }
   PendingAccept accept = std::move(*it);

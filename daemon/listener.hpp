@@ -93,9 +93,9 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::size_t pending_accepts() const { return pending_.size(); }
   /// Connections held: handshaking, or handshaken and waiting for an accept.
   std::size_t handshaking_count() const { return handshaking_.size() + judging_.size(); }
-  std::size_t ready_count() const { return ready_.size(); }
+  std::size_t ready_count() const { return ready_.size() + spares_.size(); }
   std::size_t connections_held() const {
-    return handshaking_.size() + judging_.size() + ready_.size();
+    return handshaking_.size() + judging_.size() + ready_.size() + spares_.size();
   }
   /// Cancels the accept with this ref; false when there is none.
   bool cancel(std::uint32_t client, const nlohmann::json& ref);
@@ -128,22 +128,34 @@ class Listener : public std::enable_shared_from_this<Listener> {
     nlohmann::json ref;                ///< its ref
     AcceptTls tls;                     ///< its own TLS settings, if given
     std::optional<ActiveMode> active;  ///< its initial active mode, if given
-    bool claimed = false;              ///< a connection handshakes for it (own TLS only)
+    unsigned claims = 0;               ///< connections handshaking for it (own TLS only)
+  };
+  /// A connection handshaken for an accept that another handshake served
+  /// first (or that was cancelled): the next accept with the same context takes it.
+  struct Spare {
+    const SSL_CTX* origin;             ///< the context it was handshaken with (compared only)
+    std::shared_ptr<Connection> conn;  ///< the connection
   };
   /// True when a new TCP connection is wanted: always for a listener with
   /// settings of its own, else while an accept waits for one.
   bool wants_connection() const;
   void accept_next();
   void on_accepted(const std::error_code& ec, TcpSocket socket);
-  /// The oldest accept with TLS settings of its own that no handshake serves yet.
+  /// The accept whose TLS settings a new connection is handshaken with: the
+  /// oldest with settings of its own that no handshake serves yet; with TLS per
+  /// accept, else the oldest (a peer that says nothing must not hold the only place).
   PendingAccept* claimant();
   void on_handshake(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
-                    const std::optional<ErrorInfo>& error);
+                    const SSL_CTX* origin, const std::optional<ErrorInfo>& error);
   /// With tls.verify_callback: asks who decides about this client's chain first.
   void judge_then(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
                   std::function<void()> go_on);
-  /// The accepted connection, judged or not needing it, goes where it belongs.
-  void place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial);
+  /// The accepted connection, judged or not needing it, goes where it belongs
+  /// (`origin`: the context of its handshake, for an accept's own settings).
+  void place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
+             const SSL_CTX* origin);
+  /// Hands a spare made with the accept's context to it; false when none is.
+  bool take_spare(PendingAccept& accept);
   /// Aborts the oldest handshake to make room (see HandshakeQueue).
   void evict_oldest();
   /// The accept with this serial waits for another connection.
@@ -164,7 +176,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::uint32_t owner_ = 0;                        ///< owning client
   std::deque<PendingAccept> pending_;              ///< accepts waiting, oldest first
   std::deque<std::shared_ptr<Connection>> ready_;  ///< handshaken, waiting for an accept
-  HandshakeQueue handshaking_;                     ///< handshakes in progress, oldest first
+  std::deque<Spare> spares_;    ///< handshaken with an accept's settings, waiting for another
+  HandshakeQueue handshaking_;  ///< handshakes in progress, oldest first
   std::unordered_set<std::shared_ptr<Connection>> judging_;  ///< handshaken, the client judging
   std::uint64_t next_serial_ = 1;                            ///< serial of the next accept
   bool accepting_ = false;                                   ///< an async_accept is outstanding

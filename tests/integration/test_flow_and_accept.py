@@ -111,6 +111,59 @@ def test_accept_with_own_tls_survives_failed_handshakes(client, pki):
     silent.close()
 
 
+def test_silent_peers_do_not_hold_up_accepts_that_bring_their_own_tls(client, pki):
+    """The seed's shape (TLS on each accept): peers that connect and say
+    nothing do not keep a real client waiting for their handshake timeout. A
+    connection whose handshake ends after its accept was served waits,
+    handshaken, for the next accept with the same settings."""
+    flags = {"flags": f"-cert {pki.server_cert} -key {pki.server_key}"}
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "mode": "packet:2"})
+    silent = [socket.create_connection(("127.0.0.1", lst["port"])) for _ in range(5)]
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    try:
+        for _ in range(3):
+            ref = client.send({"op": "accept", "id": lst["id"], "tls": flags})
+            time.sleep(0.2)  # the silent peers are accepted first
+            started = time.monotonic()
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"]), timeout=5),
+                                 server_hostname="localhost") as s:
+                a = client.reply(ref, timeout=5)
+                assert a["ok"], a
+                assert time.monotonic() - started < 1.0
+                s.sendall(b"\x00\x02hi")
+                assert client.packets(a["id"], 1) == [b"hi"]
+                client.ok({"op": "close", "id": a["id"]})
+        # Two clients handshake at once for one accept: the second waits,
+        # handshaken, for the next accept.
+        ref = client.send({"op": "accept", "id": lst["id"], "tls": flags})
+        raws = [socket.create_connection(("127.0.0.1", lst["port"]), timeout=5) for _ in range(2)]
+        time.sleep(0.2)  # both accepted, both handshaking for the one accept
+        peers = [ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
+                 for raw in raws]
+        shakers = [threading.Thread(target=peer.do_handshake) for peer in peers]
+        for t in shakers:
+            t.start()
+        for t in shakers:
+            t.join(5)
+        first = client.reply(ref, timeout=5)
+        assert first["ok"], first
+        second = client.call({"op": "accept", "id": lst["id"], "tls": flags}, timeout=5)
+        assert second["ok"], second
+        seen = {}
+        for i, peer in enumerate(peers):
+            peer.sendall(b"\x00\x01" + str(i).encode())
+            ev = client.event(timeout=5)
+            assert ev["event"] == "fromsocket", ev
+            seen[ev["id"]] = ev["data"]
+        assert sorted(seen) == sorted([first["id"], second["id"]])
+        assert sorted(seen.values()) == [b"0", b"1"]
+        for peer in peers:
+            peer.close()
+    finally:
+        for s in silent:
+            s.close()
+
+
 def test_initial_active_false_on_accept_and_connect(client, pki):
     lst = tls_listen(client, pki, mode="packet:2")
     ref = client.send({"op": "accept", "id": lst["id"], "active": False})

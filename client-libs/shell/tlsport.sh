@@ -943,6 +943,9 @@ tlsport_setopts() {
 # _tlsport_deliver FUNC ID B64FILE -- deliver the base64 text in B64FILE.
 _tlsport_deliver() {
   local fn=$1 id=$2 f=$3 ref size dl rc wpid
+  if [[ -f $TLSPORT_DIR/closed/$id ]]; then
+    _tlsport_err "$fn" closed "socket $id is closed"; return 3
+  fi
   _tlsport_next_ref; ref=$_TLSPORT_NREF
   _tlsport_deadline ""; dl=$_TLSPORT_DL
   size=$(wc -c < "$f")
@@ -1093,6 +1096,9 @@ tlsport_recv() {
   _tlsport_running tlsport_recv || return
   _tlsport_is_id "$id" || { _tlsport_err tlsport_recv usage "usage: tlsport_recv ID [TIMEOUT]"; return 2; }
   _tlsport_deadline "$t" || { _tlsport_err tlsport_recv usage "bad timeout: $t"; return 2; }
+  if [[ -f $TLSPORT_DIR/port.$id ]]; then
+    _tlsport_err tlsport_recv usage "$id is a listener: tlsport_accept takes its connections"; return 2
+  fi
   local dl=$_TLSPORT_DL
   while :; do
     if [[ -f $TLSPORT_DIR/closed/$id ]] && ! _tlsport_queued "$id"; then

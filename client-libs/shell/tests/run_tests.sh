@@ -143,6 +143,7 @@ test_text_roundtrip() {
   hp=$(tlsport_sockname "$S") || fail sockname
   [[ $hp == "127.0.0.1 $PORT" ]] || fail "sockname: $hp"
   [[ $(tlsport_sockname "$L") == "127.0.0.1 $PORT" ]] || fail "sockname of the listener"
+  expect_rc 2 "recv on a listener" tlsport_recv "$L" 5 2>/dev/null
   tlsport_listen 0 --host 127.0.0.1 --cert "$CERT" --key "$KEY" > /dev/null || fail "listen"
   # shellcheck disable=SC2153
   [[ $TLSPORT_PORT =~ ^[1-9][0-9]*$ && $TLSPORT_ID =~ ^[0-9]+$ ]] || fail "TLSPORT_PORT/TLSPORT_ID not set"
@@ -151,6 +152,8 @@ test_text_roundtrip() {
   [[ $(jq -r .protocol <<<"$info") == TLSv1.* ]] || fail "info: $info"
   [[ $(jq -r .verify_result.code <<<"$info") == 0 ]] || fail "verify result: $info"
   check "close client" tlsport_close "$C"
+  expect_rc 3 "send after close" tlsport_send "$C" late 2>/dev/null
+  expect_rc 3 "printf after close" tlsport_printf "$C" late 2>/dev/null
   check "close server" tlsport_close "$S"
   check "close listener" tlsport_close "$L"
   expect_rc 1 "close twice (unknown to the daemon)" tlsport_close 999999

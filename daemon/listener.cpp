@@ -60,22 +60,42 @@ json Listener::endpoint() const {
 void Listener::add_accept(std::uint32_t client, json ref, AcceptTls tls,
                           std::optional<ActiveMode> active) {
   PendingAccept accept{next_serial_++, client, std::move(ref), std::move(tls), active, 0};
-  if (take_spare(accept)) return;
-  pending_.push_back(std::move(accept));
+  if (!take_spare(accept)) pending_.push_back(std::move(accept));
   serve_ready();
   accept_next();
 }
 
 bool Listener::take_spare(PendingAccept& accept) {
+  drop_stale_spares();
   if (!accept.tls.given) return false;
-  for (auto it = spares_.begin(); it != spares_.end(); ++it) {
+  // The newest first: the likeliest to have its peer still there.
+  for (auto it = spares_.rbegin(); it != spares_.rend(); ++it) {
     if (it->origin != accept.tls.ctx.get()) continue;
     auto conn = std::move(it->conn);
-    spares_.erase(it);
+    spares_.erase(std::next(it).base());
     hand_over(accept, conn);
     return true;
   }
   return false;
+}
+
+void Listener::keep_spare(const SSL_CTX* origin, const std::shared_ptr<Connection>& conn) {
+  drop_stale_spares();
+  spares_.push_back({origin, conn, std::chrono::steady_clock::now() + settings_.handshake_timeout});
+  if (spares_.size() > settings_.backlog) {
+    auto oldest = std::move(spares_.front().conn);
+    spares_.pop_front();
+    oldest->abort();
+  }
+}
+
+void Listener::drop_stale_spares() {
+  auto now = std::chrono::steady_clock::now();
+  while (!spares_.empty() && spares_.front().expires <= now) {
+    auto stale = std::move(spares_.front().conn);
+    spares_.pop_front();
+    stale->abort();
+  }
 }
 
 bool Listener::wants_connection() const {
@@ -147,7 +167,7 @@ void Listener::accept_next() {
     on_accepted({}, std::move(socket));
     return;
   }
-  if (ready_.size() + spares_.size() >= settings_.backlog) return;
+  if (ready_.size() >= settings_.backlog) return;
   if (!shared_.registry.has_room_for_socket()) return;
   accepting_ = true;
   // Accepted straight into a socket on the io_context's executor (see TcpSocket).
@@ -310,20 +330,19 @@ void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std:
   auto it = find_accept(*serial);
   if (it != pending_.end()) {
     --it->claims;
+  } else if (!settings_.tls_per_accept) {
+    conn->abort();  // the accept was cancelled meanwhile
+    return;
   } else {
     // Its accept was served by another handshake, or cancelled: the oldest
     // accept with the same settings takes it, or the next one to come.
     it = std::find_if(pending_.begin(), pending_.end(), [origin](const PendingAccept& p) {
       return p.tls.given && p.tls.ctx.get() == origin;
     });
-  }
-  if (it == pending_.end()) {
-    spares_.push_back({origin, conn});
-    if (spares_.size() > settings_.backlog) {
-      spares_.front().conn->abort();
-      spares_.pop_front();
+    if (it == pending_.end()) {
+      keep_spare(origin, conn);
+      return;
     }
-    return;
   }
   PendingAccept accept = std::move(*it);
   pending_.erase(it);

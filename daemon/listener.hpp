@@ -130,11 +130,14 @@ class Listener : public std::enable_shared_from_this<Listener> {
     std::optional<ActiveMode> active;  ///< its initial active mode, if given
     unsigned claims = 0;               ///< connections handshaking for it (own TLS only)
   };
-  /// A connection handshaken for an accept that another handshake served
-  /// first (or that was cancelled): the next accept with the same context takes it.
+  /// With TLS per accept: a connection handshaken for an accept that another
+  /// handshake served first (or that was cancelled). The next accept with the
+  /// same context takes it; it waits as long as a handshake may take, at most
+  /// `backlog` of them wait (the oldest goes), and they never stop accepting.
   struct Spare {
-    const SSL_CTX* origin;             ///< the context it was handshaken with (compared only)
-    std::shared_ptr<Connection> conn;  ///< the connection
+    const SSL_CTX* origin;                          ///< its handshake's context (compared only)
+    std::shared_ptr<Connection> conn;               ///< the connection
+    std::chrono::steady_clock::time_point expires;  ///< aborted from then on
   };
   /// True when a new TCP connection is wanted: always for a listener with
   /// settings of its own, else while an accept waits for one.
@@ -156,6 +159,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
              const SSL_CTX* origin);
   /// Hands a spare made with the accept's context to it; false when none is.
   bool take_spare(PendingAccept& accept);
+  /// Keeps `conn` as a spare (see Spare).
+  void keep_spare(const SSL_CTX* origin, const std::shared_ptr<Connection>& conn);
+  /// Aborts the spares whose time is up.
+  void drop_stale_spares();
   /// Aborts the oldest handshake to make room (see HandshakeQueue).
   void evict_oldest();
   /// The accept with this serial waits for another connection.

@@ -164,6 +164,38 @@ def test_silent_peers_do_not_hold_up_accepts_that_bring_their_own_tls(client, pk
             s.close()
 
 
+def test_a_waiting_spare_does_not_stop_accepts_with_other_settings(client, pki):
+    """backlog 1: a connection handshaken for an accept that another served
+    waits for an accept with its settings; an accept with other settings
+    still gets new connections meanwhile."""
+    flags = f"-cert {pki.server_cert} -key {pki.server_key}"
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "backlog": 1})
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    ref = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": flags}})
+    raws = [socket.create_connection(("127.0.0.1", lst["port"]), timeout=5) for _ in range(2)]
+    time.sleep(0.2)
+    peers = [ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
+             for raw in raws]
+    shakers = [threading.Thread(target=peer.do_handshake) for peer in peers]
+    for t in shakers:
+        t.start()
+    for t in shakers:
+        t.join(5)
+    assert client.reply(ref, timeout=5)["ok"]
+    # One spare now waits for "-cert … -key …"; this accept's settings differ.
+    other = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": flags + " -verify 0"}})
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"]), timeout=5),
+                         server_hostname="localhost") as s:
+        a = client.reply(other, timeout=5)
+        assert a["ok"], a
+        s.sendall(b"new")
+        assert client.read_data(a["id"], 3) == b"new"
+    # The spare is still there for its own settings.
+    assert client.call({"op": "accept", "id": lst["id"], "tls": {"flags": flags}}, timeout=5)["ok"]
+    for peer in peers:
+        peer.close()
+
+
 def test_initial_active_false_on_accept_and_connect(client, pki):
     lst = tls_listen(client, pki, mode="packet:2")
     ref = client.send({"op": "accept", "id": lst["id"], "active": False})

@@ -111,6 +111,21 @@ def test_accept_with_own_tls_survives_failed_handshakes(client, pki):
     silent.close()
 
 
+def handshake_together(ctx, port, count):
+    """`count` TLS clients that connect first, so that the daemon takes them all
+    while one accept waits, then handshake at the same time."""
+    raws = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    time.sleep(0.2)  # all accepted, all handshaking for the one accept
+    peers = [ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
+             for raw in raws]
+    shakers = [threading.Thread(target=peer.do_handshake) for peer in peers]
+    for t in shakers:
+        t.start()
+    for t in shakers:
+        t.join(5)
+    return peers
+
+
 def test_silent_peers_do_not_hold_up_accepts_that_bring_their_own_tls(client, pki):
     """The seed's shape (TLS on each accept): peers that connect and say
     nothing do not keep a real client waiting for their handshake timeout. A
@@ -136,15 +151,7 @@ def test_silent_peers_do_not_hold_up_accepts_that_bring_their_own_tls(client, pk
         # Two clients handshake at once for one accept: the second waits,
         # handshaken, for the next accept.
         ref = client.send({"op": "accept", "id": lst["id"], "tls": flags})
-        raws = [socket.create_connection(("127.0.0.1", lst["port"]), timeout=5) for _ in range(2)]
-        time.sleep(0.2)  # both accepted, both handshaking for the one accept
-        peers = [ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
-                 for raw in raws]
-        shakers = [threading.Thread(target=peer.do_handshake) for peer in peers]
-        for t in shakers:
-            t.start()
-        for t in shakers:
-            t.join(5)
+        peers = handshake_together(ctx, lst["port"], 2)
         first = client.reply(ref, timeout=5)
         assert first["ok"], first
         second = client.call({"op": "accept", "id": lst["id"], "tls": flags}, timeout=5)
@@ -172,15 +179,7 @@ def test_a_waiting_spare_does_not_stop_accepts_with_other_settings(client, pki):
     lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "backlog": 1})
     ctx = ssl.create_default_context(cafile=pki.ca)
     ref = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": flags}})
-    raws = [socket.create_connection(("127.0.0.1", lst["port"]), timeout=5) for _ in range(2)]
-    time.sleep(0.2)
-    peers = [ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
-             for raw in raws]
-    shakers = [threading.Thread(target=peer.do_handshake) for peer in peers]
-    for t in shakers:
-        t.start()
-    for t in shakers:
-        t.join(5)
+    peers = handshake_together(ctx, lst["port"], 2)
     assert client.reply(ref, timeout=5)["ok"]
     # One spare now waits for "-cert … -key …"; this accept's settings differ.
     other = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": flags + " -verify 0"}})

@@ -28,7 +28,7 @@ from tlsport._session import (
     Wake,
 )
 from tlsport.codec import encode_deliver
-from tlsport.errors import DaemonGone, NetworkError, NotOwner, ProtocolError, SocketClosed
+from tlsport.errors import DaemonGone, NetworkError, NotOwner, ProtocolError, SocketClosed, TlsError
 
 # docs/protocol.md §2.1 and §4, written out again here on purpose: the library
 # must never send anything else (the daemon rejects unknown fields).
@@ -342,6 +342,15 @@ def test_a_socket_the_daemon_forgot_is_closed_whichever_comes_first() -> None:
     (outcome,) = feed(s, err(ref, "no_such_socket"))
     assert isinstance(outcome, Fail) and isinstance(outcome.error, SocketClosed)
     assert outcome.error.kind == "closed" and "socket 5 is closed" in str(outcome.error)
+    # When the event came first, its reason is what the caller gets.
+    sock = connected(s, sid=6)
+    ref = s.call({"op": "info", "id": 6}, "k")
+    sent(s)
+    reason = {"kind": "tls", "message": "bad record mac"}
+    outcomes = feed(s, {"event": "socket_closed", "id": 6, "reason": reason}, err(ref, "no_such_socket"))
+    (fail,) = [o for o in outcomes if isinstance(o, Fail)]
+    assert isinstance(fail.error, TlsError) and "bad record mac" in str(fail.error)
+    assert sock.closed
     # A socket the library never had stays no_such_socket.
     ref = s.call({"op": "info", "id": 77}, "j")
     sent(s)

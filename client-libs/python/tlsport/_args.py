@@ -275,8 +275,8 @@ def socket_timeouts(cmd: Dict[str, Any], handshake: Any, idle: Any, close: Any) 
     """Add a socket's timeouts (seconds, ``None``: the daemon's default) to ``cmd``.
 
     Each is more than 0 and at most what the daemon takes (an hour; a day for
-    ``idle_timeout``): 0 would mean "at once", not "never", so it is refused
-    as the daemon refuses it.
+    ``idle_timeout``), or ``math.inf`` for that longest: 0 would mean "at once",
+    not "never", so it is refused as the daemon refuses it.
     """
     for name, value, maximum in (
         ("handshake_timeout", handshake, MAX_HANDSHAKE_MS),
@@ -286,7 +286,7 @@ def socket_timeouts(cmd: Dict[str, Any], handshake: Any, idle: Any, close: Any) 
         seconds = check_timeout(value, name)
         if seconds is None:
             continue
-        if not 0 < seconds <= maximum / 1000:
+        if seconds <= 0 or (seconds > maximum / 1000 and not math.isinf(seconds)):
             raise ValueError(f"{name} must be more than 0 and at most {maximum // 1000} s, not {value}")
         cmd[f"{name}_ms"] = max(1, timeout_ms(seconds, maximum) or 1)
     return cmd

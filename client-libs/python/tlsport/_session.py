@@ -511,9 +511,9 @@ class Session:
             except (KeyError, TypeError, ValueError) as exc:
                 error = ProtocolError(f"bad reply to {pending.op}: {exc!r}")
         elif reply.error_kind == "no_such_socket" and isinstance(pending.entry, SocketEntry):
-            # The daemon forgot a socket of ours: it closed, and its socket_closed
-            # event is on the way. Say so the same way whichever came first.
-            error = SocketClosed(f"socket {pending.entry.id} is closed", "closed")
+            # The daemon forgot a socket of ours: it closed. Its socket_closed
+            # event came first (then its reason is known) or is on the way.
+            error = self._why_closed(pending.entry)
         else:
             error = error_from_reply(reply.body)
         if pending.last is not None:  # an earlier frame of a group: the last one answers
@@ -713,12 +713,17 @@ class Session:
             err, entry.async_error = entry.async_error, None
             raise err
         if entry.closed:
-            what = "listener" if isinstance(entry, ListenerEntry) else "socket"
-            if entry.handed_over:
-                raise SocketClosed(f"{what} {entry.id} was handed over to another client")
-            if entry.close_reason is not None:
-                raise entry.close_reason
-            raise SocketClosed(f"{what} {entry.id} is closed")
+            raise self._why_closed(entry)
+
+    @staticmethod
+    def _why_closed(entry: Entry) -> TlsportError:
+        """The error for using a closed ``entry``: how it broke, else that it is closed."""
+        what = "listener" if isinstance(entry, ListenerEntry) else "socket"
+        if entry.handed_over:
+            return SocketClosed(f"{what} {entry.id} was handed over to another client")
+        if entry.close_reason is not None:
+            return entry.close_reason
+        return SocketClosed(f"{what} {entry.id} is closed")
 
     def next_data(self, entry: SocketEntry) -> Any:
         """The next queued packet, :data:`END`, :data:`ASK`, or ``None`` (wait for a

@@ -139,15 +139,16 @@ bool load_identity(SSL_CTX* c, const TlsSettings& settings, ErrorInfo& error, Bu
 }
 
 /// CAs from a file or inline PEM into the store (and, for a server, the
-/// list of CAs it names to clients).
+/// list of CAs it names to clients); what was read is appended to `read`.
 bool load_cas(SSL_CTX* c, const std::string& path, const std::string& inline_pem, TlsRole role,
-              ErrorInfo& error) {
+              std::string& read, ErrorInfo& error) {
   if (path.empty() && inline_pem.empty()) return true;
   std::string text, source;
   std::vector<X509Ptr> cas;
   if (!material(path, inline_pem, "CA", text, source, error) ||
       !parse_certificates(text, source, cas, error))
     return false;
+  read += std::to_string(text.size()) + ':' + text;
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   for (auto& ca : cas) {
     X509_STORE_add_cert(store, ca.get());
@@ -157,24 +158,27 @@ bool load_cas(SSL_CTX* c, const std::string& path, const std::string& inline_pem
   return true;
 }
 
-/// CRLs for the whole chain.
-bool load_crls(SSL_CTX* c, const std::string& path, ErrorInfo& error) {
+/// CRLs for the whole chain; what was read is appended to `read`.
+bool load_crls(SSL_CTX* c, const std::string& path, std::string& read, ErrorInfo& error) {
   std::string text;
   std::vector<X509CrlPtr> crls;
   if (!read_tls_file(path, "CRL", text, error) ||
       !parse_crls(text, "CRL file " + path, crls, error))
     return false;
+  read += std::to_string(text.size()) + ':' + text;
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   for (auto& crl : crls) X509_STORE_add_crl(store, crl.get());
   X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
   return true;
 }
 
-/// Trusted CAs, CRLs and the verify mode of seed 004's levels.
-bool set_trust(SSL_CTX* c, const TlsSettings& settings, TlsRole role, ErrorInfo& error) {
+/// Trusted CAs, CRLs and the verify mode of seed 004's levels; the CA and
+/// CRL material read is appended to `read`.
+bool set_trust(SSL_CTX* c, const TlsSettings& settings, TlsRole role, std::string& read,
+               ErrorInfo& error) {
   int verify = settings.effective_verify(role);
   bool judged = settings.verify_callback && role == TlsRole::client;
-  if (!load_cas(c, settings.cacertfile, settings.cacert, role, error)) return false;
+  if (!load_cas(c, settings.cacertfile, settings.cacert, role, read, error)) return false;
   if (!settings.cacertdir.empty()) {
     struct stat st;
     if (::stat(settings.cacertdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -188,7 +192,7 @@ bool set_trust(SSL_CTX* c, const TlsSettings& settings, TlsRole role, ErrorInfo&
       !settings.cacertfile.empty() || !settings.cacert.empty() || !settings.cacertdir.empty();
   // The system store; honours SSL_CERT_FILE and SSL_CERT_DIR.
   if (!own_cas && (verify > 0 || judged)) SSL_CTX_set_default_verify_paths(c);
-  if (!settings.crlfile.empty() && !load_crls(c, settings.crlfile, error)) return false;
+  if (!settings.crlfile.empty() && !load_crls(c, settings.crlfile, read, error)) return false;
   ERR_clear_error();
   int mode = SSL_VERIFY_NONE;
   // A client that judges the chain itself needs OpenSSL to honour its verdict.
@@ -334,19 +338,20 @@ SslCtxPtr build_context(const TlsSettings& settings, TlsRole role, ErrorInfo& er
                        "a TLS server needs a certificate (tls.certfile, tls.cert or -cert)");
     return nullptr;
   }
+  std::string trust_read;  // the CA and CRL material, for the session context
   if (!set_protocol(c, settings, role, error) ||
       (settings.has_identity() && !load_identity(c, settings, error, needs)) ||
-      !set_trust(c, settings, role, error) ||
+      !set_trust(c, settings, role, trust_read, error) ||
       (role == TlsRole::server && !load_server_extras(c, settings, *extras, error, needs)) ||
       !open_keylog(settings.keylog, *extras, error))
     return nullptr;
   if (role == TlsRole::server) {
     // A session resumes only where the same clients are let in: shared
     // ticket keys must not carry a session from a listener that asked for
-    // no client certificate to one that requires it. Certificates chosen
-    // by SNI share their listener's (the switch comes after the session is
-    // looked up).
-    std::string trust = settings.trust_key();
+    // no client certificate to one that requires it, nor past a CRL or CA
+    // file that changed (a reload). Certificates chosen by SNI share their
+    // listener's (the switch comes after the session is looked up).
+    std::string trust = settings.trust_key() + trust_read;
     std::string context = digest_of(trust);
     auto* id = reinterpret_cast<const unsigned char*>(context.data());
     SSL_CTX_set_session_id_context(c, id, static_cast<unsigned>(context.size()));

@@ -102,8 +102,9 @@ struct TlsSettings {
   /// text: identical settings share one context.
   std::string context_key() const;
   /// What decides which clients a server lets in (trust, CRLs, verify level,
-  /// depth, a verify callback), as text: a session resumes only where this is
-  /// the same, whatever else differs (ticket keys being rotated, ciphers).
+  /// depth, a verify callback), as text: a session resumes only where this
+  /// (and the CA and CRL files' contents) is the same, whatever else differs
+  /// (ticket keys being rotated, ciphers).
   std::string trust_key() const;
   /// True when a certificate is configured (a server needs one).
   bool has_identity() const { return !certfile.empty() || !cert.empty(); }

@@ -5,6 +5,7 @@ s_server, gnutls-cli and gnutls-serv, Python's ssl, Erlang's ssl) and against
 the daemon itself."""
 
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -487,6 +488,30 @@ def test_shared_ticket_keys_do_not_carry_a_session_past_client_authentication(
     assert aref not in client.replies
 
     assert python_session(client, rotated, with_cert, from_a)[0] is True
+
+
+def test_a_reload_that_changes_the_crl_ends_resumption(client, spki, ticket_keys, tmp_path):
+    """The same ticket keys before and after a reload: a session resumes across
+    it while the CA and CRL files are the same, and not once the CRL file changed
+    (so a client revoked meanwhile is checked again, not let in on its ticket)."""
+    crl = tmp_path / "crl.pem"
+    shutil.copy(spki.crl, crl)
+    lst = listen(client, {**spki.cert("server"), "ticket_keys": ticket_keys[:1], "verify": 2,
+                          "cacertfile": spki.ca, "crlfile": str(crl)})
+    ctx = ssl.create_default_context(cafile=spki.ca)
+    ctx.load_cert_chain(spki.client_cert, spki.client_key)
+    reused, session = python_session(client, lst, ctx)
+    assert not reused
+    client.ok({"op": "reload"})
+    reused, session = python_session(client, lst, ctx, session)
+    assert reused  # nothing changed
+    # The same CRL in DER: other bytes, so the listener's trust is new.
+    subprocess.run(["openssl", "crl", "-in", spki.crl, "-outform", "DER", "-out", str(crl)],
+                   check=True, capture_output=True)
+    client.ok({"op": "reload"})
+    reused, session = python_session(client, lst, ctx, session)
+    assert not reused
+    assert python_session(client, lst, ctx, session)[0] is True
 
 
 def test_a_ticket_key_file_of_the_wrong_size_is_refused(client, spki, tmp_path, ticket_keys):

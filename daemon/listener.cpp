@@ -280,6 +280,13 @@ void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
     accept_next();
     return;
   }
+  if (serial && find_accept(*serial) == pending_.end() && wants_verdict(*conn)) {
+    // Its accept is gone, and with it the judge of its peer: another accept's
+    // callback must not be passed by (place() never hands such a one on).
+    conn->abort();
+    accept_next();
+    return;
+  }
   judge_then(conn, serial, [self = shared_from_this(), conn, serial, origin] {
     self->judging_.erase(conn);
     self->place(conn, serial, origin);
@@ -330,8 +337,8 @@ void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std:
   auto it = find_accept(*serial);
   if (it != pending_.end()) {
     --it->claims;
-  } else if (!settings_.tls_per_accept) {
-    conn->abort();  // the accept was cancelled meanwhile
+  } else if (!settings_.tls_per_accept || wants_verdict(*conn)) {
+    conn->abort();  // the accept (and the judge of this peer) is gone
     return;
   } else {
     // Its accept was served by another handshake, or cancelled: the oldest

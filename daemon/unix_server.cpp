@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,26 +108,32 @@ bool UnixServer::open() {
   }
   const std::string& path = settings_.path;
   if (!clear_path()) return false;
+  // The socket is made listening, with its mode and owner, under a name of
+  // its own, then renamed into place: a client that sees the path appear can
+  // connect at once (a path bound but not yet listening refuses connections).
+  // A path too long for that suffix is bound in place.
+  std::string made = path + ".new";
+  if (made.size() >= sizeof(sockaddr_un{}.sun_path)) made = path;
+  ::unlink(made.c_str());
   acceptor_.open(stream_protocol(), ec);
   // Created with the mode asked for (0600 by default), never wider even for a moment.
   mode_t old_mask = ::umask(~settings_.mode & 0777);
-  if (!ec) acceptor_.bind(stream_protocol::endpoint(path), ec);
+  if (!ec) acceptor_.bind(stream_protocol::endpoint(made), ec);
   ::umask(old_mask);
-  // Listening at once: a client that sees the path appear may connect (a path
-  // that refuses connections sent a test's client away under a sanitizer).
-  // Until the owner changes below, only our own user may connect.
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (!ec && ::chmod(path.c_str(), settings_.mode) != 0)
+  if (!ec && ::chmod(made.c_str(), settings_.mode) != 0)
     ec = std::error_code(errno, std::generic_category());
   if (!ec && (settings_.owner_uid >= 0 || settings_.owner_gid >= 0) &&
-      ::lchown(path.c_str(), settings_.owner_uid, settings_.owner_gid) != 0)
+      ::lchown(made.c_str(), settings_.owner_uid, settings_.owner_gid) != 0)
+    ec = std::error_code(errno, std::generic_category());
+  if (!ec && made != path && ::rename(made.c_str(), path.c_str()) != 0)
     ec = std::error_code(errno, std::generic_category());
   if (ec) {
     log(LogLevel::error, "cannot serve %s: %s", path.c_str(), ec.message().c_str());
     if (acceptor_.is_open()) {
       std::error_code ignored;
       acceptor_.close(ignored);
-      ::unlink(path.c_str());
+      ::unlink(made.c_str());
     }
     return false;
   }

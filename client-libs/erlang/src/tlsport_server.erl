@@ -624,16 +624,17 @@ handle_info({trim, Count}, St) ->
         Count ->
             case whereis(tlsport_socket_sup) of
                 undefined -> ok;
-                Sup -> erlang:garbage_collect(Sup, [{async, trim}])
+                Sup -> erlang:garbage_collect(Sup)
             end,
+            %% Hibernating compacts the heap only if no message waits then
+            %% (traffic of other sockets may): a full collection first.
+            erlang:garbage_collect(),
             {noreply, St#st{peak = Count, trim_due = false}, hibernate};
         Now ->
             %% Still closing: a heap compacted now would grow back at once.
             erlang:send_after(?TRIM_DELAY_MS, self(), {trim, Now}),
             {noreply, St}
     end;
-handle_info({garbage_collect, trim, _}, St) ->
-    {noreply, St};
 handle_info(Other, St) ->
     ?LOG_DEBUG("tlsport: unexpected message ~p", [Other]),
     {noreply, St}.
@@ -900,9 +901,10 @@ start_socket(Id, Args, St) ->
 %% long-lived and often idle, would keep that memory until a collection
 %% that may never come (and a collection alone does not shrink a heap all
 %% the way). Once the number of sockets has stayed the same for a second
-%% (a mass close is over), this server hibernates once (a compacting
-%% collection; the next message wakes it) and has the supervisor
-%% collected. Never on the data path, and at most once a second.
+%% (a mass close is over), this server has the supervisor collected, then
+%% collects itself fully and hibernates once (the smallest heap, but only
+%% if no message is waiting then; the next message wakes it). Never on the
+%% data path, and at most once a second.
 trim(#st{trim_due = false, peak = Peak, sockets = Sockets} = St) when Peak >= ?TRIM_AFTER ->
     case map_size(Sockets) =< Peak div 4 * 3 of
         true ->

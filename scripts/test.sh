@@ -20,15 +20,29 @@ PY=/usr/bin/python3
 PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-300}
 SUITE_LIMIT=${SUITE_LIMIT:-1500}
 failed=()
+# Each suite's output is kept, so the end of the run can repeat what failed
+# (a failure early in a long suite is otherwise far above the last lines).
+suite_logs=$(mktemp -d)
+trap 'rm -rf "$suite_logs"' EXIT
 run_suite() {
   local name=$1; shift
+  local log status
+  log="$suite_logs/$((++suite_count)).log"
   echo "=== $name"
-  if timeout -k 10 "$SUITE_LIMIT" "$@"; then
+  # Into a file, not through a pipe: a process a suite leaves behind (epmd, a
+  # daemon) would hold a pipe open and the run would wait for it.
+  timeout -k 10 "$SUITE_LIMIT" "$@" >"$log" 2>&1
+  status=$?
+  cat "$log"
+  if [ "$status" -eq 0 ]; then
     echo "=== $name: ok"
   else
-    echo "=== $name: FAILED (exit $?)"; failed+=("$name")
+    echo "=== $name: FAILED (exit $status)"; failed+=("$name")
+    failed_logs+=("$log")
   fi
 }
+failed_logs=()
+suite_count=0
 
 run_suite "unit (ctest)" ctest --test-dir build --output-on-failure -j2
 # The libFuzzer harnesses of protocol/ (tests/fuzz), built with clang, ASan and
@@ -85,6 +99,13 @@ else
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
+  for i in "${!failed[@]}"; do
+    echo "--- what failed in ${failed[$i]}:"
+    grep -a -A14 -E '\*failed\*|^FAILED |^ERROR |^_{5,} .* _{5,}$|: FAILED|error:|Error:' \
+      "${failed_logs[$i]}" | head -80
+    echo "--- its last lines:"
+    tail -n 15 "${failed_logs[$i]}"
+  done
   echo "FAILED suites: ${failed[*]}"
   exit 1
 fi

@@ -116,21 +116,6 @@ bool to_size(const json& v, std::size_t lo, std::size_t hi, std::size_t& out) {
   return true;
 }
 
-/// "ADDRESS:PORT" as the metrics server binds it: an IP address (IPv6 in
-/// brackets) and a port of 0..65535 in digits.
-bool is_address_and_port(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos) return false;
-  std::string host = text.substr(0, colon);
-  std::string port = text.substr(colon + 1);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  if (port.empty() || port.size() > 5 ||
-      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
-    return false;
-  return protocol::is_ip_literal(host);
-}
-
 std::string range_error(const json& v, std::size_t lo, std::size_t hi, const char* unit = "") {
   return "must be an integer " + std::to_string(lo) + ".." + std::to_string(hi) + unit + ", not " +
          text_of(v);
@@ -323,7 +308,9 @@ std::string apply(const std::string& key, const json& v, Options& o, const Sourc
       return range_error(v, std::size_t{1} << 20, std::size_t{1} << 40, " bytes");
     o.peer_memory_budget = n;
   } else if (key == "stats_listen") {
-    if (!v.is_string() || !is_address_and_port(v.get<std::string>()))
+    std::string address;
+    std::uint16_t port = 0;
+    if (!v.is_string() || !split_address_and_port(v.get<std::string>(), address, port))
       return "must be ADDRESS:PORT (an IP address, IPv6 in brackets, and a port 0..65535), "
              "such as 127.0.0.1:9464, not " +
              text_of(v);
@@ -424,6 +411,22 @@ std::string read_config(const std::string& path, Options& o, Given& given) {
 }
 
 }  // namespace
+
+bool split_address_and_port(const std::string& text, std::string& address, std::uint16_t& port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = text.substr(0, colon);
+  std::string digits = text.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (digits.empty() || digits.size() > 5 ||
+      digits.find_first_not_of("0123456789") != std::string::npos || std::stoul(digits) > 65535)
+    return false;
+  if (!protocol::is_ip_literal(host)) return false;
+  address = host;
+  port = static_cast<std::uint16_t>(std::stoul(digits));
+  return true;
+}
 
 std::string usage_text() {
   std::string out = R"(Usage: tlsportd [OPTIONS]

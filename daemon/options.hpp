@@ -69,6 +69,10 @@ std::vector<std::string> option_warnings(const Options& options);
 /// Raises the soft descriptor limit to the hard one.
 void raise_fd_limit();
 
+/// "ADDRESS:PORT" as the metrics server binds it: an IP address (IPv6 in
+/// brackets) and a port of 0..65535 in digits. False if `text` is not one.
+bool split_address_and_port(const std::string& text, std::string& address, std::uint16_t& port);
+
 /// The --help text.
 std::string usage_text();
 

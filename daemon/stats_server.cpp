@@ -6,6 +6,7 @@
 #include <asio/write.hpp>
 
 #include "daemon/log.hpp"
+#include "daemon/options.hpp"
 #include "daemon/shared.hpp"
 
 namespace tlsport::daemon {
@@ -68,20 +69,13 @@ class StatsServer::Exchange : public std::enable_shared_from_this<Exchange> {
 StatsServer::StatsServer(Shared& shared) : shared_(shared), acceptor_(shared.io) {}
 
 bool StatsServer::open(const std::string& where) {
-  auto colon = where.rfind(':');
-  std::string host = colon == std::string::npos ? "" : where.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
+  std::string host;
+  std::uint16_t port = 0;
   std::error_code ec;
-  asio::ip::address address = asio::ip::make_address(host, ec);
-  unsigned long port = 0;
-  try {
-    port = std::stoul(where.substr(colon + 1));
-  } catch (...) {
+  if (!split_address_and_port(where, host, port))  // --check refuses it already
     ec = std::make_error_code(std::errc::invalid_argument);
-  }
-  if (!ec && port > 65535) ec = std::make_error_code(std::errc::invalid_argument);
-  asio::ip::tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+  asio::ip::address address = ec ? asio::ip::address() : asio::ip::make_address(host, ec);
+  asio::ip::tcp::endpoint endpoint(address, port);
   if (!ec) acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor_.bind(endpoint, ec);

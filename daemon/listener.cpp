@@ -66,7 +66,7 @@ void Listener::add_accept(std::uint32_t client, json ref, AcceptTls tls,
 }
 
 bool Listener::take_spare(PendingAccept& accept) {
-  drop_stale_spares();
+  trim_spares();
   if (!accept.tls.given) return false;
   // The newest first: the likeliest to have its peer still there.
   for (auto it = spares_.rbegin(); it != spares_.rend(); ++it) {
@@ -80,21 +80,17 @@ bool Listener::take_spare(PendingAccept& accept) {
 }
 
 void Listener::keep_spare(const SSL_CTX* origin, const std::shared_ptr<Connection>& conn) {
-  drop_stale_spares();
   spares_.push_back({origin, conn, std::chrono::steady_clock::now() + settings_.handshake_timeout});
-  if (spares_.size() > settings_.backlog) {
+  trim_spares();
+}
+
+void Listener::trim_spares() {
+  auto now = std::chrono::steady_clock::now();
+  while (!spares_.empty() &&
+         (spares_.size() > settings_.backlog || spares_.front().expires <= now)) {
     auto oldest = std::move(spares_.front().conn);
     spares_.pop_front();
     oldest->abort();
-  }
-}
-
-void Listener::drop_stale_spares() {
-  auto now = std::chrono::steady_clock::now();
-  while (!spares_.empty() && spares_.front().expires <= now) {
-    auto stale = std::move(spares_.front().conn);
-    spares_.pop_front();
-    stale->abort();
   }
 }
 

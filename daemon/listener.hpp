@@ -161,8 +161,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   bool take_spare(PendingAccept& accept);
   /// Keeps `conn` as a spare (see Spare).
   void keep_spare(const SSL_CTX* origin, const std::shared_ptr<Connection>& conn);
-  /// Aborts the spares whose time is up.
-  void drop_stale_spares();
+  /// Aborts the oldest spares while their time is up or they are more than the backlog.
+  void trim_spares();
   /// Aborts the oldest handshake to make room (see HandshakeQueue).
   void evict_oldest();
   /// The accept with this serial waits for another connection.

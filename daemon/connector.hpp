@@ -42,13 +42,14 @@ class Connector : public std::enable_shared_from_this<Connector> {
   void start();
   /// Gives up (the client left): no reply.
   void abandon();
+  /// Answers the connect with `error` and gives up (the daemon stops).
+  void fail(const ErrorInfo& error);
   std::uint32_t client() const { return request_.client; }
 
  private:
   void on_resolved(const std::error_code& ec, asio::ip::tcp::resolver::results_type results);
   void on_connected(const std::error_code& ec);
   void on_handshake(const std::optional<ErrorInfo>& error);
-  void fail(const ErrorInfo& error);
   void finish();
 
   Shared& shared_;                          ///< registry, clients, loop

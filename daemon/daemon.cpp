@@ -292,7 +292,11 @@ void Daemon::shutdown() {
     registry.remove_listener(listener->id());
     listener->close();
   }
-  for (auto& connector : registry.connectors()) connector->abandon();
+  // Every command still waiting on the network gets its reply now (a port
+  // whose input ended right after a connect or resolve hears why).
+  ErrorInfo stopping = wire_error(ErrorKind::closed, "the daemon is stopping");
+  for (auto& connector : registry.connectors()) connector->fail(stopping);
+  executor_.answer_lookups(stopping);
   for (auto& conn : registry.connections()) conn->abort();
   // Replies already queued (the answer to stop, replies to the last commands
   // of a port whose input ended) leave before the loop stops, within a second.

@@ -272,7 +272,7 @@ void Executor::run(Call call, protocol::ResolveCommand& cmd) {
 }
 
 void Executor::resolve_address(Call call, const std::string& address) {
-  if (lookups_in_flight_ >= kMaxLookups) {
+  if (lookups_.size() >= kMaxLookups) {
     fail(call, wire_error(ErrorKind::overloaded,
                           std::to_string(kMaxLookups) + " name lookups are under way"));
     return;
@@ -287,9 +287,14 @@ void Executor::resolve_address(Call call, const std::string& address) {
     host = name;
   }
   auto resolver = std::make_shared<asio::ip::tcp::resolver>(shared_.io);
-  auto answer = [this, resolver, number = call.client.number(), ref = call.ref, address, host](
+  std::uint64_t serial = next_lookup_++;
+  lookups_.emplace(serial, std::make_pair(call.client.number(), call.ref));
+  auto answer = [this, resolver, serial, address, host](
                     const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
-    --lookups_in_flight_;
+    auto waiting = lookups_.find(serial);
+    if (waiting == lookups_.end()) return;  // answered already: the daemon is stopping
+    auto [number, ref] = std::move(waiting->second);
+    lookups_.erase(waiting);
     ControlClient* client = shared_.registry.client(number);
     if (client == nullptr) return;
     std::string found = !ec && !results.empty() ? results.begin()->host_name() : "";
@@ -309,13 +314,21 @@ void Executor::resolve_address(Call call, const std::string& address) {
       client->send(protocol::ok_reply(ref, {{"name", found}}));
     }
   };
-  ++lookups_in_flight_;
   if (address.empty()) {
     resolver->async_resolve(host, "", asio::ip::tcp::resolver::canonical_name, std::move(answer));
   } else {
     std::error_code ec;
     resolver->async_resolve(asio::ip::tcp::endpoint(asio::ip::make_address(address, ec), 0),
                             std::move(answer));
+  }
+}
+
+void Executor::answer_lookups(const ErrorInfo& error) {
+  auto lookups = std::move(lookups_);
+  lookups_.clear();
+  for (auto& [serial, waiting] : lookups) {
+    if (ControlClient* client = shared_.registry.client(waiting.first))
+      client->send(protocol::error_reply(waiting.second, error));
   }
 }
 

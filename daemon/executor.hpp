@@ -7,6 +7,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 
 #include "daemon/errors.hpp"
 #include "daemon/registry.hpp"
@@ -35,6 +37,10 @@ class Executor {
   /// Queues bytes for a socket (a DATA frame, or deliver); `ref` may be null.
   void deliver(ControlClient& client, std::uint32_t id, std::string_view data,
                const nlohmann::json& ref);
+
+  /// Answers every name lookup still under way with `error` (the daemon
+  /// stops: each command still gets its one reply).
+  void answer_lookups(const ErrorInfo& error);
 
   /// The command being carried out, for the handlers.
   struct Call {
@@ -109,10 +115,12 @@ class Executor {
   /// output cap alone would not bound them).
   static constexpr std::size_t kMaxLookups = 256;
 
-  Shared& shared_;                     ///< registry, contexts, loop
-  std::function<void()> stop_;         ///< ends the daemon
-  Reload reload_;                      ///< reads TLS material again
-  std::size_t lookups_in_flight_ = 0;  ///< resolve commands not yet answered
+  Shared& shared_;              ///< registry, contexts, loop
+  std::function<void()> stop_;  ///< ends the daemon
+  Reload reload_;               ///< reads TLS material again
+  /// Resolve commands not yet answered, by serial: the client and the ref.
+  std::unordered_map<std::uint64_t, std::pair<std::uint32_t, nlohmann::json>> lookups_;
+  std::uint64_t next_lookup_ = 0;  ///< serial of the next lookup
 };
 
 }  // namespace tlsport::daemon

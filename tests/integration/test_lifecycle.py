@@ -89,6 +89,41 @@ def test_stdin_eof_ends_daemon_within_a_second(pki):
     assert d.proc.returncode == 0
 
 
+def test_commands_waiting_on_the_network_are_answered_when_input_ends():
+    """`printf '<connect>\n<resolve>\n' | tlsportd --control lines`: each command
+    gets its reply before the daemon exits, even though the network has not
+    answered yet (here a server that never speaks)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    commands = [{"op": "connect", "ref": 1, "host": "127.0.0.1", "port": port,
+                 "tls": {"verify": 0}},
+                {"op": "resolve", "ref": 2, "address": "127.0.0.1"}]
+    try:
+        listen = json.dumps({"op": "listen", "ref": 3, "host": "127.0.0.1", "port": 0,
+                             "tls": False})
+        text = "".join(json.dumps(c) + "\n" for c in commands) + listen + "\n"
+        out = subprocess.run([daemon_path(), "--control", "lines"], input=text.encode(),
+                             capture_output=True, timeout=5)
+    finally:
+        silent.close()
+    assert out.returncode == 0, out.stderr
+    replies = {}
+    for line in out.stdout.decode().splitlines():
+        message = json.loads(line)
+        assert "ref" in message, message
+        assert message["ref"] not in replies, ("two replies", message)
+        replies[message["ref"]] = message
+    assert set(replies) == {1, 2, 3}, out.stdout
+    # The TLS handshake could not have finished: the server says nothing.
+    stopping = {"kind": "closed", "message": "the daemon is stopping"}
+    assert replies[1]["ok"] is False and replies[1]["error"] == stopping
+    # The lookup of 127.0.0.1 may or may not have come back first.
+    assert replies[2]["ok"] is True or replies[2]["error"] == stopping, replies[2]
+    assert replies[3]["ok"] is True
+
+
 def test_stop_closes_everything_and_exits(client, daemon):
     r = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "tls": False})
     client.ok({"op": "stop"})

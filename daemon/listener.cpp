@@ -70,7 +70,7 @@ bool Listener::take_spare(PendingAccept& accept) {
   if (!accept.tls.given) return false;
   // The newest first: the likeliest to have its peer still there.
   for (auto it = spares_.rbegin(); it != spares_.rend(); ++it) {
-    if (it->origin != accept.tls.ctx.get()) continue;
+    if (!it->origin.suits(accept.tls)) continue;
     auto conn = std::move(it->conn);
     spares_.erase(std::next(it).base());
     hand_over(accept, conn);
@@ -79,7 +79,7 @@ bool Listener::take_spare(PendingAccept& accept) {
   return false;
 }
 
-void Listener::keep_spare(const SSL_CTX* origin, const std::shared_ptr<Connection>& conn) {
+void Listener::keep_spare(const Origin& origin, const std::shared_ptr<Connection>& conn) {
   spares_.push_back({origin, conn, std::chrono::steady_clock::now() + settings_.handshake_timeout});
   trim_spares();
 }
@@ -237,11 +237,12 @@ void Listener::on_accepted(const std::error_code& ec, TcpSocket socket) {
   }
   if (handshaking_.size() >= kMaxHandshaking) evict_oldest();
   handshaking_.add(conn, serial);
-  const SSL_CTX* origin = ctx.get();
-  conn->start_handshake(timeout, [self = shared_from_this(), conn, serial,
-                                  origin](const std::optional<ErrorInfo>& error) {
-    self->on_handshake(conn, serial, origin, error);
-  });
+  Origin origin{ctx.get(), log_file};
+  conn->start_handshake(timeout,
+                        [self = shared_from_this(), conn, serial,
+                         origin = std::move(origin)](const std::optional<ErrorInfo>& error) {
+                          self->on_handshake(conn, serial, origin, error);
+                        });
   accept_next();
 }
 
@@ -266,7 +267,7 @@ void Listener::unclaim(std::uint64_t serial) {
 }
 
 void Listener::on_handshake(const std::shared_ptr<Connection>& conn,
-                            std::optional<std::uint64_t> serial, const SSL_CTX* origin,
+                            std::optional<std::uint64_t> serial, const Origin& origin,
                             const std::optional<ErrorInfo>& error) {
   handshaking_.remove(conn);
   if (error) {
@@ -320,7 +321,7 @@ void Listener::judge_then(const std::shared_ptr<Connection>& conn,
 }
 
 void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
-                     const SSL_CTX* origin) {
+                     const Origin& origin) {
   if (closed_) {
     conn->abort();
     return;
@@ -339,9 +340,8 @@ void Listener::place(const std::shared_ptr<Connection>& conn, std::optional<std:
   } else {
     // Its accept was served by another handshake, or cancelled: the oldest
     // accept with the same settings takes it, or the next one to come.
-    it = std::find_if(pending_.begin(), pending_.end(), [origin](const PendingAccept& p) {
-      return p.tls.given && p.tls.ctx.get() == origin;
-    });
+    it = std::find_if(pending_.begin(), pending_.end(),
+                      [&origin](const PendingAccept& p) { return origin.suits(p.tls); });
     if (it == pending_.end()) {
       keep_spare(origin, conn);
       return;

@@ -130,12 +130,22 @@ class Listener : public std::enable_shared_from_this<Listener> {
     std::optional<ActiveMode> active;  ///< its initial active mode, if given
     unsigned claims = 0;               ///< connections handshaking for it (own TLS only)
   };
+  /// What an accept's handshake was made with: another accept may take the
+  /// connection only if its own TLS settings are the same.
+  struct Origin {
+    const SSL_CTX* ctx = nullptr;  ///< the context (compared only)
+    std::string log_file;          ///< the -log file the connection writes to
+    bool suits(const AcceptTls& tls) const {
+      return tls.given && tls.ctx.get() == ctx && tls.log_file == log_file;
+    }
+  };
   /// With TLS per accept: a connection handshaken for an accept that another
   /// handshake served first (or that was cancelled). The next accept with the
-  /// same context takes it; it waits as long as a handshake may take, at most
-  /// `backlog` of them wait (the oldest goes), and they never stop accepting.
+  /// same settings (Origin) takes it; it waits as long as a handshake may
+  /// take, at most `backlog` of them wait (the oldest goes), and they never
+  /// stop accepting.
   struct Spare {
-    const SSL_CTX* origin;                          ///< its handshake's context (compared only)
+    Origin origin;                                  ///< what its handshake was made with
     std::shared_ptr<Connection> conn;               ///< the connection
     std::chrono::steady_clock::time_point expires;  ///< aborted from then on
   };
@@ -149,18 +159,18 @@ class Listener : public std::enable_shared_from_this<Listener> {
   /// accept, else the oldest (a peer that says nothing must not hold the only place).
   PendingAccept* claimant();
   void on_handshake(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
-                    const SSL_CTX* origin, const std::optional<ErrorInfo>& error);
+                    const Origin& origin, const std::optional<ErrorInfo>& error);
   /// With tls.verify_callback: asks who decides about this client's chain first.
   void judge_then(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
                   std::function<void()> go_on);
   /// The accepted connection, judged or not needing it, goes where it belongs
-  /// (`origin`: the context of its handshake, for an accept's own settings).
+  /// (`origin`: what its handshake was made with, for an accept's own settings).
   void place(const std::shared_ptr<Connection>& conn, std::optional<std::uint64_t> serial,
-             const SSL_CTX* origin);
-  /// Hands a spare made with the accept's context to it; false when none is.
+             const Origin& origin);
+  /// Hands a spare made with the accept's settings to it; false when none is.
   bool take_spare(PendingAccept& accept);
   /// Keeps `conn` as a spare (see Spare).
-  void keep_spare(const SSL_CTX* origin, const std::shared_ptr<Connection>& conn);
+  void keep_spare(const Origin& origin, const std::shared_ptr<Connection>& conn);
   /// Aborts the oldest spares while their time is up or they are more than the backlog.
   void trim_spares();
   /// Aborts the oldest handshake to make room (see HandshakeQueue).

@@ -195,6 +195,37 @@ def test_a_waiting_spare_does_not_stop_accepts_with_other_settings(client, pki):
         peer.close()
 
 
+def test_a_spare_goes_only_to_an_accept_with_the_same_log_file(client, pki, tmp_path):
+    """-log is part of an accept's settings: a connection handshaken (and
+    logging) for one accept's file is not handed to an accept with another."""
+    flags = f"-cert {pki.server_cert} -key {pki.server_key}"
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0})
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    ref = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": f"{flags} -log {log_a}"}})
+    peers = handshake_together(ctx, lst["port"], 2)
+    first = client.reply(ref, timeout=5)
+    assert first["ok"], first
+    # The other handshaken connection waits for "-log a.log", not this accept.
+    other = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": f"{flags} -log {log_b}"}})
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"]), timeout=5),
+                         server_hostname="localhost") as s:
+        b = client.reply(other, timeout=5)
+        assert b["ok"], b
+        s.sendall(b"new")
+        assert client.read_data(b["id"], 3) == b"new"
+    third = client.call({"op": "accept", "id": lst["id"], "tls": {"flags": f"{flags} -log {log_a}"}},
+                        timeout=5)
+    assert third["ok"], third
+    a_text, b_text = log_a.read_text(), log_b.read_text()
+    for accepted, text in ((first, a_text), (third, a_text), (b, b_text)):
+        assert f"socket {accepted['id']}: connected" in text, (accepted, text)
+    assert f"socket {b['id']}:" not in a_text
+    assert f"socket {third['id']}:" not in b_text
+    for peer in peers:
+        peer.close()
+
+
 def test_initial_active_false_on_accept_and_connect(client, pki):
     lst = tls_listen(client, pki, mode="packet:2")
     ref = client.send({"op": "accept", "id": lst["id"], "active": False})

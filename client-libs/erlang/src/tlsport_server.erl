@@ -931,12 +931,12 @@ question(Kind, #{request := N} = Q, St) ->
                    (F) -> #{password => iolist_to_binary(F(Source))}
                 end, #{password => <<>>});
         {verify, #{verify := How, timeout := T}} ->
-            Chain = [tlsport_lib:cert_map(C) || C <- maps:get(peer_chain, Q, [])],
+            Chain = [tlsport_peer_info:cert_map(C) || C <- maps:get(peer_chain, Q, [])],
             Result = maps:get(verify_result, Q, #{}),
             ask(How, T, N, {tlsport_verify, {tlsport_request, N},
                             #{peer_chain => Chain, verify_result => Result}},
                 fun({F, UserState}) ->
-                        #{accept => tlsport_lib:verify_chain(F, UserState, Chain, Result)}
+                        #{accept => tlsport_peer_info:verify_chain(F, UserState, Chain, Result)}
                 end, #{accept => false});
         {verify, _} ->
             ?LOG_WARNING("tlsport: nobody to judge a peer (~p): rejected", [Q]),

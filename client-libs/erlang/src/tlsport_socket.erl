@@ -711,7 +711,7 @@ reply({endpoint, From}, {ok, #{host := H, port := P}}, S) ->
     gen_server:reply(From, {ok, {tlsport_lib:parse_ip(H), P}}),
     S;
 reply({info, From}, {ok, M}, S) ->
-    gen_server:reply(From, {ok, tlsport_lib:connection_info(M)}),
+    gen_server:reply(From, {ok, tlsport_peer_info:connection_info(M)}),
     S;
 reply({request, From, Convert}, {ok, M}, S) ->
     gen_server:reply(From, Convert(maps:without([ok, ref], M))),

@@ -171,24 +171,34 @@ def test_silent_peers_do_not_hold_up_accepts_that_bring_their_own_tls(client, pk
             s.close()
 
 
+def leave_a_spare_then_serve_another(client, pki, spare_flags, other_flags, **listen):
+    """Two clients handshake at once for an accept with `spare_flags`: one is
+    served, the other waits as a spare. Then an accept with `other_flags` must
+    get a new client's connection, not the spare. Returns the listener, the
+    two accepts' replies and the spare's peers (to close)."""
+    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, **listen})
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    ref = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": spare_flags}})
+    peers = handshake_together(ctx, lst["port"], 2)
+    first = client.reply(ref, timeout=5)
+    assert first["ok"], first
+    other = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": other_flags}})
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"]), timeout=5),
+                         server_hostname="localhost") as s:
+        served = client.reply(other, timeout=5)
+        assert served["ok"], served
+        s.sendall(b"new")
+        assert client.read_data(served["id"], 3) == b"new"
+    return lst, first, served, peers
+
+
 def test_a_waiting_spare_does_not_stop_accepts_with_other_settings(client, pki):
     """backlog 1: a connection handshaken for an accept that another served
     waits for an accept with its settings; an accept with other settings
     still gets new connections meanwhile."""
     flags = f"-cert {pki.server_cert} -key {pki.server_key}"
-    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0, "backlog": 1})
-    ctx = ssl.create_default_context(cafile=pki.ca)
-    ref = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": flags}})
-    peers = handshake_together(ctx, lst["port"], 2)
-    assert client.reply(ref, timeout=5)["ok"]
-    # One spare now waits for "-cert … -key …"; this accept's settings differ.
-    other = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": flags + " -verify 0"}})
-    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"]), timeout=5),
-                         server_hostname="localhost") as s:
-        a = client.reply(other, timeout=5)
-        assert a["ok"], a
-        s.sendall(b"new")
-        assert client.read_data(a["id"], 3) == b"new"
+    lst, _, _, peers = leave_a_spare_then_serve_another(client, pki, flags, flags + " -verify 0",
+                                                        backlog=1)
     # The spare is still there for its own settings.
     assert client.call({"op": "accept", "id": lst["id"], "tls": {"flags": flags}}, timeout=5)["ok"]
     for peer in peers:
@@ -200,20 +210,8 @@ def test_a_spare_goes_only_to_an_accept_with_the_same_log_file(client, pki, tmp_
     logging) for one accept's file is not handed to an accept with another."""
     flags = f"-cert {pki.server_cert} -key {pki.server_key}"
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    lst = client.ok({"op": "listen", "host": "127.0.0.1", "port": 0})
-    ctx = ssl.create_default_context(cafile=pki.ca)
-    ref = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": f"{flags} -log {log_a}"}})
-    peers = handshake_together(ctx, lst["port"], 2)
-    first = client.reply(ref, timeout=5)
-    assert first["ok"], first
-    # The other handshaken connection waits for "-log a.log", not this accept.
-    other = client.send({"op": "accept", "id": lst["id"], "tls": {"flags": f"{flags} -log {log_b}"}})
-    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", lst["port"]), timeout=5),
-                         server_hostname="localhost") as s:
-        b = client.reply(other, timeout=5)
-        assert b["ok"], b
-        s.sendall(b"new")
-        assert client.read_data(b["id"], 3) == b"new"
+    lst, first, b, peers = leave_a_spare_then_serve_another(
+        client, pki, f"{flags} -log {log_a}", f"{flags} -log {log_b}")
     third = client.call({"op": "accept", "id": lst["id"], "tls": {"flags": f"{flags} -log {log_a}"}},
                         timeout=5)
     assert third["ok"], third

@@ -397,6 +397,7 @@ void Connection::finish() {
   // dropping it here breaks that cycle however the connection ends.
   handshake_.reset();
   settle_tls_change(wire_error(ErrorKind::closed, "the socket closed"));
+  fail_recv(wire_error(ErrorKind::closed, "the socket closed"));  // cut off: the daemon stops
   // What it held for its peer leaves the budget (others may read again).
   deframer_.take_buffered();
   account_held();

@@ -29,8 +29,8 @@ run_suite() {
   local log status
   log="$suite_logs/$((++suite_count)).log"
   echo "=== $name"
-  # Into a file, not through a pipe: a process a suite leaves behind (epmd, a
-  # daemon) would hold a pipe open and the run would wait for it.
+  # Into a file, printed when the suite ends (a pipe through tee would wait
+  # for any process the suite leaves behind holding it: epmd, a daemon).
   timeout -k 10 "$SUITE_LIMIT" "$@" >"$log" 2>&1
   status=$?
   cat "$log"
@@ -95,11 +95,12 @@ if cmake -S . -B build-asan -DTLSPORT_SANITIZE=address,undefined -DBUILD_TESTING
     "$PY" scripts/soak --seconds 5 --peers 200 --workers 4 --interval 0.2 --sanitized \
     --daemon "$root/build-asan/daemon/tlsportd"
 else
-  echo "=== sanitizer build: FAILED"; failed+=("sanitizer build")
+  echo "=== sanitizer build: FAILED"; failed+=("sanitizer build"); failed_logs+=("")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   for i in "${!failed[@]}"; do
+    [ -n "${failed_logs[$i]}" ] || continue
     echo "--- what failed in ${failed[$i]}:"
     grep -a -A14 -E '\*failed\*|^FAILED |^ERROR |^_{5,} .* _{5,}$|: FAILED|error:|Error:' \
       "${failed_logs[$i]}" | head -80

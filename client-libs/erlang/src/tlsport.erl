@@ -71,20 +71,20 @@ listen(Port, Opts) when is_integer(Port), Port >= 0, Port =< 65535 ->
     maybe_ok(
       fun() ->
               %% Options are checked before anything reaches the daemon.
-              {ok, M} = ok(tlsport_lib:listen_options(Opts)),
-              {ok, Tls0} = ok(tlsport_lib:tls_options(M, server)),
+              {ok, M} = ok(tlsport_options:listen_options(Opts)),
+              {ok, Tls0} = ok(tlsport_options:tls_options(M, server)),
               {ok, Host} = ok(tlsport_lib:host_string(maps:get(ip, M, maps:get(ifaddr, M, "0.0.0.0")))),
               ensure_started(),
               with_dh(Tls0, fun(Tls) ->
                   %% Accepted sockets start in their active mode: a passive
                   %% one is not read before its owner asks.
                   Params0 = #{host => Host, port => Port, mode => maps:get(daemon_mode, M),
-                              tls => Tls, callbacks => tlsport_lib:tls_callbacks(M),
+                              tls => Tls, callbacks => tlsport_options:tls_callbacks(M),
                               active => tlsport_lib:daemon_active(maps:get(active, M)),
                               sockopts => maps:with([format, active], M)},
                   Params = add_opt(backlog, maps:get(backlog, M, undefined),
                            add_opt(packet_size, maps:get(packet_size, M, undefined),
-                                   maps:merge(Params0, tlsport_lib:timeout_fields(M)))),
+                                   maps:merge(Params0, tlsport_options:timeout_fields(M)))),
                   case tlsport_server:listen(modern, Params, self()) of
                       {ok, Key, Number} -> {ok, #tlsport_listen{key = Key, port = Number}};
                       {error, E} -> error_of(E)
@@ -119,8 +119,8 @@ connect(Host, Port, Opts, Timeout) when is_integer(Port), Port > 0, Port =< 6553
     maybe_ok(
       fun() ->
               %% Options are checked before anything reaches the daemon.
-              {ok, M} = ok(tlsport_lib:connect_options(Opts)),
-              {ok, Tls} = ok(tlsport_lib:tls_options(M, client)),
+              {ok, M} = ok(tlsport_options:connect_options(Opts)),
+              {ok, Tls} = ok(tlsport_options:tls_options(M, client)),
               {ok, H} = ok(tlsport_lib:host_string(Host)),
               ensure_started(),
               Mode = maps:get(daemon_mode, M),
@@ -128,11 +128,11 @@ connect(Host, Port, Opts, Timeout) when is_integer(Port), Port > 0, Port =< 6553
                            active => tlsport_lib:daemon_active(maps:get(active, M))},
               Command = add_opt(timeout_ms, ms(Timeout),
                         add_opt(packet_size, maps:get(packet_size, M, undefined),
-                                maps:merge(Command0, tlsport_lib:timeout_fields(M)))),
+                                maps:merge(Command0, tlsport_options:timeout_fields(M)))),
               SockArgs = #{style => modern, mode => Mode, format => maps:get(format, M),
                            active => maps:get(active, M)},
               case tlsport_server:connect(Command, SockArgs, Timeout,
-                                          tlsport_lib:tls_callbacks(M)) of
+                                          tlsport_options:tls_callbacks(M)) of
                   {ok, S} -> {ok, S};
                   {error, E} -> error_of(E)
               end
@@ -253,7 +253,7 @@ inject_ca(#tlsport_socket{pid = Pid}, CA) ->
       fun() ->
               Fields = case CA of
                            {cacertfile, F} -> #{cacertfile => bin(cacertfile, F)};
-                           {cacerts, Cs} -> ok(tlsport_lib:tls_options(#{cacerts => Cs}, client));
+                           {cacerts, Cs} -> ok(tlsport_options:tls_options(#{cacerts => Cs}, client));
                            <<"-----BEGIN", _/binary>> -> #{cacert => CA};
                            _ -> #{cacertfile => bin(inject_ca, CA)}
                        end,
@@ -287,14 +287,14 @@ starttls(S, Opts) -> starttls(S, Opts, infinity).
 starttls(#tlsport_socket{pid = Pid}, Opts, Timeout) ->
     maybe_ok(
       fun() ->
-              {ok, M} = ok(tlsport_lib:starttls_options(Opts)),
+              {ok, M} = ok(tlsport_options:starttls_options(Opts)),
               Side = maps:get(side, M),
-              {ok, Tls0} = ok(tlsport_lib:tls_options(M, Side)),
+              {ok, Tls0} = ok(tlsport_options:tls_options(M, Side)),
               with_dh(Tls0, fun(Tls) ->
                   Command = add_opt(timeout_ms, ms(Timeout),
                                     maps:merge(#{side => Side, tls => Tls},
-                                               tlsport_lib:timeout_fields(M))),
-                  case tlsport_socket:starttls(Pid, Command, tlsport_lib:tls_callbacks(M)) of
+                                               tlsport_options:timeout_fields(M))),
+                  case tlsport_socket:starttls(Pid, Command, tlsport_options:tls_callbacks(M)) of
                       ok -> ok;
                       {error, E} -> error_of(E)
                   end
@@ -333,11 +333,11 @@ tls_context(Name, Opts) ->
                       <<>> -> throw({tlsport_error, {badarg, Name}});
                       B -> B
                   end,
-              {ok, M} = ok(tlsport_lib:context_options(Opts)),
-              {ok, Tls0} = ok(tlsport_lib:tls_options(M, context)),
+              {ok, M} = ok(tlsport_options:context_options(Opts)),
+              {ok, Tls0} = ok(tlsport_options:tls_options(M, context)),
               ensure_started(),
               with_dh(Tls0, fun(Tls) ->
-                  case tlsport_server:tls_context(N, Tls, tlsport_lib:tls_callbacks(M)) of
+                  case tlsport_server:tls_context(N, Tls, tlsport_options:tls_callbacks(M)) of
                       {ok, Info} -> {ok, Info};
                       {error, E} -> error_of(E)
                   end

@@ -10,7 +10,7 @@
 %% @doc A certificate as the daemon describes it (protocol.md, info),
 %% with its DER (`der', as ssl:peercert/1 gives it) added.
 -spec cert_map(map() | term()) -> map() | undefined.
-cert_map(#{} = C) -> C#{der => tlsport_lib:pem_to_der(maps:get(pem, C, undefined))};
+cert_map(#{} = C) -> C#{der => tlsport_options:pem_to_der(maps:get(pem, C, undefined))};
 cert_map(_) -> undefined.
 
 %% @doc The daemon's info reply in the style of ssl:connection_information/1:

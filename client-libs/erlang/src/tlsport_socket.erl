@@ -219,13 +219,13 @@ recv(Pid, Length, Timeout) -> call(Pid, {recv, Length, Timeout}, infinity).
 %% @doc Options are checked here, in the caller, before the socket
 %% process or the daemon sees any of them (tlsport_lib:setopts_options/1).
 setopts(Pid, Opts) ->
-    case tlsport_lib:setopts_options(Opts) of
+    case tlsport_options:setopts_options(Opts) of
         {ok, Checked} -> call(Pid, {setopts, Checked}, infinity);
         Error -> Error
     end.
 
 getopts(Pid, Names) ->
-    case tlsport_lib:getopts_names(Names) of
+    case tlsport_options:getopts_names(Names) of
         ok -> call(Pid, {getopts, Names}, infinity);
         Error -> Error
     end.

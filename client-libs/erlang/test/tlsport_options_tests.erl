@@ -52,46 +52,46 @@ unknown() -> [{cafile, "x"}, {verfy, 2}, {alpn, [<<"h2">>]}, {timeout, 5000},
 
 unknown_options_refused_test() ->
     [begin
-         ?assertEqual({Opt, {error, {badarg, Opt}}}, {Opt, tlsport_lib:listen_options([Opt])}),
-         ?assertEqual({Opt, {error, {badarg, Opt}}}, {Opt, tlsport_lib:connect_options([Opt])}),
+         ?assertEqual({Opt, {error, {badarg, Opt}}}, {Opt, tlsport_options:listen_options([Opt])}),
+         ?assertEqual({Opt, {error, {badarg, Opt}}}, {Opt, tlsport_options:connect_options([Opt])}),
          ?assertEqual({Opt, {error, {badarg, Opt}}},
-                      {Opt, tlsport_lib:connect_options([{packet, 2}, Opt, {verify, 0}])})
+                      {Opt, tlsport_options:connect_options([{packet, 2}, Opt, {verify, 0}])})
      end || Opt <- unknown()],
     %% In a map too, and after valid options.
     ?assertEqual({error, {badarg, {cafile, "x"}}},
-                 tlsport_lib:connect_options(#{cafile => "x", packet => 2})),
+                 tlsport_options:connect_options(#{cafile => "x", packet => 2})),
     ?assertEqual({error, {badarg, {verfy, 2}}},
-                 tlsport_lib:listen_options(#{certfile => "c.pem", verfy => 2})),
+                 tlsport_options:listen_options(#{certfile => "c.pem", verfy => 2})),
     %% Not a list or map, or an improper list.
-    ?assertEqual({error, {badarg, certfile}}, tlsport_lib:listen_options(certfile)),
-    ?assertEqual({error, {badarg, tail}}, tlsport_lib:connect_options([binary | tail])).
+    ?assertEqual({error, {badarg, certfile}}, tlsport_options:listen_options(certfile)),
+    ?assertEqual({error, {badarg, tail}}, tlsport_options:connect_options([binary | tail])).
 
 options_of_the_other_call_refused_test() ->
     %% listen's options mean nothing to connect, and the client's TLS
     %% options nothing to a listener.
-    [?assertEqual({error, {badarg, O}}, tlsport_lib:connect_options([O]))
+    [?assertEqual({error, {badarg, O}}, tlsport_options:connect_options([O]))
      || O <- [{ip, {127, 0, 0, 1}}, {ifaddr, "127.0.0.1"}, {backlog, 5}, {side, client},
               {sni_hosts, [{"a.example", [{certfile, "a.pem"}]}]}, {dh, <<1>>}, {dhfile, "dh.pem"},
               {ticket_keys, ["t.key"]}, {alpn_preferred_protocols, [<<"h2">>]},
               {ocsp_response_file, "o.der"}]],
-    [?assertEqual({error, {badarg, O}}, tlsport_lib:listen_options([O]))
+    [?assertEqual({error, {badarg, O}}, tlsport_options:listen_options([O]))
      || O <- [{server_name_indication, "example.com"}, {server_name_indication, disable},
               {verify_hostname, false}, {verify_hostname, "example.com"}, {role, server},
               {alpn_advertised_protocols, [<<"h2">>]}, {reuse_sessions, true},
               {ocsp_stapling, true}]],
     ?assertEqual({error, {badarg, {verify_hostname, false}}},
-                 tlsport_lib:tls_options(#{verify_hostname => false}, server)),
+                 tlsport_options:tls_options(#{verify_hostname => false}, server)),
     %% starttls: the options of its side, no socket options.
-    [?assertEqual({error, {badarg, O}}, tlsport_lib:starttls_options([{side, server}, O]))
+    [?assertEqual({error, {badarg, O}}, tlsport_options:starttls_options([{side, server}, O]))
      || O <- [{server_name_indication, "x"}, {packet, 2}, {active, true}, {backlog, 1}]],
-    [?assertEqual({error, {badarg, O}}, tlsport_lib:starttls_options([O]))
+    [?assertEqual({error, {badarg, O}}, tlsport_options:starttls_options([O]))
      || O <- [{sni_hosts, [{"a.example", [{certfile, "a.pem"}]}]}, {mode, list}, list,
               {tls, false}, {side, both}]],
     ?assertMatch({ok, #{side := server}},
-                 tlsport_lib:starttls_options([{role, server}, {dhfile, "dh.pem"}])),
-    ?assertMatch({ok, #{side := client}}, tlsport_lib:starttls_options(#{reuse_sessions => false})),
+                 tlsport_options:starttls_options([{role, server}, {dhfile, "dh.pem"}])),
+    ?assertMatch({ok, #{side := client}}, tlsport_options:starttls_options(#{reuse_sessions => false})),
     %% tls_context: no socket options, no tls.
-    [?assertEqual({error, {badarg, O}}, tlsport_lib:context_options([O]))
+    [?assertEqual({error, {badarg, O}}, tlsport_options:context_options([O]))
      || O <- [{packet, 2}, {tls, true}, {side, client}, {handshake_timeout, 5}, binary]].
 
 bad_values_refused_test() ->
@@ -111,14 +111,14 @@ bad_values_refused_test() ->
            {keylog_file, 1}, {ocsp_stapling, 1}, {tls, ""}, {tls, 42}, {cert, <<>>},
            {key, {'RSAPrivateKey', <<>>}}, {key, <<"not pem">>}, {password_file, 1},
            {certs_keys, []}, {certs_keys, [#{cert => 42}]}],
-    [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_lib:connect_options([O])}) || O <- Bad],
-    [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_lib:listen_options([O])})
+    [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_options:connect_options([O])}) || O <- Bad],
+    [?assertEqual({O, {error, {badarg, O}}}, {O, tlsport_options:listen_options([O])})
      || O <- [{backlog, 0}, {handshake_timeout, infinity}, {ip, {1, 2, 3}}, {ifaddr, 42},
               {sni_hosts, []}, {ticket_keys, []}, {dh, "text"}, {dhfile, 1},
               {alpn_preferred_protocols, [1]}, {ocsp_response_file, 2}]],
-    ?assertEqual({error, {badarg, {packet, 3}}}, tlsport_lib:connect_options([{packet, 3}])),
+    ?assertEqual({error, {badarg, {packet, 3}}}, tlsport_options:connect_options([{packet, 3}])),
     ?assertMatch({error, {unsupported_protocol, _}},
-                 tlsport_lib:connect_options([{versions, ['tlsv1.3', 'tlsv1']}])).
+                 tlsport_options:connect_options([{versions, ['tlsv1.3', 'tlsv1']}])).
 
 %% Every documented option, as the guide spells it.
 listen_opts() ->
@@ -159,12 +159,12 @@ connect_opts() ->
             {reuse_sessions, false}, {ocsp_stapling, true}].
 
 known_options_accepted_test() ->
-    {ok, L} = tlsport_lib:listen_options(listen_opts()),
+    {ok, L} = tlsport_options:listen_options(listen_opts()),
     ?assertMatch(#{daemon_mode := <<"packet:2">>, format := binary, active := once,
                    backlog := 16, handshake_timeout := 5000}, L),
     ?assertEqual(#{handshake_timeout_ms => 5000, idle_timeout_ms => 10000, close_timeout_ms => 2000},
-                 tlsport_lib:timeout_fields(L)),
-    {ok, LT} = tlsport_lib:tls_options(L, server),
+                 tlsport_options:timeout_fields(L)),
+    {ok, LT} = tlsport_options:tls_options(L, server),
     ?assertEqual(#{certfile => <<"s.pem">>, keyfile => <<"s.key">>, password => <<"pw">>,
                    cacertfile => <<"ca.pem">>, cacertdir => <<"/etc/ssl/certs">>, verify => 2,
                    depth => 3,
@@ -185,39 +185,39 @@ known_options_accepted_test() ->
                    ocsp_response_file => <<"ocsp.der">>, dhparamfile => <<"dh.pem">>},
                  LT),
     ?assertMatch(#{password := {ask, _}, verify := {_, 0}, timeout := 5000},
-                 tlsport_lib:tls_callbacks(L)),
+                 tlsport_options:tls_callbacks(L)),
     [begin
-         {ok, A} = tlsport_lib:listen_options([O]),
-         ?assertMatch({O, {ok, #{}}}, {O, tlsport_lib:tls_options(A, server)})
+         {ok, A} = tlsport_options:listen_options([O]),
+         ?assertMatch({O, {ok, #{}}}, {O, tlsport_options:tls_options(A, server)})
      end || O <- alone_opts()],
-    {ok, C} = tlsport_lib:connect_options(maps:from_list([O || {_, _} = O <- connect_opts()])),
+    {ok, C} = tlsport_options:connect_options(maps:from_list([O || {_, _} = O <- connect_opts()])),
     ?assertMatch(#{daemon_mode := <<"line">>, format := binary, active := -3}, C),
-    {ok, CT} = tlsport_lib:tls_options(C, client),
+    {ok, CT} = tlsport_options:tls_options(C, client),
     ?assertMatch(#{server_name := <<"example.com">>, verify_hostname := <<"www.example.com">>,
                    alpn := [<<"h2">>], session_reuse := false, ocsp_status_request := true}, CT),
     ?assertEqual([], maps:keys(CT) -- ?TLS_FIELDS),
     %% A named context.
-    {ok, N} = tlsport_lib:connect_options([{tls, "web"}, {packet, 2}]),
-    ?assertEqual({ok, <<"web">>}, tlsport_lib:tls_options(N, client)),
-    ?assertEqual({context, <<"web">>}, tlsport_lib:tls_callbacks(N)),
+    {ok, N} = tlsport_options:connect_options([{tls, "web"}, {packet, 2}]),
+    ?assertEqual({ok, <<"web">>}, tlsport_options:tls_options(N, client)),
+    ?assertEqual({context, <<"web">>}, tlsport_options:tls_callbacks(N)),
     %% An atom other than true and false names a context too (the daemon
     %% refuses a name nobody defined).
-    {ok, NA} = tlsport_lib:connect_options([{tls, maybe}]),
-    ?assertEqual({ok, <<"maybe">>}, tlsport_lib:tls_options(NA, client)),
+    {ok, NA} = tlsport_options:connect_options([{tls, maybe}]),
+    ?assertEqual({ok, <<"maybe">>}, tlsport_options:tls_options(NA, client)),
     %% Plain TCP.
-    {ok, P} = tlsport_lib:connect_options([{tls, false}, {verify, 0}]),
-    ?assertEqual({ok, false}, tlsport_lib:tls_options(P, client)),
+    {ok, P} = tlsport_options:connect_options([{tls, false}, {verify, 0}]),
+    ?assertEqual({ok, false}, tlsport_options:tls_options(P, client)),
     %% The guide's names are the library's.
     ?assertEqual(lists:usort([O || {O, _} <- listen_opts() ++ alone_opts()]),
-                 lists:usort(tlsport_lib:option_names(listen))),
+                 lists:usort(tlsport_options:option_names(listen))),
     ?assertEqual(lists:usort([O || {O, _} <- connect_opts() ++ alone_opts(),
                                    not lists:member(O, [dh])]),
-                 lists:usort(tlsport_lib:option_names(connect))).
+                 lists:usort(tlsport_options:option_names(connect))).
 
 host_name_options_on_the_wire_test() ->
     Tls = fun(Opts) ->
-                  {ok, M} = tlsport_lib:connect_options(Opts),
-                  {ok, T} = tlsport_lib:tls_options(M, client),
+                  {ok, M} = tlsport_options:connect_options(Opts),
+                  {ok, T} = tlsport_options:tls_options(M, client),
                   T
           end,
     ?assertEqual(#{verify_hostname => false}, Tls([{verify_hostname, false}])),
@@ -231,19 +231,19 @@ host_name_options_on_the_wire_test() ->
 
 setopts_options_test() ->
     ?assertEqual({ok, [{active, once}, {mode, list}, {mode, binary}, {packet_size, 10}]},
-                 tlsport_lib:setopts_options([{active, once}, list, binary, {packet_size, 10}])),
-    ?assertEqual({ok, [{active, -1}]}, tlsport_lib:setopts_options(#{active => -1})),
-    [?assertEqual({error, {badarg, O}}, tlsport_lib:setopts_options([{active, true}, O]))
+                 tlsport_options:setopts_options([{active, once}, list, binary, {packet_size, 10}])),
+    ?assertEqual({ok, [{active, -1}]}, tlsport_options:setopts_options(#{active => -1})),
+    [?assertEqual({error, {badarg, O}}, tlsport_options:setopts_options([{active, true}, O]))
      || O <- unknown()],
     %% Options that cannot change on a connected socket, and bad values: einval.
-    [?assertEqual({error, einval}, tlsport_lib:setopts_options([O]))
+    [?assertEqual({error, einval}, tlsport_options:setopts_options([O]))
      || O <- [{packet, 4}, {certfile, "x"}, {backlog, 5}, {verify_hostname, false},
               {active, maybe}, {active, 40000}, {mode, text}, {packet_size, 0}]],
-    ?assertEqual({error, einval}, tlsport_lib:setopts_options(active)),
-    ?assertEqual(ok, tlsport_lib:getopts_names([active, mode, packet, certfile, binary])),
-    ?assertEqual({error, {badarg, bogus}}, tlsport_lib:getopts_names([active, bogus])),
-    ?assertEqual({error, {badarg, "active"}}, tlsport_lib:getopts_names(["active"])),
-    ?assertEqual({error, einval}, tlsport_lib:getopts_names(active)).
+    ?assertEqual({error, einval}, tlsport_options:setopts_options(active)),
+    ?assertEqual(ok, tlsport_options:getopts_names([active, mode, packet, certfile, binary])),
+    ?assertEqual({error, {badarg, bogus}}, tlsport_options:getopts_names([active, bogus])),
+    ?assertEqual({error, {badarg, "active"}}, tlsport_options:getopts_names(["active"])),
+    ?assertEqual({error, einval}, tlsport_options:getopts_names(active)).
 
 %%% ================================================================ with the daemon
 

@@ -138,8 +138,18 @@ bool load_identity(SSL_CTX* c, const TlsSettings& settings, ErrorInfo& error, Bu
   return true;
 }
 
+/// SHA-256 of `text`, which is wiped (it may hold passphrases and keys).
+std::string digest_of(std::string& text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  OPENSSL_cleanse(text.data(), text.size());
+  return std::string(reinterpret_cast<char*>(digest), length);
+}
+
 /// CAs from a file or inline PEM into the store (and, for a server, the
-/// list of CAs it names to clients); what was read is appended to `read`.
+/// list of CAs it names to clients); the digest of what was read is
+/// appended to `read`.
 bool load_cas(SSL_CTX* c, const std::string& path, const std::string& inline_pem, TlsRole role,
               std::string& read, ErrorInfo& error) {
   if (path.empty() && inline_pem.empty()) return true;
@@ -148,7 +158,7 @@ bool load_cas(SSL_CTX* c, const std::string& path, const std::string& inline_pem
   if (!material(path, inline_pem, "CA", text, source, error) ||
       !parse_certificates(text, source, cas, error))
     return false;
-  read += std::to_string(text.size()) + ':' + text;
+  read += digest_of(text);  // after parsing: it wipes the text
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   for (auto& ca : cas) {
     X509_STORE_add_cert(store, ca.get());
@@ -158,22 +168,22 @@ bool load_cas(SSL_CTX* c, const std::string& path, const std::string& inline_pem
   return true;
 }
 
-/// CRLs for the whole chain; what was read is appended to `read`.
+/// CRLs for the whole chain; the digest of what was read is appended to `read`.
 bool load_crls(SSL_CTX* c, const std::string& path, std::string& read, ErrorInfo& error) {
   std::string text;
   std::vector<X509CrlPtr> crls;
   if (!read_tls_file(path, "CRL", text, error) ||
       !parse_crls(text, "CRL file " + path, crls, error))
     return false;
-  read += std::to_string(text.size()) + ':' + text;
+  read += digest_of(text);  // after parsing: it wipes the text
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   for (auto& crl : crls) X509_STORE_add_crl(store, crl.get());
   X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
   return true;
 }
 
-/// Trusted CAs, CRLs and the verify mode of seed 004's levels; the CA and
-/// CRL material read is appended to `read`.
+/// Trusted CAs, CRLs and the verify mode of seed 004's levels; the digests
+/// of the CA and CRL material read are appended to `read`.
 bool set_trust(SSL_CTX* c, const TlsSettings& settings, TlsRole role, std::string& read,
                ErrorInfo& error) {
   int verify = settings.effective_verify(role);
@@ -299,15 +309,6 @@ bool open_keylog(const std::string& path, ContextExtras& extras, ErrorInfo& erro
   return true;
 }
 
-/// SHA-256 of `text`, which is wiped (it may hold passphrases and keys).
-std::string digest_of(std::string& text) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
-  OPENSSL_cleanse(text.data(), text.size());
-  return std::string(reinterpret_cast<char*>(digest), length);
-}
-
 /// The text that names one client destination with its settings.
 std::string session_key(const TlsSettings& settings, const std::string& host, unsigned short port) {
   std::string text = settings.context_key() + '\n' + host + ':' + std::to_string(port) + '\n' +
@@ -338,7 +339,7 @@ SslCtxPtr build_context(const TlsSettings& settings, TlsRole role, ErrorInfo& er
                        "a TLS server needs a certificate (tls.certfile, tls.cert or -cert)");
     return nullptr;
   }
-  std::string trust_read;  // the CA and CRL material, for the session context
+  std::string trust_read;  // digests of the CA and CRL material, for the session context
   if (!set_protocol(c, settings, role, error) ||
       (settings.has_identity() && !load_identity(c, settings, error, needs)) ||
       !set_trust(c, settings, role, trust_read, error) ||
